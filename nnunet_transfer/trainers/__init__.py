@@ -1,1 +1,10 @@
+"""nnU-Net trainers of nnunet-transfer.
 
+nnU-Net finds trainers by class name; it sees these through the shim module in
+``nnunet_transfer/nnunet_ext`` once ``nnUNet_extTrainer`` names that folder (``eval "$(nnunet-transfer env)"``).
+Every trainer listed in ``__all__`` is re-exported there, so the class nnU-Net uses is this very object.
+"""
+
+from nnunet_transfer.trainers.mots_pretrain import MOTSPretrainTrainer, MOTSPretrainTrainerBalanced
+
+__all__ = ["MOTSPretrainTrainer", "MOTSPretrainTrainerBalanced"]

@@ -1,0 +1,187 @@
+"""``nnunet-transfer``: the commands that sit beside nnU-Net's own ``nnUNetv2_*`` commands.
+
+Each subcommand imports its implementation lazily so that ``nnunet-transfer env`` (run in every new shell) stays
+instant. Errors the user can fix (missing files, bad data, unset variables) are printed as one clear message with
+exit code 1, without a traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from nnunet_transfer import __version__
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from nnunet_transfer.discovery import export_lines
+
+    print(export_lines(Path(args.workspace) if args.workspace else None))
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from nnunet_transfer.doctor import run_doctor
+
+    return run_doctor()
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from nnunet_transfer.data import synthetic
+
+    sizes = {"cases": args.cases} if args.cases is not None else {}
+    if args.kind == "mots":
+        synthetic.synth_mots(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None, **sizes)
+    elif args.kind == "kits21":
+        synthetic.synth_kits21(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None,
+                               layout=args.layout, **sizes)
+    else:
+        synthetic.synth_kvasir(args.out, seed=args.seed, size=tuple(args.shape[-2:]) if args.shape else (64, 64),
+                               **sizes)
+    print(f"wrote synthetic {args.kind} sources to {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    if args.kind == "mots":
+        from nnunet_transfer.data.convert_mots import convert_mots
+
+        folder = convert_mots(args.source, args.d, name=args.name or "MOTS", split_file=args.split,
+                              tasks=args.tasks, num_workers=args.np)
+    elif args.kind in ("kits21", "kits"):
+        from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
+
+        if args.list_mots_overlap:
+            print("\n".join(list_mots_overlap(args.source)))
+            return 0
+        folder = convert_kits(args.source, args.d, name=args.name or "KiTS21",
+                              exclude_mots_overlap=args.exclude_mots_overlap,
+                              only_mots_overlap=args.only_mots_overlap, num_workers=args.np)
+    else:
+        from nnunet_transfer.data.convert_kvasir import convert_kvasir
+
+        folder = convert_kvasir(args.source, args.d, name=args.name or "KvasirSEG", num_workers=args.np)
+    print(f"nnU-Net raw dataset written to {folder}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.kind == "kits21":
+        from nnunet_transfer.evaluation.kits import evaluate_kits21, format_table
+
+        out_json = args.o or str(Path(args.pred_dir) / "kits_metrics.json")
+        results = evaluate_kits21(args.pred_dir, args.gt_dir, output_json=out_json, output_csv=args.csv,
+                                  num_workers=args.np)
+        print(format_table(results))
+        print(f"metrics written to {out_json}")
+        return 0
+    from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
+    from nnunet_transfer.trainers.mots_pretrain import read_case_to_task
+
+    dataset_json = json.loads(Path(args.dataset_json).read_text())
+    out_json = args.o or str(Path(args.pred_dir) / "summary_per_task.json")
+    results = evaluate_partial_label_folder(args.pred_dir, args.gt_dir, read_case_to_task(dataset_json),
+                                            dataset_json.get("file_ending", ".nii.gz"), output_json=out_json)
+    print(format_task_table(results["mean"]))
+    print(f"metrics written to {out_json}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nnunet_transfer.demo import DemoConfig, run_demo
+
+    config = DemoConfig(workspace=Path(args.workspace) if args.workspace else None, cases=args.cases,
+                        epochs=args.epochs, iterations=args.iterations, seed=args.seed)
+    run_demo(config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-transfer",
+        description="Transfer learning for nnU-Net v2: MOTS/DoDNet pretraining, fine-tuning, Med3D, MLEAM.")
+    parser.add_argument("--version", action="version", version=f"nnunet-transfer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("env", help="print the shell line that lets nnU-Net find our trainers: "
+                                   'eval "$(nnunet-transfer env)"')
+    p.add_argument("--workspace", help="also point unset nnUNet_raw/_preprocessed/_results into this folder")
+    p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser("doctor", help="check nnU-Net path variables, trainer discovery and the torch device")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("synth", help="write seeded synthetic data in an official dataset layout")
+    p.add_argument("kind", choices=["mots", "kits21", "kvasir"])
+    p.add_argument("out", help="output folder (the source root a converter then reads)")
+    p.add_argument("--cases", type=int, default=None, help="cases per source (default: small)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=int, nargs="+", help="volume shape z y x (kvasir: height width)")
+    p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("convert", help="convert an official dataset layout into an nnU-Net raw dataset")
+    p.add_argument("kind", choices=["mots", "kits21", "kvasir"])
+    p.add_argument("source", help="root folder of the source data")
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id")
+    p.add_argument("--name", help="dataset name (DatasetXXX_NAME)")
+    p.add_argument("--split", help="mots: JSON {'train': [...], 'test': [...]} or DoDNet list file")
+    p.add_argument("--tasks", nargs="+", help="mots: only these tasks (liver kidney hepatic_vessel ...)")
+    p.add_argument("--exclude-mots-overlap", action="store_true", help="kits21: leave out the KiTS19 cases")
+    p.add_argument("--only-mots-overlap", action="store_true", help="kits21: only the KiTS19 cases")
+    p.add_argument("--list-mots-overlap", action="store_true", help="kits21: print the overlapping case ids")
+    p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("evaluate", help="score a prediction folder")
+    p.add_argument("kind", choices=["mots", "kits21"])
+    p.add_argument("pred_dir")
+    p.add_argument("gt_dir")
+    p.add_argument("-o", help="output JSON")
+    p.add_argument("--csv", help="kits21: also write a CSV")
+    p.add_argument("--dataset-json", help="mots: dataset.json holding the case-to-task map")
+    p.add_argument("-np", type=int, default=1)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the whole pipeline on embedded synthetic data, on CPU")
+    p.add_argument("--workspace", help="folder for nnU-Net's data (default: nnUNet_* variables or ./nnunet_workspace)")
+    p.add_argument("--cases", type=int, default=3, help="synthetic cases per source")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--iterations", type=int, default=10, help="training iterations per epoch")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+#: exceptions that mean "the user's input is wrong", printed without a traceback
+def _user_errors() -> tuple:
+    errors: List[type] = [FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, RuntimeError]
+    try:
+        from nnunet_transfer.data.errors import ConversionError
+
+        errors.append(ConversionError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    if args.debug:
+        return func(args)
+    try:
+        return func(args)
+    except _user_errors() as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"nnunet-transfer {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""How nnU-Net finds nnunet-transfer's trainers: the ``nnUNet_extTrainer`` folder and the shell line setting it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Mapping, Optional
+
+#: nnU-Net 2.8's documented variable listing extra trainer folders (os.pathsep separated)
+EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
+NNUNET_PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def ext_trainer_dir() -> Path:
+    """The folder whose shim module re-exports our trainers to nnU-Net."""
+    return Path(__file__).resolve().parent / "nnunet_ext"
+
+
+def ext_trainer_value(current: Optional[str] = None, extra_dirs: tuple = ()) -> str:
+    """``nnUNet_extTrainer`` with our folder (and ``extra_dirs``) appended to ``current``, without duplicates."""
+    parts = [p for p in (current or "").split(os.pathsep) if p]
+    for d in (str(ext_trainer_dir()), *map(str, extra_dirs)):
+        if d not in parts:
+            parts.append(d)
+    return os.pathsep.join(parts)
+
+
+def export_lines(workspace: Optional[Path] = None, environ: Mapping[str, str] = os.environ) -> str:
+    """POSIX shell lines for ``eval``: append our trainer folder to ``nnUNet_extTrainer``; with ``workspace``,
+    also point unset nnU-Net path variables into it."""
+    folder = shlex.quote(str(ext_trainer_dir()))
+    lines = [
+        f'case ":${{{EXT_TRAINER_VARIABLE}:-}}:" in *:{folder}:*) ;; '
+        f'*) export {EXT_TRAINER_VARIABLE}="${{{EXT_TRAINER_VARIABLE}:+${EXT_TRAINER_VARIABLE}{os.pathsep}}}"{folder} ;; esac'
+    ]
+    if workspace is not None:
+        for var in NNUNET_PATH_VARIABLES:
+            target = shlex.quote(str(Path(workspace).resolve() / var))
+            lines.append(f'export {var}="${{{var}:-{target}}}"')
+    return "\n".join(lines)
+
+
+def nnunet_environment(workspace: Path, base: Optional[Mapping[str, str]] = None,
+                       extra_trainer_dirs: tuple = ()) -> dict:
+    """Environment for running ``nnUNetv2_*`` commands as subprocesses on ``workspace``'s folders."""
+    env = dict(os.environ if base is None else base)
+    workspace = Path(workspace).resolve()
+    for var in NNUNET_PATH_VARIABLES:
+        env[var] = str(workspace / var)
+        Path(env[var]).mkdir(parents=True, exist_ok=True)
+    env[EXT_TRAINER_VARIABLE] = ext_trainer_value(env.get(EXT_TRAINER_VARIABLE), extra_trainer_dirs)
+    return env

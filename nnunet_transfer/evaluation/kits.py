@@ -1,0 +1,588 @@
+"""The official KiTS21 evaluation: volumetric Dice and Surface Dice per Hierarchical Evaluation Class (HEC).
+
+KiTS21 scores a case on three nested regions built from the labels (0 background, 1 kidney, 2 tumor, 3 cyst):
+``kidney_and_mass`` = {1, 2, 3}, ``mass`` = {2, 3} and ``tumor`` = {2}. For each region it reports the volumetric
+Dice and the Surface Dice at a region-specific tolerance in mm (DeepMind's surface-distance formulation:
+surface elements ("surfels") are placed on the corners of the voxel grid by a marching-cubes style lookup table,
+each surfel carries an area, and a surfel counts as overlapping when the closest surfel of the other surface is
+at most the tolerance away). Both masks empty gives Dice 1 and SD 1; exactly one empty gives 0 and 0. When the
+reference is the official set of sampled annotations, the case score is the plain mean over all sample files.
+
+This module reproduces the official numbers (``neheller/kits21``, ``kits21/evaluation/metrics.py``) but computes
+them faster:
+
+* the surfel geometry (neighbour-code kernel and per-code surfel areas) comes from the ``surface-distance``
+  package (``surface_distance.lookup_tables``), so the surface definition is the official one;
+* the distance part is not a full Euclidean distance transform followed by a sort of every surfel: since only
+  "closest distance <= tolerance" matters, each surfel of one surface looks up the few grid offsets that lie
+  within the tolerance (distances computed with the same floating-point formula as SciPy's distance
+  transform) in the other surface's border map;
+* everything runs on the bounding box of prediction and reference (plus the tolerance margin), per region.
+
+The ``surface-distance`` 0.1 release on PyPI is only used for its lookup tables: its ``compute_surface_distances``
+still calls the ``scipy.ndimage.filters``/``morphology`` namespaces (removed in SciPy 2.0), crashes under
+NumPy 2 when exactly one mask is empty (``np.Inf``) and sorts every surfel in Python.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from surface_distance import lookup_tables
+
+HECS: dict[str, tuple[int, ...]] = {
+    "kidney_and_mass": (1, 2, 3),
+    "mass": (2, 3),
+    "tumor": (2,),
+}
+"""Hierarchical Evaluation Classes: region name -> the labels merged into that region (official order)."""
+
+TOLERANCES_MM: dict[str, float] = {
+    "kidney_and_mass": 1.0330772532390826,
+    "mass": 1.1328796488598762,
+    "tumor": 1.1498198361434828,
+}
+"""Surface Dice tolerance per HEC in mm (``HEC_SD_TOLERANCES_MM`` of the official kits21 configuration)."""
+
+METRICS: tuple[str, str] = ("dice", "surface_dice")
+KITS_LABELS: tuple[int, ...] = (0, 1, 2, 3)
+
+# official kits21 layout: data/case_XXXXX/{aggregated_MAJ_seg.nii.gz, segmentation_samples/group_*/*.nii.gz}
+KITS21_MAJORITY_FILE = "aggregated_MAJ_seg.nii.gz"
+KITS21_SAMPLES_DIR = "segmentation_samples"
+KITS21_GROUP_PREFIX = "group"
+KITS21_FILE_ENDING = ".nii.gz"
+
+GT_MODE_LABELS = "labels_folder"
+GT_MODE_SAMPLES = "kits21_samples"
+GT_MODE_MAJORITY = "kits21_majority_vote"
+
+# geometry agreement required between a prediction and its reference (NIfTI stores float32 headers)
+_SPACING_ATOL_MM = 1e-3
+_ORIGIN_ATOL_MM = 1e-3
+_DIRECTION_ATOL = 1e-4
+_MAX_LISTED = 20
+
+
+# --------------------------------------------------------------------------------------------------------------
+# metric on arrays
+# --------------------------------------------------------------------------------------------------------------
+
+
+def kits_case_metrics(
+    prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]
+) -> dict[str, dict[str, float]]:
+    """KiTS21 Dice and Surface Dice of one prediction against one reference, per HEC.
+
+    ``prediction`` and ``reference`` are 3D integer label maps (values in {0, 1, 2, 3}) of the same shape;
+    ``spacing`` is the voxel size in mm in the *arrays'* axis order (for a SimpleITK image that is
+    ``image.GetSpacing()[::-1]``). Returns ``{hec: {"dice": .., "surface_dice": ..}}`` in :data:`HECS` order.
+    """
+    pred = _as_label_array(prediction, "prediction")
+    ref = _as_label_array(reference, "reference")
+    if pred.ndim != 3:
+        raise ValueError(f"KiTS21 metrics need 3D label maps; got prediction with shape {pred.shape}")
+    if pred.shape != ref.shape:
+        raise ValueError(
+            f"prediction shape {pred.shape} differs from reference shape {ref.shape}; both must be on the same grid"
+        )
+    spacing_mm = _as_spacing(spacing)
+
+    # every HEC is a subset of the foreground, so all work can be done in the foreground bounding box
+    box = _bounding_box((pred > 0) | (ref > 0))
+    if box is None:
+        return {hec: {"dice": 1.0, "surface_dice": 1.0} for hec in HECS}
+    pred, ref = pred[box], ref[box]
+
+    results: dict[str, dict[str, float]] = {}
+    for hec, labels in HECS.items():
+        in_hec = np.zeros(256, dtype=bool)
+        in_hec[list(labels)] = True
+        dice, surface_dice = _region_metrics(in_hec[pred], in_hec[ref], spacing_mm, TOLERANCES_MM[hec])
+        results[hec] = {"dice": dice, "surface_dice": surface_dice}
+    return results
+
+
+def _region_metrics(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float], tolerance_mm: float
+) -> tuple[float, float]:
+    """(Dice, Surface Dice) of two boolean masks with the official empty-mask rules."""
+    n_pred = int(np.count_nonzero(pred))
+    n_ref = int(np.count_nonzero(ref))
+    if n_pred == 0 and n_ref == 0:
+        return 1.0, 1.0
+    if n_pred == 0 or n_ref == 0:
+        return 0.0, 0.0
+    dice = 2.0 * int(np.count_nonzero(pred & ref)) / (n_pred + n_ref)
+    box = _bounding_box(pred | ref)
+    assert box is not None  # both masks are non-empty
+    return dice, _surface_dice(pred[box], ref[box], spacing, tolerance_mm)
+
+
+def _surface_dice(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float], tolerance_mm: float
+) -> float:
+    """Surface Dice at ``tolerance_mm`` of two non-empty boolean masks (DeepMind surfels, official definition).
+
+    Surfels sit on the corners of the voxel grid: corner point ``c`` gets the 8-bit code of the 2x2x2 voxels
+    around it, border points are those whose code is neither 0 nor 255, and the code gives the surfel area.
+    A border point of one surface overlaps when a border point of the other surface lies within the tolerance;
+    the candidate grid offsets are precomputed, so only border points are visited.
+    """
+    offsets, radius = _tolerance_offsets(spacing, tolerance_mm)
+    # margin: 1 voxel so every surfel exists, plus the tolerance radius so neighbour look-ups stay in bounds
+    pad = [(r + 1, r + 1) for r in radius]
+    codes_pred = _neighbour_codes(np.pad(pred.view(np.uint8), pad))
+    codes_ref = _neighbour_codes(np.pad(ref.view(np.uint8), pad))
+    flat_offsets = offsets @ np.asarray(_element_strides(codes_pred.shape), dtype=np.int64)
+
+    codes_pred = codes_pred.ravel()
+    codes_ref = codes_ref.ravel()
+    border_pred = (codes_pred != 0) & (codes_pred != 255)
+    border_ref = (codes_ref != 0) & (codes_ref != 255)
+    points_pred = np.flatnonzero(border_pred)
+    points_ref = np.flatnonzero(border_ref)
+
+    area_table = _surfel_area_table(spacing)
+    areas_pred = area_table[codes_pred[points_pred]]
+    areas_ref = area_table[codes_ref[points_ref]]
+    near_pred = _has_neighbour_within(points_pred, border_ref, flat_offsets)
+    near_ref = _has_neighbour_within(points_ref, border_pred, flat_offsets)
+
+    overlap = float(np.sum(areas_ref[near_ref])) + float(np.sum(areas_pred[near_pred]))
+    total = float(np.sum(areas_ref)) + float(np.sum(areas_pred))
+    return overlap / total
+
+
+def _has_neighbour_within(points: np.ndarray, other_border: np.ndarray, flat_offsets: np.ndarray) -> np.ndarray:
+    """For each flat index in ``points``: is ``other_border`` true at any of the ``flat_offsets`` around it?
+
+    Offsets are ordered nearest first (offset 0 settles most points), and settled points drop out.
+    """
+    near = np.zeros(points.size, dtype=bool)
+    pending = np.arange(points.size)
+    for offset in flat_offsets:
+        hit = other_border[points[pending] + offset]
+        near[pending[hit]] = True
+        pending = pending[~hit]
+        if pending.size == 0:
+            break
+    return near
+
+
+def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
+    """8-bit code of the 2x2x2 voxel neighbourhood of every grid corner (same kernel and call as DeepMind's)."""
+    return ndimage.correlate(mask, lookup_tables.ENCODE_NEIGHBOURHOOD_3D_KERNEL, mode="constant", cval=0)
+
+
+@lru_cache(maxsize=64)
+def _surfel_area_table(spacing: tuple[float, float, float]) -> np.ndarray:
+    """Surfel area in mm^2 for each of the 256 neighbour codes at this spacing (DeepMind's table)."""
+    table = lookup_tables.create_table_neighbour_code_to_surface_area(spacing)
+    table.flags.writeable = False
+    return table
+
+
+@lru_cache(maxsize=64)
+def _tolerance_offsets(
+    spacing: tuple[float, float, float], tolerance_mm: float
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Integer grid offsets whose length in mm is <= the tolerance, nearest first, and the radius per axis.
+
+    The length is computed exactly like SciPy's ``distance_transform_edt`` with ``sampling`` (which the
+    official code uses): ``sqrt(((d0*s0)^2 + (d1*s1)^2) + (d2*s2)^2)`` in float64, so the comparison with the
+    tolerance decides the same way.
+    """
+    radius = tuple(int(math.floor(tolerance_mm / s)) + 1 for s in spacing)
+    axes = [np.arange(-r, r + 1) for r in radius]
+    offsets = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1).astype(np.int64)
+    scaled = offsets.astype(np.float64) * np.asarray(spacing, dtype=np.float64)
+    scaled = scaled * scaled
+    lengths = np.sqrt((scaled[:, 0] + scaled[:, 1]) + scaled[:, 2])
+    keep = lengths <= tolerance_mm
+    order = np.argsort(lengths[keep], kind="stable")
+    offsets = offsets[keep][order]
+    offsets.flags.writeable = False
+    return offsets, radius  # type: ignore[return-value]
+
+
+def _element_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """C-order strides in elements (not bytes) of an array of ``shape``."""
+    strides = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Tight bounding box of a boolean mask as slices, or None if the mask is empty."""
+    box: list[slice] = []
+    for axis in range(mask.ndim):
+        other_axes = tuple(a for a in range(mask.ndim) if a != axis)
+        nonzero = np.flatnonzero(mask.any(axis=other_axes))
+        if nonzero.size == 0:
+            return None
+        box.append(slice(int(nonzero[0]), int(nonzero[-1]) + 1))
+    return tuple(box)
+
+
+def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
+    """Validate that ``array`` holds only KiTS labels {0,1,2,3} and return it as uint8.
+
+    ``name`` (an array role or a file path) is used in the error message.
+    """
+    array = np.asarray(array)
+    if array.dtype == bool:
+        return array.view(np.uint8)
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{name}: label map has dtype {array.dtype}; expected integer labels in {KITS_LABELS}")
+    if array.size == 0:
+        raise ValueError(f"{name}: label map is empty (shape {array.shape})")
+    low, high = array.min(), array.max()
+    valid = low >= 0 and high <= max(KITS_LABELS)
+    if valid and array.dtype.kind == "f":
+        valid = bool(np.all(array == np.round(array)))
+    if not valid:
+        outside = array[(array < 0) | (array > max(KITS_LABELS)) | (array != np.round(array))]
+        found = np.unique(outside)[:_MAX_LISTED].tolist()
+        raise ValueError(
+            f"{name}: unexpected label values {found}; KiTS21 label maps may only contain {KITS_LABELS} "
+            f"(0 background, 1 kidney, 2 tumor, 3 cyst). Map other labels to these before evaluating."
+        )
+    return array.astype(np.uint8, copy=False)
+
+
+def _as_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(s) for s in spacing)
+    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
+        raise ValueError(f"spacing must be 3 positive finite numbers in mm (array axis order); got {spacing!r}")
+    return values  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+
+def _read_label_image(path: Path) -> tuple[np.ndarray, _Geometry]:
+    """Read a 3D label image; return its array (z, y, x order) and its geometry (SimpleITK x, y, z order)."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise RuntimeError(f"could not read label image {path}: {err}") from err
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(
+            f"{path}: expected a 3D single-channel label image, got dimension {image.GetDimension()} with "
+            f"{image.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
+    geometry = _Geometry(
+        size=tuple(image.GetSize()),
+        spacing=tuple(image.GetSpacing()),
+        origin=tuple(image.GetOrigin()),
+        direction=tuple(image.GetDirection()),
+    )
+    return _as_label_array(sitk.GetArrayFromImage(image), str(path)), geometry
+
+
+def _check_same_geometry(pred_path: Path, pred: _Geometry, ref_path: Path, ref: _Geometry) -> None:
+    """Raise if a prediction is not on its reference's voxel grid (the metric compares voxel by voxel)."""
+    problems = []
+    if pred.size != ref.size:
+        problems.append(f"size {pred.size} vs {ref.size}")
+    else:
+        if not np.allclose(pred.spacing, ref.spacing, rtol=0, atol=_SPACING_ATOL_MM):
+            problems.append(f"spacing {pred.spacing} vs {ref.spacing}")
+        if not np.allclose(pred.origin, ref.origin, rtol=0, atol=_ORIGIN_ATOL_MM):
+            problems.append(f"origin {pred.origin} vs {ref.origin}")
+        if not np.allclose(pred.direction, ref.direction, rtol=0, atol=_DIRECTION_ATOL):
+            problems.append(f"direction {pred.direction} vs {ref.direction}")
+    if problems:
+        raise ValueError(
+            f"prediction {pred_path} and reference {ref_path} are not on the same voxel grid "
+            f"({'; '.join(problems)}, SimpleITK x,y,z order). Predictions must keep the geometry of the "
+            f"case's imaging.nii.gz (nnU-Net's predictions do); check that the file belongs to this case "
+            f"and was not resampled or reoriented."
+        )
+
+
+def evaluate_case_files(pred_path: str | Path, ref_paths: Sequence[str | Path]) -> dict[str, dict[str, float]]:
+    """KiTS21 metrics of one prediction file, averaged (plain mean) over one or more reference files.
+
+    Spacing is taken from the reference image, in the array's axis order. Each reference must share the
+    prediction's voxel grid.
+    """
+    if len(ref_paths) == 0:
+        raise ValueError(f"no reference files given for prediction {pred_path}")
+    pred_path = Path(pred_path)
+    prediction, pred_geometry = _read_label_image(pred_path)
+    per_reference = []
+    for ref_path in map(Path, ref_paths):
+        reference, ref_geometry = _read_label_image(ref_path)
+        _check_same_geometry(pred_path, pred_geometry, ref_path, ref_geometry)
+        per_reference.append(kits_case_metrics(prediction, reference, ref_geometry.spacing[::-1]))
+    return _mean_metrics(per_reference)
+
+
+def _mean_metrics(results: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {hec: {m: float(np.mean([r[hec][m] for r in results])) for m in METRICS} for hec in HECS}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reference layouts
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ReferenceSet:
+    mode: str  # one of GT_MODE_*
+    root: Path
+    files: dict[str, list[Path]]  # case id -> reference files (sorted)
+    note: str = ""
+
+
+def _sample_files(case_dir: Path) -> list[Path]:
+    """The official sampled annotations of a case: every .nii.gz in segmentation_samples/group*/ (sorted).
+
+    Mirrors ``evaluate_predicted_file_on_samples`` of the official code: the aggregated files in the case
+    folder are not among them.
+    """
+    samples_dir = case_dir / KITS21_SAMPLES_DIR
+    if not samples_dir.is_dir():
+        return []
+    groups = sorted(p for p in samples_dir.iterdir() if p.is_dir() and p.name.startswith(KITS21_GROUP_PREFIX))
+    return [f for g in groups for f in sorted(g.iterdir()) if f.is_file() and f.name.endswith(KITS21_FILE_ENDING)]
+
+
+def _kits21_case_dirs(gt_dir: Path) -> tuple[Path, list[Path]] | None:
+    """Find the official ``data`` folder at gt_dir, gt_dir/data or gt_dir/kits21/data; return it and its cases."""
+    for root in (gt_dir, gt_dir / "data", gt_dir / "kits21" / "data"):
+        if not root.is_dir():
+            continue
+        cases = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("case_"))
+        if cases:
+            return root, cases
+    return None
+
+
+def _find_references(gt_dir: Path, file_ending: str) -> _ReferenceSet:
+    """Detect the reference layout: a flat folder of label files, or the official kits21 data folder."""
+    if not gt_dir.is_dir():
+        raise FileNotFoundError(f"reference folder {gt_dir} does not exist")
+    label_files = sorted(p for p in gt_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
+    official = _kits21_case_dirs(gt_dir)
+
+    if label_files and official is not None:
+        raise ValueError(
+            f"{gt_dir} holds both label files (*{file_ending}) and kits21 case folders ({official[0]}); "
+            f"pass either a folder of label files named like the predictions or the kits21 data folder"
+        )
+    if label_files:
+        files = {p.name[: -len(file_ending)]: [p] for p in label_files}
+        return _ReferenceSet(GT_MODE_LABELS, gt_dir, files)
+    if official is None:
+        raise FileNotFoundError(
+            f"no references found in {gt_dir}: expected label files named like the predictions "
+            f"(e.g. case_00000{file_ending}, nnU-Net labelsTr style) or the official kits21 data folder "
+            f"(case_XXXXX/{KITS21_MAJORITY_FILE} and {KITS21_SAMPLES_DIR}/group_*/*{KITS21_FILE_ENDING})"
+        )
+
+    root, case_dirs = official
+    samples = {c.name: _sample_files(c) for c in case_dirs}
+    majority = {c.name: c / KITS21_MAJORITY_FILE for c in case_dirs if (c / KITS21_MAJORITY_FILE).is_file()}
+    annotated = [c.name for c in case_dirs if samples[c.name] or c.name in majority]
+    if not annotated:
+        raise FileNotFoundError(
+            f"kits21 data folder {root} has case folders but none holds {KITS21_MAJORITY_FILE} or "
+            f"{KITS21_SAMPLES_DIR}/group_*/*{KITS21_FILE_ENDING}"
+        )
+    skipped = len(case_dirs) - len(annotated)
+    note = f"{skipped} case folders without annotations ignored" if skipped else ""
+    with_samples = [c for c in annotated if samples[c]]
+    if with_samples:
+        without = [c for c in annotated if not samples[c]]
+        if without:
+            raise FileNotFoundError(
+                f"kits21 data folder {root}: {len(without)} annotated cases have no sampled annotations in "
+                f"{KITS21_SAMPLES_DIR}/ ({_listing(without)}) while {len(with_samples)} have. Generate them for "
+                f"all cases with kits21/annotation/sample_segmentations.py, or remove {KITS21_SAMPLES_DIR}/ "
+                f"everywhere to evaluate against {KITS21_MAJORITY_FILE}."
+            )
+        return _ReferenceSet(GT_MODE_SAMPLES, root, {c: samples[c] for c in annotated}, note)
+    note = "; ".join(
+        n
+        for n in (
+            note,
+            f"no {KITS21_SAMPLES_DIR}/ found, so the majority vote {KITS21_MAJORITY_FILE} is the reference "
+            f"(official --use_maj_voting_as_gt; the official test-set evaluation uses the samples)",
+        )
+        if n
+    )
+    return _ReferenceSet(GT_MODE_MAJORITY, root, {c: [majority[c]] for c in annotated}, note)
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f", ... and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# folder evaluation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def evaluate_kits21(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    output_json: str | Path | None = None,
+    output_csv: str | Path | None = None,
+    num_workers: int = 1,
+    file_ending: str = ".nii.gz",
+) -> dict:
+    """Evaluate a folder of KiTS21 predictions (``case_XXXXX<file_ending>``) against references.
+
+    ``gt_dir`` is either a folder of label files named like the predictions (nnU-Net ``labelsTr`` style) or the
+    official kits21 ``data`` folder (or a parent of it). In the official layout the sampled annotations
+    (``segmentation_samples/group*/*.nii.gz``) are the reference and a case's score is the mean over them; if
+    no case has samples, ``aggregated_MAJ_seg.nii.gz`` is used. The mode used is printed and stored as
+    ``"gt_mode"``. Every reference case needs a prediction and every prediction a reference.
+    ``num_workers > 1`` evaluates cases in spawned processes (like nnU-Net's evaluation), so a calling script
+    must run it under ``if __name__ == "__main__":``.
+
+    Returns ``{"gt_mode": .., "num_cases": .., "mean": {hec: {"dice", "surface_dice"}},
+    "per_case": {case_id: {hec: {"dice", "surface_dice"}}}}`` with cases sorted by id; optionally writes it as
+    JSON and a per-case CSV.
+    """
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"prediction folder {pred_dir} does not exist")
+    references = _find_references(Path(gt_dir), file_ending)
+    predictions = {
+        p.name[: -len(file_ending)]: p
+        for p in sorted(pred_dir.iterdir())
+        if p.is_file() and p.name.endswith(file_ending)
+    }
+    missing = sorted(set(references.files) - set(predictions))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(references.files)} reference cases in {references.root} have no prediction "
+            f"in {pred_dir} (expected <case_id>{file_ending}): {_listing(missing)}. Predict them, or point "
+            f"gt_dir at a folder holding only the references of the cases you predicted."
+        )
+    unexpected = sorted(set(predictions) - set(references.files))
+    if unexpected:
+        raise FileNotFoundError(
+            f"{len(unexpected)} predictions in {pred_dir} have no reference in {references.root}: "
+            f"{_listing(unexpected)}. Remove them or evaluate against a reference folder that holds these cases."
+        )
+
+    case_ids = sorted(references.files)
+    print(
+        f"KiTS21 evaluation: {len(case_ids)} cases, reference mode '{references.mode}' ({references.root})"
+        + (f"; {references.note}" if references.note else ""),
+        flush=True,
+    )
+    jobs = {c: (predictions[c], references.files[c]) for c in case_ids}
+    per_case_unordered = _run_cases(jobs, num_workers)
+    per_case = {c: per_case_unordered[c] for c in case_ids}
+    results = {
+        "gt_mode": references.mode,
+        "num_cases": len(case_ids),
+        "mean": _mean_metrics(list(per_case.values())),
+        "per_case": per_case,
+    }
+    if output_json is not None:
+        _write_json(results, Path(output_json))
+    if output_csv is not None:
+        _write_csv(per_case, Path(output_csv))
+    return results
+
+
+def _run_cases(
+    jobs: dict[str, tuple[Path, list[Path]]], num_workers: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluate every case (in worker processes if num_workers > 1) with a progress counter."""
+    total = len(jobs)
+    done: dict[str, dict[str, dict[str, float]]] = {}
+
+    def report(case_id: str) -> None:
+        print(f"KiTS21 evaluation: {len(done)}/{total} cases done ({case_id})", flush=True)
+
+    if num_workers == 1 or total == 1:
+        for case_id, (pred_path, ref_paths) in jobs.items():
+            done[case_id] = evaluate_case_files(pred_path, ref_paths)
+            report(case_id)
+        return done
+
+    # spawn (like nnU-Net's own evaluation): safe even if the caller has threads (torch) running
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(num_workers, total), mp_context=context) as pool:
+        futures = {pool.submit(evaluate_case_files, p, r): c for c, (p, r) in jobs.items()}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()  # type: ignore[misc]
+                done[futures[future]] = future.result()
+                report(futures[future])
+    return done
+
+
+def _write_json(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+
+
+def _write_csv(per_case: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    """One row per case: case_id, then <hec>_dice and <hec>_surface_dice for each HEC."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = [f"{hec}_{m}" for hec in HECS for m in METRICS]
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", *columns])
+        for case_id, metrics in per_case.items():
+            writer.writerow([case_id, *(repr(metrics[hec][m]) for hec in HECS for m in METRICS)])
+
+
+def format_table(results: dict) -> str:
+    """Human-readable table of the per-HEC mean Dice and Surface Dice (plus their average over HECs)."""
+    mean = results["mean"]
+    header = f"KiTS21 evaluation: {results.get('num_cases', len(results.get('per_case', {})))} cases"
+    if "gt_mode" in results:
+        header += f", reference mode '{results['gt_mode']}'"
+    name_width = max(len(h) for h in [*HECS, "average"])
+    lines = [header, f"{'HEC':<{name_width}}  {'Dice':>8}  {'Surface Dice':>12}"]
+    for hec in HECS:
+        lines.append(f"{hec:<{name_width}}  {mean[hec]['dice']:>8.4f}  {mean[hec]['surface_dice']:>12.4f}")
+    avg_dice = float(np.mean([mean[h]["dice"] for h in HECS]))
+    avg_sd = float(np.mean([mean[h]["surface_dice"] for h in HECS]))
+    lines.append(f"{'average':<{name_width}}  {avg_dice:>8.4f}  {avg_sd:>12.4f}")
+    return "\n".join(lines)
+

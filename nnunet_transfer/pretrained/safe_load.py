@@ -1,0 +1,280 @@
+"""Safe loading of foreign (untrusted) checkpoints into our networks.
+
+Checkpoints downloaded from the internet are pickles; unpickling one can run arbitrary code. Everything here
+reads files with ``torch.load(..., weights_only=True)`` (tensors and plain containers only) or with
+safetensors, and never falls back to a full unpickle. The pieces are generic so that the transfer module can
+reuse them for any foreign checkpoint (MedicalNet, DoDNet, nnU-Net ``checkpoint_final.pth``):
+
+- :func:`read_checkpoint_file` reads a file safely (``.pth``/``.pt``/``.model``/``.safetensors``);
+- :func:`find_state_dict` digs the state dict out of the usual wrappers (``state_dict``, ``network_weights``,
+  ``model``);
+- :func:`strip_key_prefixes` removes ``module.`` (DataParallel) and ``_orig_mod.`` (torch.compile) prefixes;
+- :func:`adapt_input_channels` turns a first-conv kernel pretrained for C input channels into one for C';
+- :func:`load_matching` loads what matches into a module and returns a :class:`LoadReport`.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "UnsafeCheckpointError",
+    "CheckpointFormatError",
+    "LoadReport",
+    "read_checkpoint_file",
+    "find_state_dict",
+    "strip_key_prefixes",
+    "adapt_input_channels",
+    "load_matching",
+    "load_state_dict_file",
+]
+
+#: Keys under which checkpoints of common projects keep their weights, tried in this order.
+STATE_DICT_CONTAINER_KEYS: tuple[str, ...] = ("state_dict", "network_weights", "model_state_dict", "model", "net")
+#: Prefixes added by wrappers: DataParallel/DistributedDataParallel and torch.compile.
+WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """The file holds pickled objects other than tensors and plain containers, so we refuse to load it."""
+
+
+class CheckpointFormatError(ValueError):
+    """The file loads safely but does not hold a state dict in a layout we understand."""
+
+
+def read_checkpoint_file(path: str | Path) -> Any:
+    """Read a checkpoint file without executing pickled code and return what it holds (on the CPU).
+
+    ``.safetensors`` files are read with the safetensors package; everything else with
+    ``torch.load(path, weights_only=True, map_location="cpu")``. A file that needs a full unpickle
+    (pickled classes, functions, numpy objects from old PyTorch versions) raises
+    :class:`UnsafeCheckpointError` naming the file and the offending object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint file {path} does not exist; download it first (see pretrain_weights/README.md) "
+            f"and pass its path"
+        )
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:  # optional dependency
+            raise ImportError(
+                f"{path} is a .safetensors file but the 'safetensors' package is not installed; "
+                f"install it with `pip install safetensors` or convert the file to .pth"
+            ) from exc
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln),
+                      first_line).split(". Please")[0]
+        raise UnsafeCheckpointError(
+            f"refused to load {path}: it contains pickled Python objects besides tensors ({detail}). "
+            f"Loading it would allow the file to run arbitrary code, so nnunet-transfer only reads weights "
+            f"(torch.load weights_only=True). If you trust the file's origin, re-save its tensors once in an "
+            f"isolated environment as a plain dict, e.g. torch.save({{'state_dict': sd}}, 'clean.pth'), or "
+            f"as .safetensors, and load that instead."
+        ) from exc
+
+
+def find_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Return the ``{name: tensor}`` mapping inside a loaded checkpoint.
+
+    Accepts a bare state dict or one wrapped under one of :data:`STATE_DICT_CONTAINER_KEYS`
+    (MedicalNet: ``state_dict``; nnU-Net: ``network_weights``). Non-tensor entries of a bare dict are an
+    error, because silently dropping them could hide a wrong file. ``source`` names the file in messages.
+    """
+    if not isinstance(obj, Mapping):
+        raise CheckpointFormatError(
+            f"{source} holds a {type(obj).__name__}, not a dict of tensors; save the weights with "
+            f"torch.save({{'state_dict': model.state_dict()}}, path)"
+        )
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    for key in STATE_DICT_CONTAINER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return dict(inner)
+    top = ", ".join(repr(k) for k in list(obj.keys())[:10])
+    raise CheckpointFormatError(
+        f"{source} has no state dict: expected tensors at the top level or under one of "
+        f"{list(STATE_DICT_CONTAINER_KEYS)}, found top-level keys [{top}]"
+    )
+
+
+def strip_key_prefixes(state_dict: Mapping[str, torch.Tensor],
+                       prefixes: Iterable[str] = WRAPPER_PREFIXES) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes (``module.``, ``_orig_mod.``) from the start of every key, repeatedly."""
+    prefixes = tuple(prefixes)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new_key = key
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if new_key.startswith(p):
+                    new_key = new_key[len(p):]
+                    changed = True
+        if new_key in out:
+            raise CheckpointFormatError(
+                f"keys {key!r} and another key both become {new_key!r} after removing prefixes {prefixes}"
+            )
+        out[new_key] = value
+    return out
+
+
+def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Adapt a first-layer conv kernel ``(out, C, *k)`` to ``in_channels`` input channels.
+
+    Same convention as timm's ``adapt_input_conv``: going to one channel sums the pretrained channels;
+    otherwise the kernel is tiled over channels (cut to ``in_channels``) and scaled by ``C / in_channels``,
+    so a constant input image produces the same first-layer response as before.
+    """
+    c = weight.shape[1]
+    if in_channels == c:
+        return weight.clone()
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = math.ceil(in_channels / c)
+    tiled = weight.repeat(1, reps, *([1] * (weight.ndim - 2)))[:, :in_channels]
+    return tiled * (c / in_channels)
+
+
+@dataclass
+class LoadReport:
+    """What happened when a foreign state dict was loaded into a module.
+
+    ``loaded``: model keys that received checkpoint values; ``missing``: model keys the checkpoint lacks
+    (left at their initialisation); ``unexpected``: checkpoint keys the model has no place for (ignored);
+    ``shape_mismatched``: ``(key, checkpoint_shape, model_shape)`` for keys skipped because the shapes differ;
+    ``adapted``: ``(key, note)`` for tensors changed to fit (e.g. first-conv input channels);
+    ``skipped``: checkpoint keys deliberately filtered out before loading (e.g. a segmentation head).
+    """
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    adapted: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    loaded_parameters: int = 0
+    total_parameters: int = 0
+
+    @property
+    def n_loaded(self) -> int:
+        return len(self.loaded)
+
+    @property
+    def n_missing(self) -> int:
+        return len(self.missing)
+
+    @property
+    def n_unexpected(self) -> int:
+        return len(self.unexpected)
+
+    @property
+    def n_shape_mismatched(self) -> int:
+        return len(self.shape_mismatched)
+
+    @property
+    def fraction_loaded(self) -> float:
+        """Fraction of the module's trainable parameter count (elements) that came from the checkpoint."""
+        return self.loaded_parameters / self.total_parameters if self.total_parameters else 0.0
+
+    @property
+    def complete(self) -> bool:
+        """True when every model tensor was loaded and nothing was left over or mismatched."""
+        return not (self.missing or self.unexpected or self.shape_mismatched)
+
+    def __str__(self) -> str:
+        rows = [
+            ("loaded", self.n_loaded),
+            ("missing (kept init)", self.n_missing),
+            ("unexpected (ignored)", self.n_unexpected),
+            ("shape mismatched (skipped)", self.n_shape_mismatched),
+            ("adapted", len(self.adapted)),
+            ("filtered out", len(self.skipped)),
+        ]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"weights from {self.source}", f"{'tensors':<{width}}  count", f"{'-' * width}  -----"]
+        lines += [f"{name:<{width}}  {n:5d}" for name, n in rows]
+        lines.append(f"parameters loaded: {self.loaded_parameters:,} / {self.total_parameters:,} "
+                     f"({100.0 * self.fraction_loaded:.1f}%)")
+        for key, note in self.adapted:
+            lines.append(f"adapted {key}: {note}")
+        for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... (+{len(keys) - 8})" if len(keys) > 8 else "")
+                lines.append(f"{title}: {shown}")
+        for key, cs, ms in self.shape_mismatched[:8]:
+            lines.append(f"shape mismatch {key}: checkpoint {list(cs)} vs model {list(ms)}")
+        return "\n".join(lines)
+
+
+def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str,
+                  strict_shapes: bool = True,
+                  adapters: Mapping[str, Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, str]]] | None = None,
+                  skipped: Iterable[str] = ()) -> LoadReport:
+    """Load the entries of ``state_dict`` whose names and shapes match ``module``; report the rest.
+
+    ``adapters`` maps a model key to ``fn(checkpoint_tensor, model_tensor) -> (new_tensor, note)``, applied
+    when the shapes differ (e.g. :func:`adapt_input_channels` for the first conv). With ``strict_shapes``
+    any remaining shape mismatch raises ``ValueError`` listing them; otherwise they are skipped and
+    reported. Missing and unexpected keys never raise here: callers decide what is acceptable.
+    """
+    adapters = dict(adapters or {})
+    model_state = module.state_dict()
+    report = LoadReport(source=source, skipped=list(skipped))
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key not in model_state:
+            report.unexpected.append(key)
+            continue
+        target = model_state[key]
+        if tuple(value.shape) != tuple(target.shape) and key in adapters:
+            value, note = adapters[key](value, target)
+            report.adapted.append((key, note))
+        if tuple(value.shape) != tuple(target.shape):
+            report.shape_mismatched.append((key, tuple(value.shape), tuple(target.shape)))
+            continue
+        to_load[key] = value.to(dtype=target.dtype)
+    if strict_shapes and report.shape_mismatched:
+        listing = "; ".join(f"{k}: checkpoint {list(c)} vs model {list(m)}" for k, c, m in report.shape_mismatched[:5])
+        raise ValueError(
+            f"{source}: {len(report.shape_mismatched)} tensors have shapes that do not fit the network "
+            f"({listing}). Build the network that matches the checkpoint, or pass strict_shapes=False to "
+            f"skip these tensors and keep their initialisation."
+        )
+    result = module.load_state_dict(to_load, strict=False)
+    if result.unexpected_keys:  # cannot happen: we only pass keys of the module
+        raise RuntimeError(f"{source}: unexpected keys after filtering: {result.unexpected_keys}")
+    report.loaded = [k for k in model_state if k in to_load]
+    report.missing = [k for k in model_state if k not in to_load and not _is_shape_mismatched(report, k)]
+    params = dict(module.named_parameters())
+    report.total_parameters = sum(p.numel() for p in params.values())
+    report.loaded_parameters = sum(p.numel() for k, p in params.items() if k in to_load)
+    return report
+
+
+def _is_shape_mismatched(report: LoadReport, key: str) -> bool:
+    return any(k == key for k, _, _ in report.shape_mismatched)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read ``path`` safely and return its state dict with wrapper prefixes removed."""
+    return strip_key_prefixes(find_state_dict(read_checkpoint_file(path), source=str(path)))
