@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Mapping, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nnunet_transfer.pretrained.safe_load import (
@@ -72,6 +73,8 @@ DEFAULT_SHORTCUT: dict[int, str] = {10: "B", 18: "A", 34: "A", 50: "B", 101: "B"
 HEAD_KEY_PREFIXES: tuple[str, ...] = ("conv_seg.",)
 
 _LAYER_PLANES = (64, 128, 256, 512)
+#: Below this many voxels on the first spatial axis, conv1's CPU weight gradient is wrong (see ``_conv1``).
+_ONEDNN_SAFE_DEPTH = 8
 _LAYER_DILATIONS = (1, 1, 2, 4)
 StrideLike = Union[int, Sequence[int]]
 
@@ -330,12 +333,27 @@ class Med3DResNet(nn.Module):
         """Return ``(stem, layer1, layer2, layer3, layer4)``; ``stem`` is conv1-BN-ReLU before the max-pool."""
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"Med3DResNet expects input (N, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
-        stem = self.relu(self.bn1(self.conv1(x)))
+        stem = self.relu(self.bn1(self._conv1(x)))
         l1 = self.layer1(self.maxpool(stem))
         l2 = self.layer2(l1)
         l3 = self.layer3(l2)
         l4 = self.layer4(l3)
         return stem, l1, l2, l3, l4
+
+    def _conv1(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv1(x)``, working around a PyTorch CPU (oneDNN) bug for thin inputs.
+
+        With torch 2.13 on CPU, the weight gradient of this 7x7x7 stride-2 conv is garbage (and the heap gets
+        corrupted) when the first spatial axis has 5-7 voxels. Zero-padding that axis to 8 at the end gives
+        the same outputs (the conv pads with zeros anyway) after cropping, and a correct gradient.
+        """
+        depth = x.shape[2]
+        if x.device.type != "cpu" or not torch.is_grad_enabled() or depth >= _ONEDNN_SAFE_DEPTH \
+                or self.conv1.stride[0] == 1:
+            return self.conv1(x)
+        out_depth = (depth + 2 * self.conv1.padding[0] - self.conv1.kernel_size[0]) // self.conv1.stride[0] + 1
+        padded = F.pad(x, (0, 0, 0, 0, 0, _ONEDNN_SAFE_DEPTH - depth))
+        return self.conv1(padded)[:, :, :out_depth]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
         """The five skips as a list (``return_skips=True``) or only the layer4 features."""

@@ -126,7 +126,8 @@ def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", n
         raise_if_problems(problems, f"converting Kvasir-SEG from {source} to {target.name} failed, nothing was written")
         write_dataset_json(
             stage, {0: "R", 1: "G", 2: "B"}, {"background": 0, "polyp": 1}, len(jobs), ".png",
-            dataset_name=target.name, description="Kvasir-SEG polyp segmentation (2D RGB), converted by nnunet-transfer",
+            dataset_name=target.name,
+            description="Kvasir-SEG polyp segmentation (2D RGB), converted by nnunet-transfer",
             reference="https://datasets.simula.no/kvasir-seg/", license="see the Kvasir-SEG terms of use",
             **{DATASET_JSON_KEY: {"kind": "kvasir",
                                   "source_case": {stem: relative_posix(img, source) for stem, img, _ in pairs}}})

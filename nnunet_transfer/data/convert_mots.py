@@ -327,8 +327,11 @@ def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: P
         return ids
 
     test = resolve(spec.test, "test")
-    train = resolve(spec.train, "train") if spec.train is not None else [c.case_id for c in cases
-                                                                         if c.case_id not in set(test)]
+    if spec.train is not None:
+        train = resolve(spec.train, "train")
+    else:
+        test_set = set(test)
+        train = [c.case_id for c in cases if c.case_id not in test_set]
     both = sorted(set(train) & set(test))
     if both:
         problems.append(f"split file {spec.origin} lists {len(both)} case(s) as both train and test: {both[:10]}")

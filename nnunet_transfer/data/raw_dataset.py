@@ -29,7 +29,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -127,8 +127,10 @@ def staged_dataset(target: PathLike) -> Iterator[Path]:
     """Yield a hidden, empty staging folder next to ``target``; publish it as ``target`` on success.
 
     Publishing renames the old dataset (if any) aside, renames the staging folder into place and then deletes
-    the old one, so readers see either the old or the new complete dataset. On any exception (or
-    ``KeyboardInterrupt``) inside the ``with`` block the staging folder is deleted and ``target`` is untouched.
+    the old one: a dataset folder is never half written, and only between those two renames is there none (if
+    the second rename fails the old one is moved back). On any exception (or ``KeyboardInterrupt``) inside the
+    ``with`` block the staging folder is deleted and ``target`` is untouched. A process killed with SIGKILL can
+    leave a hidden ``.DatasetXXX_Name.staging-PID-*`` folder behind; it is never read and may be deleted.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,553 @@
+"""Ship a trained model as one zip and predict with it in a challenge container.
+
+Built on nnU-Net's own model sharing (``nnunetv2.model_sharing``, the code behind
+``nnUNetv2_export_model_to_zip`` and ``nnUNetv2_install_pretrained_model_from_zip``): the zip is nnU-Net's, so a
+receiver without nnunet-transfer can still install it with nnU-Net alone. We add:
+
+- before exporting, a check that nnU-Net can find the trainer class by name (prediction rebuilds the network
+  through it) and where it comes from: nnU-Net itself, nnunet-transfer (the receiver needs this package and
+  ``nnUNet_extTrainer``), or somewhere else (then its code must be shipped separately: we warn and say so in
+  the manifest and the README);
+- before exporting, a check that each checkpoint holds data only (see below) and belongs to the trainer;
+- ``nnunet_transfer_export.json`` (the manifest: versions, trainer, configurations, folds, one sha256 per
+  checkpoint, the exact predict commands) and ``README_predict.txt`` at the root of the zip.
+
+:func:`install_and_predict` installs a zip with nnU-Net's installer (into a temporary ``nnUNet_results`` when
+none is given), verifies the checksums, makes our trainers discoverable and runs ``nnUNetPredictor``.
+
+Safety: nnU-Net's predictor unpickles checkpoints with ``weights_only=False``. Before handing a checkpoint to it we
+load it with ``torch.load(weights_only=True)``, allowing only numpy's scalar and numeric dtype reconstructors (nnU-Net
+logs numpy floats into every checkpoint). A pickle that this restricted unpickler accepts references no other
+Python object, so the full unpickle that follows runs no foreign code. The checksums guard against corrupted or
+mixed-up files, not against a malicious zip (the manifest travels in the same zip); the data-only check does.
+
+nnU-Net reads its path variables lazily (``nnunetv2.paths`` holds ``_EnvPath`` objects that look at ``os.environ``
+on every use), so setting ``os.environ`` for the duration of a call is enough and no nnU-Net module is patched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import shlex
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+import nnunet_transfer
+from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, ext_trainer_value
+from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "README_NAME",
+    "ChecksumMismatchError",
+    "TrainerInfo",
+    "find_trainer",
+    "export_model",
+    "read_manifest",
+    "install_model",
+    "install_and_predict",
+]
+
+MANIFEST_NAME = "nnunet_transfer_export.json"
+README_NAME = "README_predict.txt"
+MANIFEST_FORMAT = "nnunet_transfer_export"
+MANIFEST_VERSION = 1
+RESULTS_VARIABLE = "nnUNet_results"
+_CHUNK = 1 << 20
+
+PathLike = Union[str, os.PathLike]
+
+
+class ChecksumMismatchError(RuntimeError):
+    """An installed checkpoint's sha256 differs from the one recorded in the export manifest."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# environment and trainer discovery
+# ----------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _nnunet_environment(results_dir: Optional[Path] = None) -> Iterator[None]:
+    """Within the block, ``nnUNet_extTrainer`` includes our trainer folder and (if given) ``nnUNet_results`` is
+    ``results_dir``; the previous values are restored afterwards. nnU-Net's ``_EnvPath`` objects read these
+    variables on each use, so nnU-Net sees the values of the block."""
+    saved = {name: os.environ.get(name) for name in (EXT_TRAINER_VARIABLE, RESULTS_VARIABLE)}
+    try:
+        os.environ[EXT_TRAINER_VARIABLE] = ext_trainer_value(os.environ.get(EXT_TRAINER_VARIABLE))
+        if results_dir is not None:
+            os.environ[RESULTS_VARIABLE] = str(Path(results_dir).resolve())
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass(frozen=True)
+class TrainerInfo:
+    """Where nnU-Net finds a trainer class: ``source`` is ``"nnunetv2"``, ``"nnunet_transfer"`` or ``"external"``."""
+
+    name: str
+    module: str
+    source: str
+
+    @property
+    def needs_nnunet_transfer(self) -> bool:
+        return self.source == "nnunet_transfer"
+
+    @property
+    def shipped_separately(self) -> bool:
+        """True when neither nnU-Net nor nnunet-transfer provides the class: the receiver needs its code too."""
+        return self.source == "external"
+
+
+def find_trainer(trainer_name: str) -> TrainerInfo:
+    """Look ``trainer_name`` up the way nnU-Net's training and prediction do (with our trainer folder in
+    ``nnUNet_extTrainer``) and say where it comes from. Raises ``LookupError`` when nnU-Net cannot find it."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    with _nnunet_environment():
+        try:
+            cls = recursive_find_trainer_class_by_name(trainer_name)
+        except RuntimeError as exc:
+            raise LookupError(
+                f"nnU-Net cannot find the trainer class {trainer_name!r} (searched nnunetv2.training.nnUNetTrainer "
+                f"and nnUNet_extTrainer={os.environ.get(EXT_TRAINER_VARIABLE, '')!r}). Check the name, or add the "
+                f"folder holding its module to nnUNet_extTrainer; the receiver of the model will need it as well."
+            ) from exc
+    module = cls.__module__
+    if module == "nnunetv2" or module.startswith("nnunetv2."):
+        source = "nnunetv2"
+    elif module == "nnunet_transfer" or module.startswith("nnunet_transfer."):
+        source = "nnunet_transfer"
+    else:
+        source = "external"
+    return TrainerInfo(name=trainer_name, module=module, source=source)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# checkpoints: checksums and the data-only check
+# ----------------------------------------------------------------------------------------------------------
+
+def _sha256_of_stream(stream) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(_CHUNK), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256_of_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _sha256_of_stream(f)
+
+
+def _numpy_data_globals() -> list:
+    """numpy reconstructors that only rebuild numbers: scalars and numeric dtypes (no object/void/string dtypes)."""
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    numeric_dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes)
+                      if n.endswith("DType") and n not in ("ObjectDType", "VoidDType", "StringDType", "StrDType",
+                                                           "BytesDType", "DateTime64DType", "TimeDelta64DType")]
+    # checkpoints written under numpy 1.x name the scalar reconstructor numpy.core.multiarray.scalar
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *numeric_dtypes]
+
+
+def _load_data_only(path: Path) -> dict:
+    """Load an nnU-Net checkpoint with ``weights_only=True`` (plus numpy numbers); refuse anything else."""
+    try:
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damaged files
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln
+                       or "Can only build" in ln), str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        raise UnsafeCheckpointError(
+            f"refused to use checkpoint {path}: it does not load as plain data with torch.load(weights_only=True) "
+            f"({type(exc).__name__}: {detail}). nnU-Net's predictor would unpickle it fully, which can run "
+            f"arbitrary code. Re-export the model from a trusted training run."
+        ) from exc
+    if not isinstance(obj, dict) or not {"network_weights", "init_args", "trainer_name"} <= set(obj):
+        keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
+        raise UnsafeCheckpointError(
+            f"{path} is not an nnU-Net training checkpoint: it lacks 'network_weights', 'init_args' or "
+            f"'trainer_name' (found {keys}); export checkpoints written by nnUNetv2_train"
+        )
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------------------
+
+def _fold_folder(fold: Union[int, str]) -> str:
+    return "fold_all" if str(fold) == "all" else f"fold_{int(fold)}"
+
+
+def _fold_value(fold: Union[int, str]) -> Union[int, str]:
+    return "all" if str(fold) == "all" else int(fold)
+
+
+def _predict_command(dataset: str, configuration: str, trainer: str, plans: str, folds: Sequence,
+                     checkpoint: str) -> str:
+    parts = ["nnUNetv2_predict", "-i", "INPUT_FOLDER", "-o", "OUTPUT_FOLDER", "-d", dataset, "-c", configuration,
+             "-tr", trainer, "-p", plans, "-f", *[str(f) for f in folds], "-chk", checkpoint]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _check_model_folder(model_dir: Path, configuration: str, trainer: str, folds: Sequence,
+                        checkpoint: str) -> list[Path]:
+    """Everything nnU-Net's exporter copies must exist; return the checkpoint paths. Also check each checkpoint
+    is data only and was written by ``trainer`` for ``configuration``."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(
+            f"no trained model folder {model_dir}: train configuration {configuration!r} with trainer {trainer!r} "
+            f"first (nnUNetv2_train ... -tr {trainer}), or fix the dataset/trainer/plans/configuration names"
+        )
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        if not (model_dir / name).is_file():
+            raise FileNotFoundError(f"{model_dir / name} is missing; nnUNetv2_train writes it, copy it back")
+    checkpoints = []
+    for fold in folds:
+        fold_dir = model_dir / _fold_folder(fold)
+        ckpt = fold_dir / checkpoint
+        if not ckpt.is_file():
+            raise FileNotFoundError(
+                f"{ckpt} is missing: fold {fold} of {configuration!r} is not trained to the end; finish it or "
+                f"export only the trained folds (folds=...)"
+            )
+        for name, fix in (("progress.png", "it is written during training"),
+                          ("validation/summary.json", f"run the validation: nnUNetv2_train ... {fold} --val")):
+            if not (fold_dir / name).is_file():
+                raise FileNotFoundError(f"{fold_dir / name} is missing (nnU-Net's exporter needs it); {fix}")
+        content = _load_data_only(ckpt)
+        if content["trainer_name"] != trainer:
+            raise ValueError(f"{ckpt} was written by trainer {content['trainer_name']!r}, not {trainer!r}")
+        ckpt_configuration = content["init_args"].get("configuration")
+        if ckpt_configuration != configuration:
+            raise ValueError(f"{ckpt} belongs to configuration {ckpt_configuration!r}, not {configuration!r}")
+        checkpoints.append(ckpt)
+    return checkpoints
+
+
+def _package_version(name: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _readme(manifest: dict, dataset_json: dict) -> str:
+    trainer = manifest["trainer"]
+    channels = dataset_json.get("channel_names", dataset_json.get("modality", {}))
+    ending = dataset_json.get("file_ending", ".nii.gz")
+    lines = [
+        f"Trained nnU-Net model: {manifest['dataset']}, trainer {trainer}, plans {manifest['plans']},",
+        f"configurations {', '.join(manifest['configurations'])}, folds {' '.join(map(str, manifest['folds']))},",
+        f"exported by nnunet-transfer {manifest['plugin_version']} with nnunetv2 {manifest['nnunetv2_version']}.",
+        "",
+        "Input images: one file per case and channel, named CASE_XXXX" + ending + " where XXXX is the channel:",
+        *[f"  {int(k):04d}: {v}" for k, v in sorted(channels.items(), key=lambda kv: int(kv[0]))],
+        "",
+        "Predict with nnunet-transfer (installs into a temporary nnUNet_results, verifies the checksums):",
+        f"  pip install nnunetv2=={manifest['nnunetv2_version']} nnunet-transfer=={manifest['plugin_version']}",
+        "  python -c \"from nnunet_transfer.export import install_and_predict; "
+        "install_and_predict('MODEL.zip', 'INPUT_FOLDER', 'OUTPUT_FOLDER', device='cuda')\"",
+        "",
+        "Predict with nnU-Net's own commands:",
+        "  export nnUNet_results=/path/to/results",
+        "  nnUNetv2_install_pretrained_model_from_zip MODEL.zip",
+    ]
+    if manifest["trainer_source"] == "nnunet_transfer":
+        lines.append(f"  eval \"$(nnunet-transfer env)\"   # {trainer} is an nnunet-transfer trainer: "
+                     f"adds its folder to nnUNet_extTrainer")
+    for configuration, command in manifest["predict_commands"].items():
+        lines.append(f"  {command}")
+    if manifest["trainer_source"] == "external":
+        lines += [
+            "",
+            f"WARNING: trainer {trainer} (module {manifest['trainer_module']}) is neither part of nnU-Net nor of",
+            "nnunet-transfer. Its code is NOT in this zip: ship it separately and add the folder holding its module",
+            "to the nnUNet_extTrainer environment variable before predicting.",
+        ]
+    lines += ["", f"sha256 of the checkpoints: see {MANIFEST_NAME}.", ""]
+    return "\n".join(lines)
+
+
+def export_model(dataset: Union[str, int], configurations: Sequence[str], trainer: str,
+                 plans: str = "nnUNetPlans", folds: Sequence[Union[int, str]] = (0, 1, 2, 3, 4), *,
+                 output_zip: PathLike, checkpoint: str = "checkpoint_final.pth",
+                 results_dir: Optional[PathLike] = None) -> Path:
+    """Pack a trained model into ``output_zip`` with nnU-Net's exporter and add our manifest and README.
+
+    ``dataset`` is a dataset name or id, looked up in ``nnUNet_results`` (or ``results_dir`` when given).
+    Exports ``checkpoint`` of every fold in ``folds`` for each configuration, with plans.json, dataset.json,
+    dataset_fingerprint.json, progress.png and validation summaries (what nnU-Net's exporter takes).
+    Raises ``LookupError`` for a trainer nnU-Net cannot find, ``FileNotFoundError`` for missing files, and warns
+    when the trainer's code must be shipped separately. Returns the path of the zip.
+    """
+    from nnunetv2.model_sharing.model_export import export_pretrained_model
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    configurations = [str(c) for c in configurations]
+    folds = [_fold_value(f) for f in folds]
+    if not configurations or not folds:
+        raise ValueError("export_model needs at least one configuration and one fold")
+    output_zip = Path(output_zip).resolve()
+    if output_zip.suffix != ".zip":
+        raise ValueError(f"output_zip {output_zip} must end with .zip (nnU-Net's installer expects a zip file)")
+
+    info = find_trainer(trainer)
+    if info.shipped_separately:
+        warnings.warn(
+            f"trainer {trainer!r} comes from module {info.module!r}, which is neither nnU-Net nor nnunet-transfer: "
+            f"the zip does not contain its code; ship it separately (the receiver must add its folder to "
+            f"nnUNet_extTrainer)", stacklevel=2)
+
+    with _nnunet_environment(Path(results_dir) if results_dir is not None else None):
+        if not os.environ.get(RESULTS_VARIABLE):
+            raise RuntimeError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
+        results = Path(os.environ[RESULTS_VARIABLE]).resolve()
+        dataset_name = maybe_convert_to_dataset_name(dataset)
+        model_dirs = {c: Path(get_output_folder(dataset_name, trainer, plans, c)) for c in configurations}
+        for c, model_dir in model_dirs.items():
+            _check_model_folder(model_dir, c, trainer, folds, checkpoint)
+
+        output_zip.parent.mkdir(parents=True, exist_ok=True)
+        partial = output_zip.with_name(output_zip.name + ".partial")
+        try:
+            export_pretrained_model(dataset_name, str(partial), configurations=tuple(configurations),
+                                    trainer=trainer, plans_identifier=plans, folds=tuple(folds), strict=True,
+                                    save_checkpoints=(checkpoint,))
+            checksums = {}
+            with zipfile.ZipFile(partial, "r") as zf:
+                for c, model_dir in model_dirs.items():
+                    for fold in folds:
+                        member = (model_dir / _fold_folder(fold) / checkpoint).relative_to(results).as_posix()
+                        with zf.open(member) as f:
+                            checksums[member] = _sha256_of_stream(f)
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "format_version": MANIFEST_VERSION,
+                "plugin": "nnunet-transfer",
+                "plugin_version": nnunet_transfer.__version__,
+                "nnunetv2_version": _package_version("nnunetv2"),
+                "torch_version": torch.__version__,
+                "dataset": dataset_name,
+                "trainer": trainer,
+                "trainer_source": info.source,
+                "trainer_module": info.module,
+                "plans": plans,
+                "configurations": configurations,
+                "folds": folds,
+                "checkpoint": checkpoint,
+                "checkpoint_sha256": checksums,
+                "predict_commands": {c: _predict_command(dataset_name, c, trainer, plans, folds, checkpoint)
+                                     for c in configurations},
+            }
+            dataset_json = json.loads((model_dirs[configurations[0]] / "dataset.json").read_text())
+            with zipfile.ZipFile(partial, "a", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+                zf.writestr(README_NAME, _readme(manifest, dataset_json))
+            os.replace(partial, output_zip)
+        finally:
+            if partial.exists():
+                partial.unlink()
+    return output_zip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# install and predict
+# ----------------------------------------------------------------------------------------------------------
+
+def read_manifest(zip_path: PathLike) -> dict:
+    """The manifest of a zip written by :func:`export_model`; raises ``ValueError`` for other zips."""
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"model zip {zip_path} does not exist")
+    with zipfile.ZipFile(zip_path, "r") as zf:
+        if MANIFEST_NAME not in zf.namelist():
+            raise ValueError(
+                f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
+                f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
+            )
+        manifest = json.loads(zf.read(MANIFEST_NAME))
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_VERSION:
+        raise ValueError(
+            f"{zip_path}: manifest format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
+            f"is not {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}; use the nnunet-transfer version that exported "
+            f"it ({manifest.get('plugin_version')})"
+        )
+    return manifest
+
+
+def _check_members(zip_path: Path) -> None:
+    """Refuse zips whose members would land outside the results folder."""
+    with zipfile.ZipFile(zip_path, "r") as zf:
+        for name in zf.namelist():
+            parts = PurePosixPath(name).parts
+            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise ValueError(f"{zip_path}: member {name!r} would be written outside the results folder")
+
+
+def _verify_checksums(results: Path, manifest: dict, zip_path: Path) -> None:
+    for member, expected in manifest["checkpoint_sha256"].items():
+        path = results / member
+        if not path.is_file():
+            raise FileNotFoundError(f"{zip_path}: checkpoint {member} listed in {MANIFEST_NAME} is not in the zip")
+        actual = _sha256_of_file(path)
+        if actual != expected:
+            raise ChecksumMismatchError(
+                f"checkpoint {member} from {zip_path} is corrupted or was replaced: sha256 {actual} but the "
+                f"manifest says {expected}. Download or export the model zip again."
+            )
+
+
+def install_model(zip_path: PathLike, results_dir: PathLike) -> dict:
+    """Install an exported zip into ``results_dir`` with nnU-Net's installer and verify the checkpoint checksums;
+    return the manifest. Existing files of the same model in ``results_dir`` are overwritten."""
+    from nnunetv2.model_sharing.model_import import install_model_from_zip_file
+
+    zip_path = Path(zip_path).resolve()
+    manifest = read_manifest(zip_path)
+    _check_members(zip_path)
+    results = Path(results_dir).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    with _nnunet_environment(results):
+        install_model_from_zip_file(str(zip_path))
+    _verify_checksums(results, manifest, zip_path)
+    return manifest
+
+
+def _input_cases(input_dir: Path, dataset_json: dict) -> list[list[str]]:
+    """Group ``input_dir``'s files into cases (CASE_XXXX<file_ending>), checking every channel is there."""
+    ending = dataset_json["file_ending"]
+    channels = dataset_json.get("channel_names", dataset_json.get("modality"))
+    n_channels = len(channels)
+    cases: dict[str, dict[int, str]] = {}
+    for f in sorted(input_dir.iterdir()):
+        name = f.name
+        if not f.is_file() or not name.endswith(ending) or len(name) < len(ending) + 5:
+            continue
+        stem = name[: -len(ending)]
+        if stem[-5] != "_" or not stem[-4:].isdigit():
+            continue
+        cases.setdefault(stem[:-5], {})[int(stem[-4:])] = str(f)
+    if not cases:
+        raise FileNotFoundError(
+            f"no input images in {input_dir}: expected files named CASE_0000{ending} (channel index after the "
+            f"case name, {n_channels} channel(s): {channels}); rename the inputs accordingly"
+        )
+    out = []
+    for case, by_channel in cases.items():
+        missing = [c for c in range(n_channels) if c not in by_channel]
+        if missing:
+            raise FileNotFoundError(
+                f"case {case!r} in {input_dir} lacks channel(s) {missing}: expected "
+                f"{', '.join(f'{case}_{c:04d}{ending}' for c in range(n_channels))}"
+            )
+        out.append([by_channel[c] for c in range(n_channels)])
+    return out
+
+
+def _torch_device(device: Union[str, torch.device]) -> torch.device:
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU; use device='cpu'")
+    return dev
+
+
+def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: PathLike,
+                        device: Union[str, torch.device] = "cpu", workspace: Optional[PathLike] = None,
+                        folds: Optional[Sequence[Union[int, str]]] = None, *, configuration: Optional[str] = None,
+                        num_processes: int = 2, tile_step_size: float = 0.5, use_mirroring: bool = True) -> Path:
+    """Install a model zip written by :func:`export_model` and segment every case of ``input_dir``.
+
+    The zip is installed with nnU-Net's installer into ``workspace/nnUNet_results`` (``workspace`` given), else
+    into ``$nnUNet_results`` (set), else into a temporary folder removed afterwards. The checkpoint checksums of
+    the manifest are verified, each checkpoint must load as plain data (see the module docstring), our trainer
+    folder is added to ``nnUNet_extTrainer``, and ``nnUNetPredictor`` (``initialize_from_trained_model_folder`` +
+    ``predict_from_files``) writes one segmentation per case to ``output_dir``. ``folds`` defaults to the
+    exported folds; ``configuration`` must be given when the zip holds several. ``num_processes`` is nnU-Net's
+    number of preprocessing and export workers; 0 runs everything in this process (slow, but no worker processes,
+    for containers with little shared memory). Returns ``output_dir``.
+    """
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    zip_path = Path(zip_path).resolve()
+    input_dir = Path(input_dir).resolve()
+    output_dir = Path(output_dir).resolve()
+    dev = _torch_device(device)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"input folder {input_dir} does not exist")
+    if num_processes < 0:
+        raise ValueError(f"num_processes must be >= 0, got {num_processes}")
+    manifest = read_manifest(zip_path)
+
+    configurations = manifest["configurations"]
+    if configuration is None:
+        if len(configurations) != 1:
+            raise ValueError(f"{zip_path} holds configurations {configurations}; choose one with configuration=")
+        configuration = configurations[0]
+    elif configuration not in configurations:
+        raise ValueError(f"configuration {configuration!r} is not in {zip_path} (it has {configurations})")
+    use_folds = [_fold_value(f) for f in (manifest["folds"] if folds is None else folds)]
+    unknown = [f for f in use_folds if f not in manifest["folds"]]
+    if unknown or not use_folds:
+        raise ValueError(f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']})")
+
+    with contextlib.ExitStack() as stack:
+        if workspace is not None:
+            results = Path(workspace).resolve() / "nnUNet_results"
+        elif os.environ.get(RESULTS_VARIABLE):
+            results = Path(os.environ[RESULTS_VARIABLE]).resolve()
+        else:
+            results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnunet_results_")))
+        install_model(zip_path, results)
+        stack.enter_context(_nnunet_environment(results))
+
+        model_dir = Path(get_output_folder(manifest["dataset"], manifest["trainer"], manifest["plans"],
+                                           configuration))
+        for fold in use_folds:
+            _load_data_only(model_dir / _fold_folder(fold) / manifest["checkpoint"])
+        try:
+            find_trainer(manifest["trainer"])
+        except LookupError as exc:
+            hint = ("install nnunet-transfer " + str(manifest["plugin_version"])
+                    if manifest["trainer_source"] == "nnunet_transfer" else
+                    f"its code (module {manifest['trainer_module']}) was not shipped in the zip: put it in a folder "
+                    f"listed in nnUNet_extTrainer")
+            raise LookupError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not available; "
+                              f"{hint}") from exc
+
+        dataset_json = json.loads((model_dir / "dataset.json").read_text())
+        cases = _input_cases(input_dir, dataset_json)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
+                                    perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
+                                    verbose_preprocessing=False, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=tuple(use_folds),
+                                                       checkpoint_name=manifest["checkpoint"])
+        if num_processes == 0:
+            predictor.predict_from_files_sequential(cases, str(output_dir), save_probabilities=False,
+                                                    overwrite=True)
+        else:
+            predictor.predict_from_files(cases, str(output_dir), save_probabilities=False, overwrite=True,
+                                         num_processes_preprocessing=num_processes,
+                                         num_processes_segmentation_export=num_processes)
+    return output_dir

@@ -1,0 +1,217 @@
+"""Fine-tuning trainer base: pretrained weights in, fine-tuning controls on, everything else stock nnU-Net.
+
+Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTrainer`. It adds to ``nnUNetTrainer``:
+
+* **Pretrained weights** from either source, with one report (``transfer_report.json``/``.txt`` in the fold folder,
+  also printed to the training log):
+
+  - nnU-Net's own ``-pretrained_weights CKPT`` (when every key but ``.seg_layers.`` matches: e.g. MOTS ->
+    KiTS with aligned plans). nnU-Net loads the weights; we report what it loaded.
+  - the plans' pretrained-weights record (:mod:`nnunet_transfer.transfer.record`) for partial or foreign
+    checkpoints (encoder-only, MedicalNet, other input channels), applied by :func:`transfer_weights`.
+
+* **Fine-tuning controls** (class attributes, so a variant is a three-line subclass as in nnU-Net):
+
+  - ``freeze_encoder``: encoder parameters get no gradient and its normalisation layers keep their statistics;
+  - ``head_warmup_epochs``: for the first N epochs only the new (not pretrained) parameters train;
+  - ``unfreeze_schedule``: staged unfreezing, ``((epoch, prefixes), ...)``; from ``epoch`` on, parameters whose name
+    starts with one of ``prefixes`` train (``"<new>"`` = the new parameters, ``""`` = everything);
+  - ``lr_warmup_epochs``: linear learning-rate warm-up, then nnU-Net's poly decay;
+  - ``pretrained_lr_factor``: learning rate of the pretrained parameters relative to the new ones.
+
+  The stage is derived from the epoch number at the start of every epoch, so ``--c`` resumes in the right stage.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from nnunet_transfer.transfer.record import read_record
+from nnunet_transfer.transfer.weights import TransferReport, nnunet_pretrained_weights_report, transfer_weights
+from nnunet_transfer.utils.modules import unwrap_network
+
+NEW_PARAMETERS = "<new>"
+REPORT_STEM = "transfer_report"
+
+
+class WarmupPolyLRScheduler(torch.optim.lr_scheduler._LRScheduler):
+    """Linear warm-up over ``warmup_epochs``, then nnU-Net's poly decay; honours a per-group ``lr_scale``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, max_steps: int, warmup_steps: int = 0,
+                 exponent: float = 0.9):
+        self.initial_lr = initial_lr
+        self.max_steps = max_steps
+        self.warmup_steps = warmup_steps
+        self.exponent = exponent
+        self.ctr = 0
+        super().__init__(optimizer, -1)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        decay_steps = max(1, self.max_steps - self.warmup_steps)
+        return max(0.0, 1 - (step - self.warmup_steps) / decay_steps) ** self.exponent
+
+    def step(self, current_step: Optional[int] = None) -> None:
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        lr = self.initial_lr * self.factor(current_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+def pretrained_weights_argument(argv: Sequence[str] = tuple(sys.argv)) -> Optional[str]:
+    """The file given to ``nnUNetv2_train -pretrained_weights`` in this process, if any."""
+    argv = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-pretrained_weights":
+            return argv[i + 1]
+    return None
+
+
+class FineTuneTrainer(nnUNetTrainer):
+    """nnUNetTrainer + pretrained-weight transfer with a report + fine-tuning controls."""
+
+    freeze_encoder: bool = False
+    head_warmup_epochs: int = 0
+    unfreeze_schedule: Sequence[Tuple[int, Sequence[str]]] = ()
+    lr_warmup_epochs: int = 0
+    pretrained_lr_factor: float = 1.0
+    #: prefix of the encoder's parameter names (all our networks and nnU-Net's name it ``encoder``)
+    encoder_prefix: str = "encoder."
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.transfer_report: Optional[TransferReport] = None
+        self._frozen: Optional[Set[str]] = None
+
+    # ------------------------------------------------------------------ pretrained weights
+    @property
+    def report_path(self) -> Path:
+        return Path(self.output_folder) / f"{REPORT_STEM}.json"
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.transfer_report = self._load_pretrained()
+        if self.transfer_report is not None and self.pretrained_lr_factor != 1.0:
+            # parameter groups depend on which tensors are pretrained: rebuild now that we know
+            self.optimizer, self.lr_scheduler = self.configure_optimizers()
+        self._set_trainable_stage(0)
+
+    def _load_pretrained(self) -> Optional[TransferReport]:
+        network = unwrap_network(self.network)
+        if self.logger.resume and self.report_path.is_file():
+            return TransferReport.load(self.report_path)  # resuming: the checkpoint holds the weights
+        record = read_record(self.configuration_manager.configuration)
+        argument = pretrained_weights_argument()
+        if argument is not None:
+            if record is not None:
+                self.print_to_log_file(f"WARNING: -pretrained_weights {argument} overrides the plans' record "
+                                       f"({record.checkpoint})")
+            return nnunet_pretrained_weights_report(network, argument)
+        if record is None:
+            return None
+        return transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map, exclude=record.exclude,
+                                min_fraction=record.min_fraction)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.transfer_report is not None and self.local_rank == 0:
+            self.transfer_report.save(self.output_folder, REPORT_STEM)
+            self.print_to_log_file("Pretrained weights:\n" + str(self.transfer_report), add_timestamp=False)
+
+    @property
+    def pretrained_parameter_names(self) -> Set[str]:
+        if self.transfer_report is None:
+            return set()
+        params = dict(unwrap_network(self.network).named_parameters())
+        return {k for k in self.transfer_report.pretrained_keys if k in params}
+
+    # ------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        optimizer, _ = super().configure_optimizers()
+        pretrained = self.pretrained_parameter_names if self.transfer_report is not None else set()
+        if pretrained and self.pretrained_lr_factor != 1.0:
+            named = list(unwrap_network(self.network).named_parameters())
+            groups = [
+                {"params": [p for n, p in named if n in pretrained], "lr_scale": self.pretrained_lr_factor},
+                {"params": [p for n, p in named if n not in pretrained], "lr_scale": 1.0},
+            ]
+            optimizer = type(optimizer)([g for g in groups if g["params"]], **optimizer.defaults)
+        scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.lr_warmup_epochs)
+        return optimizer, scheduler
+
+    # ------------------------------------------------------------------ freezing
+    def frozen_parameter_names(self, epoch: int) -> Set[str]:
+        """Names of the parameters that get no update in ``epoch``."""
+        names = [n for n, _ in unwrap_network(self.network).named_parameters()]
+        pretrained = self.pretrained_parameter_names
+        frozen: Set[str] = set()
+        if self.freeze_encoder:
+            frozen |= {n for n in names if n.startswith(self.encoder_prefix)}
+        if epoch < self.head_warmup_epochs:
+            frozen |= pretrained
+        if self.unfreeze_schedule:
+            trainable_prefixes = [p for start, prefixes in self.unfreeze_schedule if start <= epoch for p in prefixes]
+
+            def trainable(name: str) -> bool:
+                return any((p == NEW_PARAMETERS and name not in pretrained) or
+                           (p != NEW_PARAMETERS and name.startswith(p)) for p in trainable_prefixes)
+
+            frozen |= {n for n in names if not trainable(n)}
+        return frozen
+
+    def _set_trainable_stage(self, epoch: int) -> None:
+        network = unwrap_network(self.network)
+        frozen = self.frozen_parameter_names(epoch)
+        for name, param in network.named_parameters():
+            param.requires_grad_(name not in frozen)
+        if frozen != self._frozen:
+            if self._frozen is not None or frozen:
+                self.print_to_log_file(f"Epoch {epoch}: {len(frozen)} of {len(list(network.parameters()))} "
+                                       "parameter tensors frozen")
+            if self.is_ddp and isinstance(self.network, DistributedDataParallel):
+                # DDP registers gradient hooks for the parameters that require grad at construction
+                self.network = DistributedDataParallel(network, device_ids=[self.local_rank])
+            self._frozen = frozen
+        self._freeze_norm_statistics(network, frozen)
+
+    @staticmethod
+    def _freeze_norm_statistics(network: nn.Module, frozen: Set[str]) -> None:
+        """Normalisation layers in a frozen part run in eval mode, so their running statistics stay put.
+
+        A layer counts as frozen when all parameters of the module that owns it (its parent) are frozen.
+        """
+        params = [n for n, _ in network.named_parameters()]
+        for module_name, module in network.named_modules():
+            if not isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+                continue
+            owner = module_name.rsplit(".", 1)[0] + "." if "." in module_name else ""
+            owned = [n for n in params if n.startswith(owner)]
+            if owned and all(n in frozen for n in owned):
+                module.eval()
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()  # sets train mode and the learning rate
+        self._set_trainable_stage(self.current_epoch)
+
+
+def describe_schedule(trainer: FineTuneTrainer, epochs: int) -> List[str]:
+    """Human-readable stage list (used by ``transfer-check``)."""
+    lines, previous = [], None
+    for epoch in range(epochs):
+        frozen = trainer.frozen_parameter_names(epoch)
+        if frozen != previous:
+            lines.append(f"from epoch {epoch}: {len(frozen)} parameter tensors frozen")
+            previous = frozen
+    return lines

@@ -1,0 +1,82 @@
+"""The pretrained-weights record: which checkpoint a configuration of the plans starts from, and how to map it.
+
+nnU-Net's ``-pretrained_weights`` only works when every network key (but ``.seg_layers.``) is in the checkpoint.
+For partial or foreign checkpoints (an encoder-only localiser, MedicalNet, a different decoder) the plans carry a
+record instead, under ``configurations[<name>]["pretrained_weights"]``; our fine-tuning trainers apply it through
+:func:`nnunet_transfer.transfer.weights.transfer_weights` when training starts. nnU-Net ignores unknown keys in a
+configuration, so the plans stay valid for every stock command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Union
+
+from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE
+
+RECORD_KEY = "pretrained_weights"
+
+
+@dataclass
+class PretrainedRecord:
+    """Where a configuration's initial weights come from."""
+
+    checkpoint: str
+    #: checkpoint key prefix -> network key prefix (e.g. {"": "encoder."} for MedicalNet files)
+    prefix_map: Dict[str, str] = field(default_factory=dict)
+    exclude: List[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    #: fail when less than this fraction of the network's parameters is loaded
+    min_fraction: float = 0.0
+    #: free text: where the checkpoint came from (MOTS pretraining, MedicalNet resnet_50_23dataset ...)
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "PretrainedRecord":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown keys in the plans' {RECORD_KEY} record: {sorted(unknown)}")
+        if "checkpoint" not in data:
+            raise ValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
+        return cls(**dict(data))
+
+
+def read_record(configuration: Mapping) -> Optional[PretrainedRecord]:
+    """The record of one plans configuration (``ConfigurationManager.configuration``), or None."""
+    data = configuration.get(RECORD_KEY)
+    return None if data is None else PretrainedRecord.from_dict(data)
+
+
+def write_json_atomic(path: Union[str, Path], data: Mapping) -> None:
+    """Write JSON through a temporary file + rename, so a crash never leaves a truncated plans file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=4, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_record(plans_file: Union[str, Path], configuration: str, record: Optional[PretrainedRecord]) -> None:
+    """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file."""
+    plans_file = Path(plans_file)
+    plans = json.loads(plans_file.read_text())
+    if configuration not in plans.get("configurations", {}):
+        raise KeyError(f"{plans_file} has no configuration {configuration!r} "
+                       f"(has: {sorted(plans.get('configurations', {}))})")
+    if record is None:
+        plans["configurations"][configuration].pop(RECORD_KEY, None)
+    else:
+        checkpoint = Path(record.checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
+        record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
+        plans["configurations"][configuration][RECORD_KEY] = asdict(record)
+    write_json_atomic(plans_file, plans)

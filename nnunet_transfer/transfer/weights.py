@@ -1,0 +1,180 @@
+"""Moving pretrained weights into a fine-tuning network: the one transfer path every fine-tuning trainer uses.
+
+Filter -> load non-strict -> report (the timm recipe), on top of :mod:`nnunet_transfer.pretrained.safe_load`
+(which reads foreign files without executing pickled code):
+
+1. read the checkpoint (nnU-Net ``checkpoint_final.pth``, MOTS-pretrained included; MedicalNet; a plain state dict;
+   safetensors) and strip wrapper prefixes;
+2. optionally rename key prefixes (e.g. MedicalNet's ``conv1.weight`` -> our ``encoder.conv1.weight``);
+3. drop the keys that must never carry over: the task-specific output layers (``.seg_layers.``) and DoDNet's
+   ``controller``: the downstream network gets plain 1x1x1 segmentation convolutions, initialised fresh;
+4. adapt the first convolution when the number of input channels differs;
+5. load everything whose name and shape match, and return a :class:`TransferReport` that says what was loaded,
+   skipped, re-initialised, missing or shape-mismatched, with counts and parameter fractions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from nnunet_transfer.pretrained.safe_load import LoadReport, adapt_input_channels, load_matching, load_state_dict_file
+
+#: checkpoint keys containing one of these never transfer (task heads); the network keeps fresh layers there
+DEFAULT_EXCLUDE: Tuple[str, ...] = (".seg_layers.", "controller.")
+#: network keys containing one of these are the task head, re-initialised by design (not "missing")
+HEAD_PATTERNS: Tuple[str, ...] = (".seg_layers.",)
+
+StateDictSource = Union[str, Path, Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class TransferReport(LoadReport):
+    """:class:`LoadReport` plus the network keys that are new by design (segmentation head, gates ...)."""
+
+    reinitialised: List[str] = field(default_factory=list)
+    checkpoint: str = ""
+
+    @classmethod
+    def from_load_report(cls, report: LoadReport, head_patterns: Sequence[str], checkpoint: str) -> "TransferReport":
+        fields = asdict(report)
+        head = [k for k in report.missing if any(p in k for p in head_patterns)]
+        fields["missing"] = [k for k in report.missing if k not in head]
+        return cls(**fields, reinitialised=head, checkpoint=checkpoint)
+
+    @property
+    def pretrained_keys(self) -> List[str]:
+        """Network keys whose values came from the checkpoint."""
+        return list(self.loaded)
+
+    def __str__(self) -> str:
+        lines = super().__str__().splitlines()
+        lines.insert(3 + 6, f"{'re-initialised (new head)':<26}  {len(self.reinitialised):5d}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["summary"] = {
+            "loaded": self.n_loaded, "skipped": len(self.skipped), "missing": self.n_missing,
+            "reinitialised": len(self.reinitialised), "unexpected": self.n_unexpected,
+            "shape_mismatched": self.n_shape_mismatched, "adapted": len(self.adapted),
+            "loaded_parameters": self.loaded_parameters, "total_parameters": self.total_parameters,
+            "fraction_parameters_loaded": self.fraction_loaded,
+        }
+        return data
+
+    def save(self, folder: Union[str, Path], stem: str = "transfer_report") -> Tuple[Path, Path]:
+        """Write ``stem.json`` and ``stem.txt`` into ``folder`` (next to nnU-Net's training log)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        json_path, txt_path = folder / f"{stem}.json", folder / f"{stem}.txt"
+        json_path.write_text(json.dumps(self.to_json(), indent=2))
+        txt_path.write_text(str(self) + "\n")
+        return json_path, txt_path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "TransferReport":
+        data = json.loads(Path(path).read_text())
+        data.pop("summary", None)
+        data["shape_mismatched"] = [(k, tuple(a), tuple(b)) for k, a, b in data.get("shape_mismatched", [])]
+        data["adapted"] = [tuple(x) for x in data.get("adapted", [])]
+        return cls(**data)
+
+
+def read_state_dict(source: StateDictSource) -> Dict[str, torch.Tensor]:
+    """State dict from a file (safe load) or a mapping, with ``module.``/``_orig_mod.`` prefixes removed."""
+    if isinstance(source, (str, Path)):
+        return load_state_dict_file(source)
+    from nnunet_transfer.pretrained.safe_load import strip_key_prefixes
+
+    return strip_key_prefixes(source)
+
+
+def rename_prefixes(state_dict: Mapping[str, torch.Tensor], prefix_map: Mapping[str, str]) -> Dict[str, torch.Tensor]:
+    """Replace the longest matching source prefix of each key (``{"": "encoder."}`` prepends to every key)."""
+    ordered = sorted(prefix_map.items(), key=lambda kv: -len(kv[0]))
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        for old, new in ordered:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def first_conv_key(module: nn.Module) -> Optional[str]:
+    """Name of the first convolution weight of ``module`` (the one that sees the input channels)."""
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.modules.conv._ConvNd):
+            return f"{name}.weight" if name else "weight"
+    return None
+
+
+def _input_channel_adapter(checkpoint_tensor: torch.Tensor, model_tensor: torch.Tensor) -> Tuple[torch.Tensor, str]:
+    if checkpoint_tensor.shape[0] != model_tensor.shape[0] or checkpoint_tensor.shape[2:] != model_tensor.shape[2:]:
+        return checkpoint_tensor, "not adapted: only the input-channel dimension may differ"
+    adapted = adapt_input_channels(checkpoint_tensor, model_tensor.shape[1])
+    return adapted, f"input channels {checkpoint_tensor.shape[1]} -> {model_tensor.shape[1]}"
+
+
+def transfer_weights(network: nn.Module, source: StateDictSource, *,
+                     prefix_map: Optional[Mapping[str, str]] = None,
+                     exclude: Sequence[str] = DEFAULT_EXCLUDE,
+                     head_patterns: Sequence[str] = HEAD_PATTERNS,
+                     adapt_first_conv: bool = True,
+                     strict_shapes: bool = False,
+                     min_fraction: float = 0.0,
+                     source_name: Optional[str] = None) -> TransferReport:
+    """Load the matching part of a pretrained checkpoint into ``network`` and report what happened.
+
+    ``min_fraction``: raise when fewer than this fraction of the network's parameters were loaded (a wrong file
+    usually matches nothing; silently training from scratch would waste a run).
+    """
+    name = source_name or (str(source) if isinstance(source, (str, Path)) else "state dict")
+    state = read_state_dict(source)
+    if prefix_map:
+        state = rename_prefixes(state, prefix_map)
+    skipped = sorted(k for k in state if any(p in k for p in exclude))
+    kept = {k: v for k, v in state.items() if k not in set(skipped)}
+    adapters = {}
+    first = first_conv_key(network)
+    if adapt_first_conv and first is not None:
+        adapters[first] = _input_channel_adapter
+    report = load_matching(network, kept, source=name, strict_shapes=strict_shapes, adapters=adapters,
+                           skipped=skipped)
+    result = TransferReport.from_load_report(report, head_patterns, checkpoint=name)
+    if result.fraction_loaded < min_fraction:
+        raise RuntimeError(
+            f"only {100 * result.fraction_loaded:.1f}% of the network's parameters were found in {name} "
+            f"(required: {100 * min_fraction:.0f}%).\n{result}\nIs this the checkpoint of a network with the same "
+            "plans? Align the plans (`nnunet-transfer align-plans`) or give a prefix map.")
+    return result
+
+
+def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSource) -> TransferReport:
+    """What nnU-Net's own ``-pretrained_weights`` loads: every key but ``.seg_layers.`` with equal name and shape.
+
+    Raises like nnU-Net would (naming the first offending key) when the checkpoint does not cover the network, so
+    ``transfer-check`` can tell beforehand whether the nnU-Net path works or the plans record is needed. Loads those
+    values into ``network`` (what nnU-Net does too).
+    """
+    state = read_state_dict(checkpoint)
+    model_state = network.state_dict()
+    for key, value in model_state.items():
+        if ".seg_layers." in key:
+            continue
+        if key not in state:
+            raise KeyError(f"nnU-Net's -pretrained_weights would fail: key {key} is missing in {checkpoint}. Use a "
+                           "pretrained-weights record in the plans (`nnunet-transfer align-plans --pretrained`).")
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise ValueError(f"nnU-Net's -pretrained_weights would fail: {key} has shape {tuple(state[key].shape)} "
+                             f"in {checkpoint} but {tuple(value.shape)} in the network")
+    # loading again is idempotent: nnU-Net puts exactly these values into the network
+    return transfer_weights(network, state, exclude=(".seg_layers.",), adapt_first_conv=False, strict_shapes=True,
+                            source_name=f"{checkpoint} (nnU-Net -pretrained_weights)")

@@ -1,0 +1,75 @@
+"""End to end: MOTS pretraining and prediction through the real nnU-Net commands, on CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import MOTS_ID, MOTS_NAME, TINY_MOTS
+from nnunet_transfer.data import mots_tasks
+
+pytestmark = pytest.mark.slow
+
+
+def test_pretraining_runs_and_logs_per_task_dice(mots_pretrained):
+    log = mots_pretrained["log"]
+    assert f"Using trainer '{TINY_MOTS}'" in log
+    assert "Pseudo dice per task" in log
+    assert "Validation Dice per task" in log
+    fold = mots_pretrained["folder"] / "fold_0"
+    summary = json.loads((fold / "validation" / "summary_per_task.json").read_text())
+    case_to_task = mots_pretrained["dataset_json"][mots_tasks.DATASET_JSON_KEY]["case_to_task"]
+    for case, scores in summary["per_case"].items():
+        own = {ch.name for ch in mots_tasks.OUTPUT_CHANNELS if ch.task == case_to_task[case]}
+        assert set(scores) == own  # each validation case is scored on its own task only
+    assert (fold / "progress.png").is_file()
+
+
+def test_checkpoint_is_nnunet_format_with_backbone_names(mots_pretrained):
+    ckpt = torch.load(mots_pretrained["checkpoint"], map_location="cpu", weights_only=False)
+    assert ckpt["trainer_name"] == TINY_MOTS
+    keys = set(ckpt["network_weights"])
+    assert any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys)
+    assert {"controller.weight", "controller.bias"} <= keys
+    assert ckpt["network_weights"]["controller.weight"].shape[0] == 162
+
+
+def test_stock_predict_gives_a_multi_organ_label_map(mots_pretrained, tmp_path):
+    ws = mots_pretrained["workspace"]
+    images = sorted((ws.raw / MOTS_NAME / "imagesTr").glob("*_0000.nii.gz"))[:2]
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for f in images:
+        shutil.copy(f, inp / f.name)
+    ws.run("nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", str(MOTS_ID), "-c", "3d_fullres",
+           "-tr", TINY_MOTS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta")
+    allowed = set(mots_tasks.unified_labels().values())
+    for f in images:
+        pred_file = out / f.name.replace("_0000.nii.gz", ".nii.gz")
+        pred, ref = sitk.ReadImage(str(pred_file)), sitk.ReadImage(str(f))
+        assert pred.GetSize() == ref.GetSize()
+        np.testing.assert_allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-5)
+        np.testing.assert_allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-6)
+        assert set(np.unique(sitk.GetArrayFromImage(pred)).tolist()) <= allowed
+
+
+def test_downstream_plain_unet_takes_the_weights_with_nnunet_loader(mots_pretrained):
+    """nnU-Net's own load_pretrained_weights accepts the MOTS checkpoint for a plain network of the same plans."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans = PlansManager(json.loads((mots_pretrained["folder"] / "plans.json").read_text()))
+    cfg = plans.get_configuration("3d_fullres")
+    net = get_network_from_plans(cfg.network_arch_class_name, cfg.network_arch_init_kwargs,
+                                 cfg.network_arch_init_kwargs_req_import, 1, 4, deep_supervision=True)
+    load_pretrained_weights(net, str(mots_pretrained["checkpoint"]))
+    saved = torch.load(mots_pretrained["checkpoint"], map_location="cpu", weights_only=False)["network_weights"]
+    for k, v in net.state_dict().items():
+        if ".seg_layers." not in k:
+            assert torch.equal(v, saved[k]), k
