@@ -321,7 +321,7 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
             raise RuntimeError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
         results = Path(os.environ[RESULTS_VARIABLE]).resolve()
         dataset_name = maybe_convert_to_dataset_name(dataset)
-        model_dirs = {c: Path(get_output_folder(dataset_name, trainer, plans, c)) for c in configurations}
+        model_dirs = {c: Path(get_output_folder(dataset_name, trainer, plans, c)).resolve() for c in configurations}
         for c, model_dir in model_dirs.items():
             _check_model_folder(model_dir, c, trainer, folds, checkpoint)
 

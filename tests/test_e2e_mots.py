@@ -46,8 +46,7 @@ def test_stock_predict_gives_a_multi_organ_label_map(mots_pretrained, tmp_path):
     inp.mkdir()
     for f in images:
         shutil.copy(f, inp / f.name)
-    ws.run("nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", str(MOTS_ID), "-c", "3d_fullres",
-           "-tr", TINY_MOTS, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1", "--disable_tta")
+    ws.predict(inp, out, MOTS_ID, "3d_fullres", TINY_MOTS, ["0"])
     allowed = set(mots_tasks.unified_labels().values())
     for f in images:
         pred_file = out / f.name.replace("_0000.nii.gz", ".nii.gz")

@@ -107,7 +107,8 @@ class ZeroPadShortcut(nn.Module):
         out = x[:, :, ::sd, ::sh, ::sw]  # == avg_pool3d(kernel_size=1, stride=stride)
         missing = self.out_channels - out.shape[1]
         if missing < 0:
-            raise RuntimeError(f"ZeroPadShortcut got {out.shape[1]} channels, more than out_channels={self.out_channels}")
+            raise RuntimeError(f"ZeroPadShortcut got {out.shape[1]} channels, more than "
+                               f"out_channels={self.out_channels}")
         if missing == 0:
             return out
         zeros = out.new_zeros((out.shape[0], missing, *out.shape[2:]))
@@ -250,7 +251,8 @@ class Med3DResNet(nn.Module):
             raise ValueError(f"Med3DResNet depth must be one of {sorted(RESNET_LAYOUTS)}, got {depth}")
         shortcut_type = DEFAULT_SHORTCUT[depth] if shortcut_type is None else shortcut_type.upper()
         if shortcut_type not in ("A", "B"):
-            raise ValueError(f"shortcut_type must be 'A' or 'B' (or None for MedicalNet's default), got {shortcut_type!r}")
+            raise ValueError(f"shortcut_type must be 'A' or 'B' (or None for MedicalNet's default), "
+                             f"got {shortcut_type!r}")
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if len(strides) != 3:
@@ -281,7 +283,7 @@ class Med3DResNet(nn.Module):
         self.return_skips = return_skips
         self.output_channels = [64] + [p * block.expansion for p in _LAYER_PLANES]
         self.strides = [list(stem_stride), list(pool_stride), list(layer2_stride), [1, 1, 1], [1, 1, 1]]
-        self.kernel_sizes = [[7, 7, 7]] + [[3, 3, 3]] * 4
+        self.kernel_sizes = [[7, 7, 7]] + [[3, 3, 3] for _ in range(4)]
         self.conv_op = nn.Conv3d
         self.conv_bias = False
         self.norm_op = nn.BatchNorm3d

@@ -94,9 +94,70 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from nnunet_transfer.demo import DemoConfig, run_demo
 
     config = DemoConfig(workspace=Path(args.workspace) if args.workspace else None, cases=args.cases,
-                        epochs=args.epochs, iterations=args.iterations, seed=args.seed)
+                        kits_cases=args.kits_cases, epochs=args.epochs, iterations=args.iterations, seed=args.seed,
+                        shape=tuple(args.shape))
     run_demo(config)
     return 0
+
+
+def _cmd_align_plans(args: argparse.Namespace) -> int:
+    from nnunet_transfer.transfer.align import align_plans
+
+    plans_file = align_plans(args.s, args.t, source_plans=args.sp, target_plans=args.tp,
+                             configurations=args.c, preprocess=not args.no_preprocess,
+                             pretrained_checkpoint=args.pretrained, num_processes=args.np)
+    print(f"aligned plans written to {plans_file}")
+    print(f"train with: nnUNetv2_train {args.t} {args.c[0]} FOLD -tr <trainer> -p {plans_file.stem} "
+          + ("" if args.pretrained else "-pretrained_weights <pretraining checkpoint_final.pth>"))
+    return 0
+
+
+def _cmd_transfer_check(args: argparse.Namespace) -> int:
+    from nnunet_transfer.transfer.check import transfer_check
+
+    report, mode = transfer_check(args.checkpoint, args.d, args.c, args.tr, plans=args.p)
+    print(report)
+    print(f"path: {mode}")
+    if args.o:
+        Path(args.o).write_text(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from nnunet_transfer.planning.run_planner import PLANNERS, plan_experiment
+
+    if args.pl not in PLANNERS:
+        raise ValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
+    plans_file = plan_experiment(args.d, args.pl, gpu_memory_target_gb=args.gpu_memory_target,
+                                 plans_name=args.overwrite_plans_name, preprocess=args.preprocess,
+                                 configurations=tuple(args.c), num_processes=args.np)
+    print(f"plans written to {plans_file}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nnunet_transfer.export import export_model
+
+    zip_path = export_model(args.d, args.c, args.tr, plans=args.p, folds=tuple(args.f), output_zip=args.o,
+                            checkpoint=args.chk)
+    print(f"exported to {zip_path}")
+    return 0
+
+
+def _cmd_predict_export(args: argparse.Namespace) -> int:
+    from nnunet_transfer.export import install_and_predict
+
+    out = install_and_predict(args.zip, args.i, args.o, device=args.device)
+    print(f"predictions written to {out}")
+    return 0
+
+
+def _cmd_verify_weights(args: argparse.Namespace) -> int:
+    from nnunet_transfer.pretrained.registry import verify_checkpoint
+
+    report = verify_checkpoint(args.path, args.record)
+    print(report)
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,11 +210,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on embedded synthetic data, on CPU")
     p.add_argument("--workspace", help="folder for nnU-Net's data (default: nnUNet_* variables or ./nnunet_workspace)")
-    p.add_argument("--cases", type=int, default=3, help="synthetic cases per source")
+    p.add_argument("--cases", type=int, default=3, help="synthetic cases per MOTS source")
+    p.add_argument("--kits-cases", type=int, default=10, help="synthetic KiTS21 cases")
+    p.add_argument("--shape", type=int, nargs=3, default=[24, 64, 64], help="synthetic volume shape z y x")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--iterations", type=int, default=10, help="training iterations per epoch")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("align-plans", help="give a fine-tuning dataset the pretraining dataset's plans and preprocess "
+                                           "it (fingerprint -> move plans -> preprocess)")
+    p.add_argument("-s", type=int, required=True, help="pretraining (source) dataset id, e.g. 600")
+    p.add_argument("-t", type=int, required=True, help="fine-tuning (target) dataset id, e.g. 601")
+    p.add_argument("-sp", default="nnUNetPlans", help="source plans identifier")
+    p.add_argument("-tp", default=None, help="target plans identifier (default: <sp>_from<source id>)")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess")
+    p.add_argument("--pretrained", help="also write this checkpoint as the plans' pretrained-weights record")
+    p.add_argument("--no-preprocess", action="store_true")
+    p.add_argument("-np", type=int, default=2)
+    p.set_defaults(func=_cmd_align_plans)
+
+    p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint (default: the plans' pretrained-weights record)")
+    p.add_argument("-d", type=int, required=True)
+    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-tr", required=True, help="trainer class that will fine-tune")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    p.add_argument("-o", help="also write the report as JSON")
+    p.set_defaults(func=_cmd_transfer_check)
+
+    p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
+    p.add_argument("-d", type=int, required=True)
+    p.add_argument("-pl", required=True, help="planner class, e.g. ResUNetASPPPlanner")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"])
+    p.add_argument("-gpu_memory_target", type=float, default=None, help="GB")
+    p.add_argument("-overwrite_plans_name", default=None)
+    p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
+    p.add_argument("-np", type=int, default=2)
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("export", help="pack a trained model into a zip for another machine or a challenge")
+    p.add_argument("-d", required=True)
+    p.add_argument("-c", nargs="+", default=["3d_fullres"])
+    p.add_argument("-tr", required=True)
+    p.add_argument("-p", default="nnUNetPlans")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"])
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("-o", required=True, help="output zip")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict-export", help="install an exported zip and predict a folder (challenge containers)")
+    p.add_argument("zip")
+    p.add_argument("-i", required=True)
+    p.add_argument("-o", required=True)
+    p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
+    p.set_defaults(func=_cmd_predict_export)
+
+    p = sub.add_parser("verify-weights", help="check a downloaded MedicalNet checkpoint against the registry")
+    p.add_argument("path")
+    p.add_argument("--record", help="registry record name (default: from the file name)")
+    p.set_defaults(func=_cmd_verify_weights)
     return parser
 
 

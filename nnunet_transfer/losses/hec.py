@@ -7,7 +7,8 @@ The network stays a plain softmax network over the labels; the probability of a 
 probabilities of its labels.
 
 Numerics: ``log p_HEC = logsumexp(logits[HEC]) - logsumexp(logits)`` and
-``log(1 - p_HEC) = logsumexp(logits[not HEC]) - logsumexp(logits)``, computed in float32 even under autocast.
+``log(1 - p_HEC) = logsumexp(logits[not HEC]) - logsumexp(logits)``, computed in float32 (at least) even under
+autocast.
 Neither side ever takes the log of a rounded probability, so saturated logits (+-50) and fp16/bf16 autocast give
 finite losses and gradients.
 
@@ -61,7 +62,7 @@ def hec_bce(logits: Tensor, target: Tensor, labels: Sequence[int], ignore_label:
     (B, 1, *spatial) as nnU-Net passes it, or (B, *spatial). ``labels``: the label values forming the HEC; its
     probability is the sum of their softmax probabilities. Voxels whose target equals ``ignore_label`` count
     neither as foreground nor background. When every voxel is ignored the result is a zero that keeps the graph.
-    The result is float32 whatever the autocast dtype.
+    The result is float32 for half/bfloat16/float32 logits (float64 for float64 ones), whatever the autocast dtype.
     """
     num_classes = logits.shape[1]
     labels = _check_labels(labels, num_classes)
@@ -77,7 +78,7 @@ def hec_bce(logits: Tensor, target: Tensor, labels: Sequence[int], ignore_label:
     inside = torch.as_tensor(labels, device=logits.device)
     outside = torch.as_tensor([c for c in range(num_classes) if c not in labels], device=logits.device)
 
-    x = logits.float()
+    x = logits if logits.dtype == torch.float64 else logits.float()
     lse_all = torch.logsumexp(x, dim=1)
     log_p = torch.logsumexp(x.index_select(1, inside), dim=1) - lse_all
     log_not_p = torch.logsumexp(x.index_select(1, outside), dim=1) - lse_all
@@ -148,14 +149,8 @@ def hec_loss_for_trainer(trainer, hec_weights: Mapping[str, tuple[tuple[int, ...
                          ) -> HECDiceCELoss:
     """The HEC loss configured as ``nnUNetTrainer._build_loss`` configures ``DC_and_CE_loss`` for ``trainer``.
 
-    Use it inside a trainer's ``_build_loss`` to keep nnU-Net's deep-supervision wrapper and weights::
-
-        loss = super()._build_loss()
-        hec = hec_loss_for_trainer(self)
-        if isinstance(loss, DeepSupervisionWrapper):
-            loss.loss = hec
-            return loss
-        return hec
+    Use it inside a trainer's ``_build_loss`` with :func:`nnunet_transfer.losses.wrapping.with_base_loss` to keep
+    nnU-Net's deep-supervision wrapper and weights.
 
     Raises for region-based datasets (sigmoid outputs; HECs would be regions there) and for HEC labels that the
     dataset does not have.

@@ -17,6 +17,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
+
 from nnunet_transfer.architectures.med3d import (
     HEAD_KEY_PREFIXES,
     Med3DResNet,
@@ -30,9 +33,6 @@ from nnunet_transfer.pretrained.safe_load import (
     read_checkpoint_file,
     strip_key_prefixes,
 )
-
-#: Failures of reading a file that verification reports instead of raising (unsafe, corrupt, missing, ...).
-_READ_ERRORS = (UnsafeCheckpointError, CheckpointFormatError, OSError, RuntimeError, EOFError, ImportError)
 
 __all__ = [
     "PretrainedCheckpoint",
@@ -53,6 +53,8 @@ MEDICALNET_DOWNLOAD_SOURCES: tuple[str, ...] = (
     "https://share.weiyun.com/55sZyIx",  # Tencent Weiyun
 )
 DATA_8 = "8 datasets"
+#: Failures of reading a file that verification reports instead of raising (unsafe, corrupt, missing, ...).
+_READ_ERRORS = (UnsafeCheckpointError, CheckpointFormatError, OSError, RuntimeError, EOFError, ImportError)
 DATA_23 = "23 datasets"
 
 
@@ -194,7 +196,9 @@ def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | Non
         report.add("architecture", same, f"file looks like {found}; record says "
                                          f"{describe_architecture(rec.depth, rec.shortcut_type)}")
         if same:
-            expected = {k: tuple(v.shape) for k, v in rec.build_encoder(found.in_channels).state_dict().items()}
+            with torch.device("meta"):  # shapes only: no memory, no initialisation
+                reference = rec.build_encoder(found.in_channels)
+            expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
             got = {k: tuple(v.shape) for k, v in state.items()}
             missing = sorted(set(expected) - set(got))
             extra = sorted(set(got) - set(expected))

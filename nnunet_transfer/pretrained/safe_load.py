@@ -36,6 +36,8 @@ __all__ = [
     "load_state_dict_file",
 ]
 
+#: ``fn(checkpoint_tensor, model_tensor) -> (adapted_tensor, note)``: makes a checkpoint tensor fit the model.
+TensorAdapter = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, str]"]
 #: Keys under which checkpoints of common projects keep their weights, tried in this order.
 STATE_DICT_CONTAINER_KEYS: tuple[str, ...] = ("state_dict", "network_weights", "model_state_dict", "model", "net")
 #: Prefixes added by wrappers: DataParallel/DistributedDataParallel and torch.compile.
@@ -48,6 +50,23 @@ class UnsafeCheckpointError(RuntimeError):
 
 class CheckpointFormatError(ValueError):
     """The file loads safely but does not hold a state dict in a layout we understand."""
+
+
+def numpy_data_globals() -> list:
+    """numpy reconstructors that only rebuild numbers (scalars, numeric dtypes), safe for ``weights_only`` loads.
+
+    nnU-Net checkpoints keep numpy floats in their training log; allowing exactly these (no object, string or void
+    dtypes) lets ``torch.load(weights_only=True)`` read them without opening the door to arbitrary objects.
+    """
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    excluded = ("ObjectDType", "VoidDType", "StringDType", "StrDType", "BytesDType", "DateTime64DType",
+                "TimeDelta64DType")
+    numeric_dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n not in excluded]
+    # checkpoints written under numpy 1.x name the scalar reconstructor numpy.core.multiarray.scalar
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *numeric_dtypes]
 
 
 def read_checkpoint_file(path: str | Path) -> Any:
@@ -74,7 +93,8 @@ def read_checkpoint_file(path: str | Path) -> Any:
             ) from exc
         return load_file(str(path), device="cpu")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_data_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln),
@@ -228,7 +248,7 @@ class LoadReport:
 
 def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str,
                   strict_shapes: bool = True,
-                  adapters: Mapping[str, Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, str]]] | None = None,
+                  adapters: Mapping[str, TensorAdapter] | None = None,
                   skipped: Iterable[str] = ()) -> LoadReport:
     """Load the entries of ``state_dict`` whose names and shapes match ``module``; report the rest.
 

@@ -5,6 +5,14 @@ nnU-Net finds trainers by class name; it sees these through the shim module in
 Every trainer listed in ``__all__`` is re-exported there, so the class nnU-Net uses is this very object.
 """
 
+from nnunet_transfer.trainers.finetune import FineTuneTrainer
+from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import MOTSPretrainTrainer, MOTSPretrainTrainerBalanced
 
-__all__ = ["MOTSPretrainTrainer", "MOTSPretrainTrainerBalanced"]
+__all__ = [
+    "FineTuneTrainer",
+    "KiTS21HECTrainer",
+    "KiTS21HECTrainer_100epochs",
+    "MOTSPretrainTrainer",
+    "MOTSPretrainTrainerBalanced",
+]

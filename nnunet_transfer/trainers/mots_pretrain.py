@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -33,6 +32,7 @@ from nnunet_transfer.architectures.dynamic_head import DynamicHeadNetwork
 from nnunet_transfer.data import mots_tasks
 from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
 from nnunet_transfer.losses.partial_label import PartialLabelDiceBCELoss
+from nnunet_transfer.losses.wrapping import with_base_loss
 from nnunet_transfer.trainers.progress import RegionDiceLocalLogger
 from nnunet_transfer.utils.modules import unwrap_network
 
@@ -98,11 +98,7 @@ class MOTSPretrainTrainer(nnUNetTrainer):
         self._partial_loss = PartialLabelDiceBCELoss(
             [ch.task for ch in mots_tasks.OUTPUT_CHANNELS], batch_dice=self.configuration_manager.batch_dice,
             smooth=1e-5, ddp=self.is_ddp)
-        loss = super()._build_loss()
-        if isinstance(loss, DeepSupervisionWrapper):
-            loss.loss = self._partial_loss
-            return loss
-        return self._partial_loss
+        return with_base_loss(super()._build_loss(), self._partial_loss)
 
     def tasks_of(self, keys: List[str]) -> torch.Tensor:
         """Task index of each case identifier of a batch."""

@@ -1,0 +1,63 @@
+"""Give a fine-tuning dataset the pretraining dataset's plans, so that weights move between them.
+
+This is nnU-Net's documented pretraining flow (``nnUNetv2_extract_fingerprint``,
+``nnUNetv2_move_plans_between_datasets``, ``nnUNetv2_preprocess``) in one call, through nnU-Net's own API, plus
+optionally writing the pretrained-weights record into the moved plans.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from nnunet_transfer.transfer.record import PretrainedRecord, write_record
+
+
+def _preprocessed_root() -> Path:
+    value = os.environ.get("nnUNet_preprocessed")
+    if not value:
+        raise RuntimeError("nnUNet_preprocessed is not set. Fix: export nnUNet_preprocessed=... "
+                           "(or eval \"$(nnunet-transfer env --workspace DIR)\")")
+    return Path(value)
+
+
+def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "nnUNetPlans",
+                target_plans: Optional[str] = None, configurations: Sequence[str] = ("3d_fullres",),
+                preprocess: bool = True, pretrained_checkpoint: Optional[str] = None, num_processes: int = 2,
+                verbose: bool = False) -> Path:
+    """Copy the source dataset's plans to the target dataset and preprocess the target with them.
+
+    Returns the target plans file. ``target_plans`` defaults to ``<source_plans>_from<source id>`` so the target's
+    own nnU-Net plans are never overwritten. With ``pretrained_checkpoint`` the configurations also get a
+    pretrained-weights record (used by our fine-tuning trainers when ``-pretrained_weights`` is not given).
+    """
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, preprocess as nn_preprocess
+    from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import (
+        move_plans_between_datasets)
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    target_plans = target_plans or f"{source_plans}_from{source_dataset}"
+    source_name = maybe_convert_to_dataset_name(source_dataset)
+    target_name = maybe_convert_to_dataset_name(target_dataset)
+    root = _preprocessed_root()
+    source_file = root / source_name / f"{source_plans}.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(f"{source_file} does not exist. Plan the pretraining dataset first: "
+                                f"nnUNetv2_plan_and_preprocess -d {source_dataset}")
+    if not (root / target_name / "dataset_fingerprint.json").is_file():
+        print(f"[align-plans] extracting the fingerprint of {target_name}")
+        extract_fingerprints([target_dataset], num_processes=num_processes, check_dataset_integrity=True,
+                             clean=False, verbose=verbose)
+    print(f"[align-plans] {source_name}/{source_plans} -> {target_name}/{target_plans}")
+    move_plans_between_datasets(source_dataset, target_dataset, source_plans, target_plans)
+    target_file = root / target_name / f"{target_plans}.json"
+    if pretrained_checkpoint is not None:
+        for configuration in configurations:
+            write_record(target_file, configuration, PretrainedRecord(
+                checkpoint=pretrained_checkpoint, description=f"pretrained on {source_name} ({source_plans})"))
+    if preprocess:
+        print(f"[align-plans] preprocessing {target_name} with {target_plans} ({', '.join(configurations)})")
+        nn_preprocess([target_dataset], plans_identifier=target_plans, configurations=list(configurations),
+                      num_processes=[num_processes] * len(configurations), verbose=verbose)
+    return target_file

@@ -1,0 +1,208 @@
+"""ResUNetASPPPlanner and plan_experiment on synthetic nnU-Net raw datasets.
+
+nnunetv2 2.8.1 reads nnUNet_raw/nnUNet_preprocessed from the environment each time a path is used, so the
+tests point them into tmp_path with monkeypatch. The fast tests write the dataset fingerprint themselves (the
+planner only reads spacings, shapes and intensities from it); the slow test runs nnU-Net's real fingerprint
+extraction and preprocessing (process pools, tens of seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunet_transfer.architectures.res_unet_aspp import ResUNetASPP
+from nnunet_transfer.planning import PLANNERS, ResUNetASPPPlanner, plan_experiment, resolve_planner
+from nnunet_transfer.planning.res_unet_aspp_planner import PAPER_ENCODER_BLOCKS, estimate_conv_feature_map_elements
+
+CLASS_PATH = "nnunet_transfer.architectures.res_unet_aspp.ResUNetASPP"
+LABELS = {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}
+
+
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def nnunet_dirs(tmp_path, monkeypatch) -> Dict[str, Path]:
+    dirs = {}
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        monkeypatch.setenv(name, str(dirs[name]))
+    return dirs
+
+
+def make_raw_dataset(raw: Path, dataset_id: int, name: str, n_cases: int = 4, shape=(32, 48, 48),
+                     spacing_zyx=(4.0, 1.0, 1.0), num_training: int = None) -> Path:
+    """A tiny CT-like nnU-Net raw dataset (SimpleITK NIfTI), one box-shaped kidney with tumor and cyst per case."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    folder = raw / f"Dataset{dataset_id:03d}_{name}"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    rng = np.random.default_rng(dataset_id)
+    z, y, x = shape
+    for i in range(n_cases):
+        seg = np.zeros(shape, np.uint8)
+        seg[z // 4: 3 * z // 4, y // 5: 3 * y // 5, x // 4: 3 * x // 4] = 1
+        seg[z // 3: z // 2, y // 4: y // 2, x // 3: x // 2] = 2
+        seg[z // 2: 2 * z // 3, y // 3: y // 2, x // 2: 2 * x // 3] = 3
+        img = (rng.normal(-100, 50, shape) + 150 * seg).astype(np.float32)
+        for arr, path in ((img, folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz"),
+                          (seg, folder / "labelsTr" / f"case_{i:03d}.nii.gz")):
+            image = sitk.GetImageFromArray(arr)
+            image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
+            sitk.WriteImage(image, str(path))
+    generate_dataset_json(str(folder), {0: "CT"}, LABELS, num_training or n_cases, ".nii.gz")
+    return folder
+
+
+def write_fingerprint(preprocessed: Path, dataset_folder: Path, shapes: Sequence[Sequence[int]],
+                      spacings: Sequence[Sequence[float]]) -> None:
+    """What nnUNetv2_extract_fingerprint writes (the fields the planners read), without the process pool."""
+    out = preprocessed / dataset_folder.name
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = {
+        "foreground_intensity_properties_per_channel": {"0": {
+            "max": 400.0, "mean": 60.0, "median": 55.0, "min": -300.0, "percentile_00_5": -150.0,
+            "percentile_99_5": 300.0, "std": 80.0}},
+        "median_relative_size_after_cropping": 1.0,
+        "shapes_after_crop": [list(s) for s in shapes],
+        "spacings": [list(s) for s in spacings],
+    }
+    (out / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
+
+
+def ds_target_shapes(patch, pool_op_kernel_sizes):
+    scales = list(list(i) for i in 1 / np.cumprod(np.vstack(pool_op_kernel_sizes), axis=0))[:-1]
+    return [tuple(round(p * s) for p, s in zip(patch, scale)) for scale in scales]
+
+
+def forward_planned_patch(plans_file: Path, configuration: str = "3d_fullres"):
+    """Build the network exactly as nnUNetTrainer.build_network_architecture does and run one planned patch."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    cm = PlansManager(str(plans_file)).get_configuration(configuration)
+    net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                 cm.network_arch_init_kwargs_req_import, 1, len(LABELS), allow_init=True,
+                                 deep_supervision=True)
+    with torch.no_grad():
+        outs = net(torch.randn(1, 1, *cm.patch_size))
+    return cm, net, outs
+
+
+def test_plan_tiny_anisotropic_dataset_and_build_network_from_plans(nnunet_dirs):
+    folder = make_raw_dataset(nnunet_dirs["nnUNet_raw"], 901, "Tiny")
+    write_fingerprint(nnunet_dirs["nnUNet_preprocessed"], folder, [(32, 48, 48)] * 4, [(4.0, 1.0, 1.0)] * 4)
+
+    plans_file = plan_experiment(901, "ResUNetASPPPlanner")
+
+    assert plans_file == nnunet_dirs["nnUNet_preprocessed"] / folder.name / "nnUNetResUNetASPPPlans.json"
+    plans = json.loads(plans_file.read_text())
+    assert plans["experiment_planner_used"] == "ResUNetASPPPlanner"
+    cfg = plans["configurations"]["3d_fullres"]
+    arch = cfg["architecture"]
+    assert arch["network_class_name"] == CLASS_PATH
+    kw = arch["arch_kwargs"]
+    n = kw["n_stages"]
+    assert kw["n_blocks_per_stage"] == list(PAPER_ENCODER_BLOCKS[:n]) and kw["n_conv_per_stage_decoder"] == [1] * (n - 1)
+    assert kw["aspp_rates"] == [1, 2, 4]
+    assert kw["kernel_sizes"][0] == [1, 3, 3]  # 4 mm slices: in-plane kernels first
+    assert cfg["data_identifier"] == "nnUNetResUNetASPPPlans_3d_fullres"
+
+    cm, net, outs = forward_planned_patch(plans_file)
+    assert isinstance(net, ResUNetASPP)
+    assert [tuple(o.shape[2:]) for o in outs] == ds_target_shapes(cm.patch_size, cm.pool_op_kernel_sizes)
+    assert all(o.shape[:2] == (1, len(LABELS)) for o in outs)
+
+    cm2d, _, outs2d = forward_planned_patch(plans_file, "2d")  # the 2d configuration builds our network too
+    assert cm2d.network_arch_class_name == CLASS_PATH
+    assert [tuple(o.shape[2:]) for o in outs2d] == ds_target_shapes(cm2d.patch_size, cm2d.pool_op_kernel_sizes)
+
+
+def test_kits_like_plans_use_paper_blocks_and_respect_memory_target(nnunet_dirs):
+    folder = make_raw_dataset(nnunet_dirs["nnUNet_raw"], 902, "KiTSLike", n_cases=2, shape=(8, 8, 8),
+                              num_training=300)
+    # KiTS21-like: 0.78 mm isotropic (the paper's spacing), ~400 x 512 x 512 voxels
+    write_fingerprint(nnunet_dirs["nnUNet_preprocessed"], folder, [(380 + 20 * i, 512, 512) for i in range(3)],
+                      [(0.78125,) * 3] * 3)
+
+    patches = {}
+    for gb in (8, 24):
+        plans = json.loads(plan_experiment(902, ResUNetASPPPlanner, gpu_memory_target_gb=gb,
+                                           plans_name=f"ASPP{gb}GB").read_text())
+        cfg = plans["configurations"]["3d_fullres"]
+        kw = cfg["architecture"]["arch_kwargs"]
+        assert kw["n_stages"] == 6 and kw["n_blocks_per_stage"] == [1, 3, 4, 6, 3, 3]
+        estimate = estimate_conv_feature_map_elements(cfg["patch_size"], len(LABELS), kw)
+        assert estimate <= 730_000_000 * gb / 8  # the planner's patch search stopped under its reference
+        assert cfg["data_identifier"] == f"ASPP{gb}GB_3d_fullres"
+        patches[gb] = cfg["patch_size"]
+    assert np.prod(patches[24]) > np.prod(patches[8])
+
+
+def test_static_estimate_equals_network_count():
+    kw = {"n_stages": 4, "features_per_stage": [4, 8, 16, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+          "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+          "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], "n_blocks_per_stage": [1, 3, 4, 6],
+          "n_conv_per_stage_decoder": [1, 1, 1], "conv_bias": True,
+          "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+          "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+          "nonlin_kwargs": {"inplace": True}, "aspp_rates": [1, 2]}
+    req = ("conv_op", "norm_op", "dropout_op", "nonlin")
+    ours = ResUNetASPPPlanner.static_estimate_VRAM_usage((8, 32, 32), 1, 3, CLASS_PATH, kw, req)
+    net = ResUNetASPP(input_channels=1, num_classes=3, **kw)
+    assert ours == net.compute_conv_feature_map_size((8, 32, 32)) > 0
+
+
+def test_missing_fingerprint_says_how_to_fix(nnunet_dirs):
+    make_raw_dataset(nnunet_dirs["nnUNet_raw"], 903, "NoFingerprint", n_cases=1, shape=(8, 8, 8))
+    with pytest.raises(FileNotFoundError, match=r"nnUNetv2_extract_fingerprint -d 903"):
+        plan_experiment(903, "ResUNetASPPPlanner")
+
+
+def test_missing_environment_variable_is_reported(monkeypatch):
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.setenv("nnUNet_raw", "/nonexistent")
+    with pytest.raises(RuntimeError, match="nnUNet_preprocessed"):
+        plan_experiment(904, "ResUNetASPPPlanner")
+
+
+def test_resolve_planner_names_classes_and_dotted_paths():
+    assert PLANNERS["ResUNetASPPPlanner"] is ResUNetASPPPlanner
+    assert resolve_planner("ResUNetASPPPlanner") is ResUNetASPPPlanner
+    assert resolve_planner(ResUNetASPPPlanner) is ResUNetASPPPlanner
+    assert resolve_planner("nnunet_transfer.planning.res_unet_aspp_planner.ResUNetASPPPlanner") is ResUNetASPPPlanner
+    assert resolve_planner("nnUNetPlannerResEncM").__name__ == "nnUNetPlannerResEncM"
+    with pytest.raises(ValueError, match="ResUNetASPPPlanner"):  # lists the known names
+        resolve_planner("NoSuchPlanner")
+    with pytest.raises(TypeError, match="ExperimentPlanner"):
+        resolve_planner("nnunet_transfer.architectures.res_unet_aspp.ResUNetASPP")
+
+
+@pytest.mark.slow
+def test_extract_fingerprint_plan_and_preprocess_end_to_end(nnunet_dirs):
+    folder = make_raw_dataset(nnunet_dirs["nnUNet_raw"], 905, "EndToEnd")
+
+    plans_file = plan_experiment(905, "ResUNetASPPPlanner", extract_fingerprint=True, preprocess=True,
+                                 configurations=("3d_fullres",), num_processes=2)
+
+    preprocessed = nnunet_dirs["nnUNet_preprocessed"] / folder.name
+    fingerprint = json.loads((preprocessed / "dataset_fingerprint.json").read_text())
+    assert fingerprint["spacings"][0] == [4.0, 1.0, 1.0]
+    data = preprocessed / "nnUNetResUNetASPPPlans_3d_fullres"
+    assert len([p for p in data.iterdir() if p.name.startswith("case_") and p.suffix == ".pkl"]) == 4
+    cm, _, outs = forward_planned_patch(plans_file)
+    assert [tuple(o.shape[2:]) for o in outs] == ds_target_shapes(cm.patch_size, cm.pool_op_kernel_sizes)
