@@ -40,12 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 import nnunet_transfer
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, ext_trainer_value
-from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError
+from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError, numpy_data_globals
 
 __all__ = [
     "MANIFEST_NAME",
@@ -154,21 +153,10 @@ def _sha256_of_file(path: Path) -> str:
         return _sha256_of_stream(f)
 
 
-def _numpy_data_globals() -> list:
-    """numpy reconstructors that only rebuild numbers: scalars and numeric dtypes (no object/void/string dtypes)."""
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    numeric_dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes)
-                      if n.endswith("DType") and n not in ("ObjectDType", "VoidDType", "StringDType", "StrDType",
-                                                           "BytesDType", "DateTime64DType", "TimeDelta64DType")]
-    # checkpoints written under numpy 1.x name the scalar reconstructor numpy.core.multiarray.scalar
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *numeric_dtypes]
-
-
 def _load_data_only(path: Path) -> dict:
     """Load an nnU-Net checkpoint with ``weights_only=True`` (plus numpy numbers); refuse anything else."""
     try:
-        with torch.serialization.safe_globals(_numpy_data_globals()):
+        with torch.serialization.safe_globals(numpy_data_globals()):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damaged files
         detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln
@@ -262,8 +250,9 @@ def _readme(manifest: dict, dataset_json: dict) -> str:
         "",
         "Predict with nnunet-transfer (installs into a temporary nnUNet_results, verifies the checksums):",
         f"  pip install nnunetv2=={manifest['nnunetv2_version']} nnunet-transfer=={manifest['plugin_version']}",
-        "  python -c \"from nnunet_transfer.export import install_and_predict; "
-        "install_and_predict('MODEL.zip', 'INPUT_FOLDER', 'OUTPUT_FOLDER', device='cuda')\"",
+        "  nnunet-transfer predict-export MODEL.zip -i INPUT_FOLDER -o OUTPUT_FOLDER -device cuda",
+        "  (in Python: nnunet_transfer.export.install_and_predict('MODEL.zip', 'INPUT_FOLDER', 'OUTPUT_FOLDER', "
+        "device='cuda'))",
         "",
         "Predict with nnU-Net's own commands:",
         "  export nnUNet_results=/path/to/results",

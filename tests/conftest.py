@@ -3,7 +3,9 @@ needs a pretrained checkpoint (session scope keeps CPU time down)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +37,31 @@ def mots_pretrained(mots_workspace) -> dict:
     return {"workspace": ws, "log": log, "folder": folder,
             "checkpoint": folder / "fold_0" / "checkpoint_final.pth",
             "dataset_json": json.loads((ws.raw / MOTS_NAME / "dataset.json").read_text())}
+
+
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    """Unit tests use tiny tensors: one intra-op thread is fastest and avoids OpenMP spin-waits on a shared CPU.
+    (End-to-end tests run nnU-Net in subprocesses, which keep their own thread settings.)"""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tree_digest(root: Path) -> dict:
+    """relative path -> sha1 of every file under root (hidden files included): proves sources stay untouched."""
+    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def raw(tmp_path, monkeypatch) -> Path:
+    """An empty nnUNet_raw for converter tests (converters read the variable at call time)."""
+    raw = tmp_path / "nnUNet_raw"
+    monkeypatch.setenv("nnUNet_raw", str(raw))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    return raw

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import tree_digest
 import SimpleITK as sitk
 
 from nnunet_transfer.data.convert_kits import convert_kits, detect_kits_layout, list_mots_overlap
@@ -19,11 +20,6 @@ from nnunet_transfer.data.synthetic import synth_kits21
 SHAPE = (8, 24, 24)
 
 
-def tree_digest(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("kits")
@@ -32,15 +28,6 @@ def sources(tmp_path_factory) -> dict:
         synth_kits21(base / layout, cases=2, seed=0, shape=SHAPE, layout=layout)
         out[layout] = base / layout
     return out
-
-
-@pytest.fixture
-def raw(tmp_path, monkeypatch) -> Path:
-    raw = tmp_path / "nnUNet_raw"
-    monkeypatch.setenv("nnUNet_raw", str(raw))
-    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
-    monkeypatch.delenv("nnUNet_results", raising=False)
-    return raw
 
 
 @pytest.fixture

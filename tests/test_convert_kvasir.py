@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import tree_digest
 from PIL import Image
 
 from nnunet_transfer.data.convert_kvasir import convert_kvasir
@@ -17,25 +18,11 @@ from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
 from nnunet_transfer.data.synthetic import synth_kvasir
 
 
-def tree_digest(root: Path) -> dict:
-    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("kvasir") / "Kvasir-SEG"
     synth_kvasir(src, cases=4, seed=0, size=(40, 48))
     return src
-
-
-@pytest.fixture
-def raw(tmp_path, monkeypatch) -> Path:
-    raw = tmp_path / "nnUNet_raw"
-    monkeypatch.setenv("nnUNet_raw", str(raw))
-    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
-    monkeypatch.delenv("nnUNet_results", raising=False)
-    return raw
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ of ``nnunetv2.paths``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import tree_digest
 import SimpleITK as sitk
 
 from nnunet_transfer.data.convert_mots import convert_mots, read_split_file
@@ -25,26 +26,11 @@ from nnunet_transfer.data.synthetic import synth_mots
 SHAPE = (8, 24, 24)
 
 
-def tree_digest(root: Path) -> dict:
-    """relative path -> sha1 of every file under root (hidden files included)."""
-    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def mots_source(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("mots") / "MOTS"
     synth_mots(src, cases=2, seed=0, shape=SHAPE)
     return src
-
-
-@pytest.fixture
-def raw(tmp_path, monkeypatch) -> Path:
-    raw = tmp_path / "nnUNet_raw"
-    monkeypatch.setenv("nnUNet_raw", str(raw))
-    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
-    monkeypatch.delenv("nnUNet_results", raising=False)
-    return raw
 
 
 @pytest.fixture

@@ -21,15 +21,6 @@ from nnunet_transfer.architectures.mleam import (
 from nnunet_transfer.losses.edge_targets import edge_targets_for_deep_supervision
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest and avoids OpenMP spin-waiting on a shared, loaded CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _cfg(conv_op=nn.Conv3d):
     norm = nn.InstanceNorm3d if conv_op is nn.Conv3d else nn.InstanceNorm2d
     return LayerConfig(conv_op, norm, {"affine": True}, nn.LeakyReLU, {"inplace": True}, True)

@@ -1,6 +1,5 @@
 """Partial-label loss: only labelled channels are scored; batch Dice is the global-batch Dice under DDP."""
 
-import os
 
 import pytest
 import torch

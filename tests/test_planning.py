@@ -25,14 +25,6 @@ CLASS_PATH = "nnunet_transfer.architectures.res_unet_aspp.ResUNetASPP"
 LABELS = {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def nnunet_dirs(tmp_path, monkeypatch) -> Dict[str, Path]:
     dirs = {}

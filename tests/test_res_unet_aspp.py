@@ -20,15 +20,6 @@ STRIDES = [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 1, 1]]
 PATCH = (4, 16, 24)  # divisible by the cumulative strides (4, 8, 8), as nnU-Net's patch sizes always are
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """Tiny tensors: intra-op threading only adds synchronisation cost (large on a shared CPU)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def arch_kwargs(**overrides) -> dict:
     kw = dict(n_stages=5, features_per_stage=[4, 6, 8, 10, 12], conv_op=nn.Conv3d, kernel_sizes=KERNELS,
               strides=STRIDES, n_blocks_per_stage=[1, 3, 4, 6, 3], n_conv_per_stage_decoder=[1, 1, 1, 1],

@@ -19,7 +19,7 @@ ResidualEncoderUNet (nnU-Net ResEnc M layout) 8.58 bytes per counted element, Re
 from __future__ import annotations
 
 import pydoc
-from typing import List, Optional, Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 from dynamic_network_architectures.building_blocks.helper import convert_conv_op_to_dim
@@ -50,7 +50,8 @@ class ResUNetASPPPlanner(ResEncUNetPlanner):
     the default name could silently mix data preprocessed at different spacings.
     """
 
-    #: ASPP dilation rates written into the plans (change in a subclass to plan a different ASPP)
+    #: ASPP dilation rates written into the plans (a subclass may change them; the memory estimate during the
+    #: patch search assumes the default rates, which changes it by well under 1 %: the ASPP runs at the bottleneck)
     aspp_rates: Tuple[int, ...] = DEFAULT_ASPP_RATES
 
     def __init__(self, dataset_name_or_id: Union[str, int],
