@@ -70,7 +70,8 @@ def test_state_dict_keys_and_shapes_equal_released_checkpoints(depth, name):
 
 
 def test_layout_details_follow_medicalnet():
-    enc = Med3DResNet(depth=50)
+    with torch.device("meta"):  # structure only
+        enc = Med3DResNet(depth=50)
     assert enc.conv1.kernel_size == (7, 7, 7) and enc.conv1.stride == (2, 2, 2) and enc.conv1.padding == (3, 3, 3)
     assert enc.maxpool.kernel_size == 3 and enc.maxpool.stride == (2, 2, 2) and enc.maxpool.padding == 1
     assert all(m.bias is None for m in enc.modules() if isinstance(m, torch.nn.Conv3d))

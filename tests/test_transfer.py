@@ -59,7 +59,7 @@ def test_nnunet_path_report_and_refusal(tmp_path):
     path, _ = _mots_checkpoint(tmp_path)
     report = nnunet_pretrained_weights_report(_unet(num_classes=4), path)
     assert report.n_missing == 0 and "controller.weight" in report.unexpected
-    with pytest.raises(KeyError, match="align-plans --pretrained"):
+    with pytest.raises(KeyError, match="set-pretrained"):
         nnunet_pretrained_weights_report(_unet(in_channels=1, num_classes=4).encoder, path)
 
 

@@ -112,6 +112,28 @@ def _cmd_align_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_set_pretrained(args: argparse.Namespace) -> int:
+    from nnunet_transfer.transfer.record import PretrainedRecord, plans_file_of, write_record
+
+    plans_file = plans_file_of(args.d, args.p)
+    if args.remove:
+        write_record(plans_file, args.c, None)
+        print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
+        return 0
+    if not args.checkpoint:
+        raise ValueError("give the checkpoint to record (or --remove)")
+    prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
+    record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
+                              description=args.description or "")
+    if args.exclude is not None:
+        record.exclude = list(args.exclude)
+    write_record(plans_file, args.c, record)
+    print(f"{plans_file} [{args.c}] now starts from {Path(args.checkpoint).resolve()}")
+    print(f"check it: nnunet-transfer transfer-check -d {args.d} -c {args.c} -tr <trainer> -p {args.p}")
+    print(f"then train WITHOUT -pretrained_weights: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {args.p}")
+    return 0
+
+
 def _cmd_transfer_check(args: argparse.Namespace) -> int:
     from nnunet_transfer.transfer.check import transfer_check
 
@@ -229,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preprocess", action="store_true")
     p.add_argument("-np", type=int, default=2)
     p.set_defaults(func=_cmd_align_plans)
+
+    p = sub.add_parser("set-pretrained", help="write a pretrained-weights record into a dataset's plans (for "
+                                              "partial or foreign checkpoints that -pretrained_weights refuses)")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("-d", type=int, required=True)
+    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
+    p.add_argument("--prefix-map", nargs="+", metavar="OLD=NEW", help="rename checkpoint key prefixes, e.g. =encoder.")
+    p.add_argument("--exclude", nargs="*", help="checkpoint key patterns never loaded (default: .seg_layers. controller.)")
+    p.add_argument("--min-fraction", type=float, default=0.0, help="fail when less of the network is loaded")
+    p.add_argument("--description", default=None)
+    p.add_argument("--remove", action="store_true", help="remove the record")
+    p.set_defaults(func=_cmd_set_pretrained)
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint (default: the plans' pretrained-weights record)")

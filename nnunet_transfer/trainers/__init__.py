@@ -8,8 +8,11 @@ Every trainer listed in ``__all__`` is re-exported there, so the class nnU-Net u
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import MOTSPretrainTrainer, MOTSPretrainTrainerBalanced
+from nnunet_transfer.trainers.recipes import AttentionUNetTrainer, FrozenEncoderTrainer
 
 __all__ = [
+    "AttentionUNetTrainer",
+    "FrozenEncoderTrainer",
     "FineTuneTrainer",
     "KiTS21HECTrainer",
     "KiTS21HECTrainer_100epochs",

@@ -34,7 +34,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_transfer.transfer.record import read_record
-from nnunet_transfer.transfer.weights import TransferReport, nnunet_pretrained_weights_report, transfer_weights
+from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
+                                              transfer_weights)
 from nnunet_transfer.utils.modules import unwrap_network
 
 NEW_PARAMETERS = "<new>"
@@ -88,6 +89,8 @@ class FineTuneTrainer(nnUNetTrainer):
     pretrained_lr_factor: float = 1.0
     #: prefix of the encoder's parameter names (all our networks and nnU-Net's name it ``encoder``)
     encoder_prefix: str = "encoder."
+    #: network keys that are new by design (reported as re-initialised, not as missing)
+    new_layer_patterns: Tuple[str, ...] = HEAD_PATTERNS
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -122,7 +125,7 @@ class FineTuneTrainer(nnUNetTrainer):
         if record is None:
             return None
         return transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map, exclude=record.exclude,
-                                min_fraction=record.min_fraction)
+                                head_patterns=self.new_layer_patterns, min_fraction=record.min_fraction)
 
     def on_train_start(self) -> None:
         super().on_train_start()
@@ -138,16 +141,19 @@ class FineTuneTrainer(nnUNetTrainer):
         return {k for k in self.transfer_report.pretrained_keys if k in params}
 
     # ------------------------------------------------------------------ optimiser
+    def make_optimizer(self, param_groups: List[dict]) -> torch.optim.Optimizer:
+        """The optimiser over ``param_groups``: nnU-Net's own (SGD, momentum 0.99, Nesterov) unless overridden."""
+        reference, _ = nnUNetTrainer.configure_optimizers(self)
+        return type(reference)(param_groups, **reference.defaults)
+
     def configure_optimizers(self):
-        optimizer, _ = super().configure_optimizers()
-        pretrained = self.pretrained_parameter_names if self.transfer_report is not None else set()
-        if pretrained and self.pretrained_lr_factor != 1.0:
-            named = list(unwrap_network(self.network).named_parameters())
-            groups = [
-                {"params": [p for n, p in named if n in pretrained], "lr_scale": self.pretrained_lr_factor},
-                {"params": [p for n, p in named if n not in pretrained], "lr_scale": 1.0},
-            ]
-            optimizer = type(optimizer)([g for g in groups if g["params"]], **optimizer.defaults)
+        pretrained = self.pretrained_parameter_names if self.pretrained_lr_factor != 1.0 else set()
+        named = list(unwrap_network(self.network).named_parameters())
+        groups = [
+            {"params": [p for n, p in named if n in pretrained], "lr_scale": self.pretrained_lr_factor},
+            {"params": [p for n, p in named if n not in pretrained], "lr_scale": 1.0},
+        ]
+        optimizer = self.make_optimizer([g for g in groups if g["params"]])
         scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.lr_warmup_epochs)
         return optimizer, scheduler
 

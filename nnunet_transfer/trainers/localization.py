@@ -439,7 +439,7 @@ class LocalizationPretrainTrainer(nnUNetTrainer):
             "trainer": type(self).__name__,
             "configuration": self.configuration_name,
             "fold": self.fold,
-            "epoch": self.current_epoch,
+            "epochs_trained": self.current_epoch,
             "patch_size": list(self.configuration_manager.patch_size),
             "spacing_mm": self.voxel_spacing,
             "seed": seed,

@@ -8,6 +8,7 @@ optionally writing the pretrained-weights record into the moved plans.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -51,6 +52,13 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
                              clean=False, verbose=verbose)
     print(f"[align-plans] {source_name}/{source_plans} -> {target_name}/{target_plans}")
     move_plans_between_datasets(source_dataset, target_dataset, source_plans, target_plans)
+    # nnU-Net's planner copies dataset.json next to the plans; moving plans skips the planner, but the
+    # preprocessor and the trainers read it from there
+    raw = os.environ.get("nnUNet_raw")
+    if not raw:
+        raise RuntimeError("nnUNet_raw is not set. Fix: export nnUNet_raw=... (or eval \"$(nnunet-transfer env "
+                           "--workspace DIR)\")")
+    shutil.copyfile(Path(raw) / target_name / "dataset.json", root / target_name / "dataset.json")
     target_file = root / target_name / f"{target_plans}.json"
     if pretrained_checkpoint is not None:
         for configuration in configurations:

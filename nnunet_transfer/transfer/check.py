@@ -7,30 +7,23 @@ dataset.json), then runs the same transfer path the trainer uses and returns its
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Optional
 
-from nnunet_transfer.transfer.record import read_record
-from nnunet_transfer.transfer.weights import TransferReport, nnunet_pretrained_weights_report, transfer_weights
+from nnunet_transfer.transfer.record import plans_file_of, read_record
+from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
+                                              transfer_weights)
 
 
 def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, trainer: str,
                    plans: str = "nnUNetPlans") -> tuple[TransferReport, str]:
     """(report, mode): mode says which path a run would take ("nnunet -pretrained_weights" or "plans record")."""
     import torch
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    root = os.environ.get("nnUNet_preprocessed")
-    if not root:
-        raise RuntimeError("nnUNet_preprocessed is not set")
-    folder = Path(root) / maybe_convert_to_dataset_name(dataset)
-    plans_file = folder / f"{plans}.json"
-    if not plans_file.is_file():
-        raise FileNotFoundError(f"{plans_file} does not exist (plan or align the dataset first)")
+    plans_file = plans_file_of(dataset, plans)
+    folder = plans_file.parent
     plans_manager = PlansManager(json.loads(plans_file.read_text()))
     dataset_json = json.loads((folder / "dataset.json").read_text())
     cfg = plans_manager.get_configuration(configuration)
@@ -39,6 +32,7 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
     network = trainer_class.build_network_architecture(
         plans_manager, cfg, determine_num_input_channels(plans_manager, cfg, dataset_json),
         label_manager.num_segmentation_heads, True)
+    new_layers = getattr(trainer_class, "new_layer_patterns", HEAD_PATTERNS)
     with torch.no_grad():
         record = read_record(cfg.configuration)
         if checkpoint is None:
@@ -46,9 +40,10 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
                 raise ValueError(f"no checkpoint given and {plans_file} has no pretrained-weights record for "
                                  f"{configuration}")
             return (transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map,
-                                     exclude=record.exclude, min_fraction=record.min_fraction), "plans record")
+                                     exclude=record.exclude, head_patterns=new_layers,
+                                     min_fraction=record.min_fraction), "plans record")
         try:
             return nnunet_pretrained_weights_report(network, checkpoint), "nnunet -pretrained_weights"
         except (KeyError, ValueError) as nnunet_refusal:
-            report = transfer_weights(network, checkpoint)
+            report = transfer_weights(network, checkpoint, head_patterns=new_layers)
             return report, f"plans record needed ({nnunet_refusal})"

@@ -64,6 +64,21 @@ def write_json_atomic(path: Union[str, Path], data: Mapping) -> None:
         raise
 
 
+def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
+    """``$nnUNet_preprocessed/DatasetXXX_Name/<plans>.json``, checked to exist."""
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root:
+        raise RuntimeError("nnUNet_preprocessed is not set. Fix: export nnUNet_preprocessed=... "
+                           "(or eval \"$(nnunet-transfer env --workspace DIR)\")")
+    path = Path(root) / maybe_convert_to_dataset_name(dataset) / f"{plans}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; plan the dataset first (nnUNetv2_plan_and_preprocess -d "
+                                f"{dataset}) or align it (nnunet-transfer align-plans)")
+    return path
+
+
 def write_record(plans_file: Union[str, Path], configuration: str, record: Optional[PretrainedRecord]) -> None:
     """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file."""
     plans_file = Path(plans_file)

@@ -170,11 +170,15 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
         if ".seg_layers." in key:
             continue
         if key not in state:
-            raise KeyError(f"nnU-Net's -pretrained_weights would fail: key {key} is missing in {checkpoint}. Use a "
-                           "pretrained-weights record in the plans (`nnunet-transfer align-plans --pretrained`).")
+            raise KeyError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: key {key} is missing there. "
+                           f"For partial or foreign checkpoints use a pretrained-weights record: `nnunet-transfer "
+                           f"set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (or `align-plans --pretrained`), "
+                           "then train without -pretrained_weights.")
         if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(f"nnU-Net's -pretrained_weights would fail: {key} has shape {tuple(state[key].shape)} "
-                             f"in {checkpoint} but {tuple(value.shape)} in the network")
+            raise ValueError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: {key} has shape "
+                             f"{tuple(state[key].shape)} there but {tuple(value.shape)} in the network. Use "
+                             f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts input "
+                             "channels, reports mismatches), then train without -pretrained_weights.")
     # loading again is idempotent: nnU-Net puts exactly these values into the network
     return transfer_weights(network, state, exclude=(".seg_layers.",), adapt_first_conv=False, strict_shapes=True,
                             source_name=f"{checkpoint} (nnU-Net -pretrained_weights)")

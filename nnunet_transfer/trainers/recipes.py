@@ -1,0 +1,131 @@
+"""Fine-tuning recipes of our papers as nnU-Net trainers: frozen encoder (localisation pretraining) and the
+attention-gated U-Net fine-tuned across modalities.
+
+* :class:`FrozenEncoderTrainer` (paper localization-pretraining): the pretrained encoder stays fixed (parameters and
+  normalisation statistics), the decoder trains with soft Dice and Adam.
+* :class:`AttentionUNetTrainer` (paper attention-unet-finetuning): nnU-Net's plain U-Net with additive attention gates
+  on every skip, BCE + Dice, L2 through weight decay, Adam 1e-4; reduce-on-plateau and early stopping on the
+  validation Dice as options. A gate-free U-Net checkpoint (another dataset, 1 -> 3 input channels included) loads
+  through the plans' pretrained-weights record; the gates start fresh and are reported as new layers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+from nnunet_transfer.architectures.attention_unet import GATE_KEY_PREFIX
+from nnunet_transfer.trainers.finetune import FineTuneTrainer
+from nnunet_transfer.transfer.weights import HEAD_PATTERNS
+
+PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+ATTENTION_UNET = "nnunet_transfer.architectures.attention_unet.AttentionUNet"
+
+
+class FrozenEncoderTrainer(FineTuneTrainer):
+    """Encoder frozen for the whole run; soft Dice only; Adam (paper: phase 2 of localisation pretraining)."""
+
+    freeze_encoder = True
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-3
+
+    def make_optimizer(self, param_groups: List[dict]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(param_groups, lr=self.initial_lr, weight_decay=self.weight_decay)
+
+    def _build_loss(self) -> nn.Module:
+        loss = super()._build_loss()
+        base = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
+        base.weight_ce = 0.0  # nnU-Net's compound losses skip the cross-entropy term at weight 0: soft Dice only
+        return loss
+
+
+class _EarlyStop(Exception):
+    """Raised at the end of an epoch when the validation Dice stopped improving."""
+
+
+class PlateauLRScheduler:
+    """ReduceLROnPlateau driven by the trainer's validation Dice, callable the way nnU-Net steps its schedulers.
+
+    nnU-Net calls ``step(epoch)`` at the start of every epoch; this reads the latest EMA pseudo Dice instead.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, metric: Callable[[], Optional[float]], factor: float = 0.5,
+                 patience: int = 10, min_lr: float = 1e-7):
+        self.optimizer = optimizer
+        self.metric = metric
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=factor,
+                                                                  patience=patience, min_lr=min_lr)
+
+    def step(self, epoch: Optional[int] = None) -> None:
+        value = self.metric()
+        if value is not None:
+            self.plateau.step(value)
+
+
+class AttentionUNetTrainer(FineTuneTrainer):
+    """Attention-gated plain U-Net from the plans; Adam 1e-4 with L2 weight decay; optional plateau/early stop."""
+
+    new_layer_patterns = HEAD_PATTERNS + (GATE_KEY_PREFIX,)
+    #: ReduceLROnPlateau on the validation Dice instead of nnU-Net's poly schedule
+    reduce_lr_on_plateau: bool = False
+    plateau_patience: int = 10
+    plateau_factor: float = 0.5
+    #: stop after this many epochs without a new best validation Dice (None: train all epochs)
+    early_stopping_patience: Optional[int] = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 1e-4
+        self.weight_decay = 1e-5
+        self._epochs_without_improvement = 0
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        arch = configuration_manager.network_arch_class_name
+        if arch not in (PLAIN_UNET, ATTENTION_UNET):
+            raise RuntimeError(f"AttentionUNetTrainer adds gates to nnU-Net's plain U-Net; these plans name {arch}. "
+                               "Plan the dataset with nnU-Net's default planner (nnUNetPlans).")
+        return get_network_from_plans(ATTENTION_UNET, configuration_manager.network_arch_init_kwargs,
+                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+
+    def make_optimizer(self, param_groups: List[dict]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(param_groups, lr=self.initial_lr, weight_decay=self.weight_decay)
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        if self.reduce_lr_on_plateau:
+            scheduler = PlateauLRScheduler(optimizer, self._latest_validation_dice, factor=self.plateau_factor,
+                                           patience=self.plateau_patience)
+        return optimizer, scheduler
+
+    def _latest_validation_dice(self) -> Optional[float]:
+        values = self.logger.get_value("ema_fg_dice", step=None)
+        return float(values[-1]) if values else None
+
+    def on_epoch_end(self) -> None:
+        best_before = self._best_ema
+        super().on_epoch_end()
+        improved = best_before is None or self._best_ema > best_before
+        self._epochs_without_improvement = 0 if improved else self._epochs_without_improvement + 1
+        patience = self.early_stopping_patience
+        if patience is not None and self._epochs_without_improvement >= patience:
+            self.print_to_log_file(f"Early stopping: no better validation Dice for {patience} epochs")
+            raise _EarlyStop()
+
+    def run_training(self) -> None:
+        try:
+            super().run_training()
+        except _EarlyStop:
+            self.on_train_end()
