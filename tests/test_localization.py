@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2, comp_blosc2_params
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -307,18 +307,21 @@ class TinyLocalizationTrainer(LocalizationPretrainTrainer):
 
 
 def _preprocessed_2d_dataset(base: Path, cases: int = 6) -> None:
-    """A preprocessed nnU-Net dataset (numpy variant) of 2-slice volumes with a disc of label 1 per case."""
+    """A preprocessed nnU-Net dataset (nnU-Net's blosc2 format, written with its own save_case) of 2-slice volumes
+    with a disc of label 1 per case."""
     rng = np.random.default_rng(0)
     folder = base / DATASET / "nnUNetPlans_2d"
     folder.mkdir(parents=True)
     yy, xx = np.mgrid[:40, :40]
     for i in range(cases):
         centre = rng.uniform(8, 32, size=2)
-        seg = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= 16)[None, None].repeat(2, axis=1).astype(np.int8)
+        seg = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= 16)[None, None].repeat(2, axis=1).astype(np.int16)
         data = (seg * 2.0 + rng.normal(0, 0.5, seg.shape)).astype(np.float32)
         properties = {"class_locations": {1: np.argwhere(seg > 0)}, "spacing": [1.0, 0.8, 0.5]}
-        np.savez_compressed(folder / f"case_{i}.npz", data=data, seg=seg)
-        (folder / f"case_{i}.pkl").write_bytes(pickle.dumps(properties))
+        blocks, chunks = comp_blosc2_params(data.shape, PATCH["2d"], data.itemsize)
+        blocks_seg, chunks_seg = comp_blosc2_params(seg.shape, PATCH["2d"], seg.itemsize)
+        nnUNetDatasetBlosc2.save_case(data, seg, properties, str(folder / f"case_{i}"), chunks=chunks, blocks=blocks,
+                                      chunks_seg=chunks_seg, blocks_seg=blocks_seg)
     base_dataset = base / DATASET
     (base_dataset / "dataset.json").write_text(json.dumps(DATASET_JSON))
     (base_dataset / "dataset_fingerprint.json").write_text("{}")

@@ -124,3 +124,13 @@ def test_warmup_poly_schedule_and_group_scales():
 def test_pretrained_weights_argument_is_read_from_the_command_line():
     assert pretrained_weights_argument(["nnUNetv2_train", "1", "3d_fullres", "0", "-pretrained_weights", "x.pth"]) == "x.pth"
     assert pretrained_weights_argument(["nnUNetv2_train", "1", "3d_fullres", "0"]) is None
+
+
+def test_encoder_only_checkpoint_counts_encoder_aliases_as_loaded():
+    """nnU-Net's U-Net also exposes the encoder as decoder.encoder.*: loading encoder.* loads those too."""
+    source = {k: v for k, v in _unet().state_dict().items() if k.startswith("encoder.")}
+    target = _unet()
+    report = transfer_weights(target, source)
+    assert not any(k.startswith("decoder.encoder.") for k in report.missing)
+    assert any(k.startswith("decoder.encoder.") for k in report.loaded)
+    assert report.missing and all(k.startswith("decoder.") for k in report.missing)

@@ -6,6 +6,7 @@ Every trainer listed in ``__all__`` is re-exported there, so the class nnU-Net u
 """
 
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
+from nnunet_transfer.trainers.localization import LocalizationPretrainTrainer
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import MOTSPretrainTrainer, MOTSPretrainTrainerBalanced
 from nnunet_transfer.trainers.recipes import AttentionUNetTrainer, FrozenEncoderTrainer
@@ -16,6 +17,7 @@ __all__ = [
     "FineTuneTrainer",
     "KiTS21HECTrainer",
     "KiTS21HECTrainer_100epochs",
+    "LocalizationPretrainTrainer",
     "MOTSPretrainTrainer",
     "MOTSPretrainTrainerBalanced",
 ]

@@ -123,6 +123,20 @@ def _input_channel_adapter(checkpoint_tensor: torch.Tensor, model_tensor: torch.
     return adapted, f"input channels {checkpoint_tensor.shape[1]} -> {model_tensor.shape[1]}"
 
 
+def _count_aliases_as_loaded(network: nn.Module, report: LoadReport) -> None:
+    """Keys that name the same tensor as a loaded key are loaded too.
+
+    nnU-Net's U-Nets register the encoder twice (``encoder.*`` and ``decoder.encoder.*``): loading one name loads
+    both, so the alias must not be reported as missing.
+    """
+    tensors = network.state_dict(keep_vars=True)
+    loaded_ids = {id(tensors[k]) for k in report.loaded}
+    aliases = [k for k in report.missing if id(tensors[k]) in loaded_ids]
+    if aliases:
+        report.missing = [k for k in report.missing if k not in set(aliases)]
+        report.loaded = report.loaded + aliases
+
+
 def transfer_weights(network: nn.Module, source: StateDictSource, *,
                      prefix_map: Optional[Mapping[str, str]] = None,
                      exclude: Sequence[str] = DEFAULT_EXCLUDE,
@@ -148,6 +162,7 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
         adapters[first] = _input_channel_adapter
     report = load_matching(network, kept, source=name, strict_shapes=strict_shapes, adapters=adapters,
                            skipped=skipped)
+    _count_aliases_as_loaded(network, report)
     result = TransferReport.from_load_report(report, head_patterns, checkpoint=name)
     if result.fraction_loaded < min_fraction:
         raise RuntimeError(

@@ -1,0 +1,287 @@
+"""Plans that put our architectures (Med3D encoder U-Net, MLEAM decoder) into an nnU-Net configuration.
+
+nnU-Net builds whatever network a configuration names (``architecture.network_class_name`` + ``arch_kwargs``), so a
+different architecture is a different plans file, not a different planner. :func:`plan_arch` starts from the plans
+nnU-Net already made for the dataset (``nnUNetv2_plan_and_preprocess`` or ``nnUNetv2_plan_experiment``), keeps
+everything that decides the preprocessed data (spacing, normalisation, resampling, and therefore the
+``data_identifier``: the data nnU-Net already preprocessed is reused) and batch size, and replaces the architecture:
+
+* ``med3d-resnet{10,18,34,50,101,152,200}``: :class:`~nnunet_transfer.architectures.med3d_unet.Med3DUNet`
+  (MedicalNet encoder + U-Net decoder), entry from :func:`~nnunet_transfer.architectures.med3d_unet.med3d_plans_entry`:
+  encoder strides chosen per axis from the spacing like nnU-Net's planner (an axis much coarser than the finest is
+  not halved; weight shapes never change), patch size rounded down to a multiple of the total stride so every
+  deep-supervision target of nnU-Net has exactly the network's output size;
+* ``med3d-resnetN`` with ``decoder="mleam"``: :class:`~nnunet_transfer.architectures.mleam.MLEAMUNet` on the same
+  Med3D encoder (decoder with instance norm, one RRB per level as in the paper);
+* ``plain`` with ``decoder="mleam"``: MLEAMUNet on the plans' own ``PlainConvUNet`` encoder kwargs.
+
+The patch size is the only data-related value that may change, and nnU-Net's preprocessed data does not depend on
+it. With ``weights`` the new configuration also gets a pretrained-weights record (:mod:`nnunet_transfer.transfer.
+record`): a MedicalNet file for ``med3d-*`` (checked with the registry's ``verify_checkpoint``, mapped onto
+``encoder.*``), an nnU-Net ``checkpoint_final.pth`` of the plain U-Net for ``plain`` (its encoder carries over).
+Before anything is written the network is built from the new plans and the weights are loaded into it: every
+encoder tensor must be found, otherwise nothing is written and the error says which keys are missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from nnunet_transfer.architectures.med3d import RESNET_LAYOUTS
+from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
+from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
+from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, TransferReport, transfer_weights
+
+__all__ = ["plan_arch", "architecture_configuration", "parse_arch", "default_plans_name", "ARCHITECTURES",
+           "DECODERS", "MLEAM_CLASS_NAME", "PLAIN_UNET_CLASS_NAME"]
+
+MLEAM_CLASS_NAME = "nnunet_transfer.architectures.mleam.MLEAMUNet"
+PLAIN_UNET_CLASS_NAME = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
+#: every value ``arch`` accepts
+ARCHITECTURES: Tuple[str, ...] = ("plain",) + tuple(f"med3d-resnet{d}" for d in sorted(RESNET_LAYOUTS))
+DECODERS: Tuple[Optional[str], ...] = (None, "mleam")
+#: MLEAM decoder settings written into the plans (the paper: one RRB per level, edge attention on 3 levels)
+MLEAM_DECODER_KWARGS = {"n_conv_per_stage_decoder": 1, "pam_kernel_sizes": [3, 5, 7], "n_edge_levels": 3}
+#: MedicalNet files may carry their segmentation head ``conv_seg``: never loaded
+MEDICALNET_EXCLUDE: Tuple[str, ...] = tuple(DEFAULT_EXCLUDE) + ("conv_seg.",)
+_ENCODER_PREFIX = "encoder."
+
+
+def parse_arch(arch: str, decoder: Optional[str]) -> Optional[int]:
+    """Validate ``arch``/``decoder``; the Med3D depth (None for ``plain``)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {[d for d in DECODERS if d]} or none "
+                         "(the architecture's own decoder)")
+    match = re.fullmatch(r"med3d-resnet(\d+)", arch)
+    if match and int(match.group(1)) in RESNET_LAYOUTS:
+        return int(match.group(1))
+    if arch == "plain":
+        if decoder is None:
+            raise ValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
+                             "plans directly, or give decoder='mleam'")
+        return None
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
+
+
+def default_plans_name(source_plans: str, arch: str, decoder: Optional[str]) -> str:
+    """``nnUNetPlans_med3d-resnet50``, ``nnUNetPlans_med3d-resnet50_mleam``, ``nnUNetPlans_mleam`` (plain encoder)."""
+    parts = [source_plans] + ([] if arch == "plain" else [arch]) + ([decoder] if decoder else [])
+    return "_".join(parts)
+
+
+def _env_folder(name: str) -> Path:
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"{name} is not set. Fix: export {name}=... (or eval \"$(nnunet-transfer env "
+                           "--workspace DIR)\")")
+    return Path(value)
+
+
+def architecture_configuration(configuration: dict, arch: str, decoder: Optional[str] = None,
+                               configuration_name: str = "3d_fullres") -> dict:
+    """A copy of a (resolved) nnU-Net plans configuration whose architecture is ``arch`` + ``decoder``.
+
+    Everything but ``architecture`` and ``patch_size`` is kept (spacing, normalisation, batch size,
+    ``data_identifier``). Raises ``ValueError`` for an unknown architecture or one that does not fit the
+    configuration (Med3D is 3D only; the MLEAM plain encoder needs PlainConvUNet plans).
+    """
+    depth = parse_arch(arch, decoder)
+    patch = [int(p) for p in configuration["patch_size"]]
+    if depth is None:  # plain encoder + MLEAM decoder
+        architecture = configuration.get("architecture", {})
+        if architecture.get("network_class_name") != PLAIN_UNET_CLASS_NAME:
+            raise ValueError(
+                f"configuration {configuration_name!r} uses {architecture.get('network_class_name')!r}; the MLEAM "
+                f"decoder on the plain encoder needs plans of nnU-Net's {PLAIN_UNET_CLASS_NAME} (nnUNetPlans, "
+                "made by nnUNetv2_plan_and_preprocess with the default planner)")
+        kwargs = {k: copy.deepcopy(v) for k, v in architecture["arch_kwargs"].items()
+                  if k != "n_conv_per_stage_decoder"}
+        new = copy.deepcopy(configuration)
+        new["architecture"] = {
+            "network_class_name": MLEAM_CLASS_NAME,
+            "arch_kwargs": {"encoder": "plain", **kwargs, **copy.deepcopy(MLEAM_DECODER_KWARGS)},
+            "_kw_requires_import": list(architecture["_kw_requires_import"]),
+        }
+        return new
+
+    if len(patch) != 3:
+        raise ValueError(f"configuration {configuration_name!r} is {len(patch)}D (patch size {patch}); the Med3D "
+                         "encoder is a 3D network: use a 3D configuration such as 3d_fullres")
+    entry = med3d_plans_entry(depth, patch, spacing=configuration["spacing"], adapt_strides_to_spacing=True)
+    if decoder is None:
+        return apply_med3d_plans_entry(configuration, entry)
+    kwargs = entry["arch_kwargs"]
+    new = copy.deepcopy(configuration)
+    new["architecture"] = {
+        "network_class_name": MLEAM_CLASS_NAME,
+        "arch_kwargs": {
+            "encoder": "med3d",
+            "depth": kwargs["depth"],
+            "shortcut_type": kwargs["shortcut_type"],
+            # Med3DResNet's three downsampling strides (conv1, maxpool, layer2); the entry's first is the input
+            "strides": [list(s) for s in kwargs["strides"][1:]],
+            **copy.deepcopy(MLEAM_DECODER_KWARGS),
+            # MedicalNet's batch norm stays in the encoder (its statistics are pretrained); the new decoder gets
+            # nnU-Net's instance norm, which works with nnU-Net's batch size of 2
+            "decoder_norm_op": kwargs["decoder_norm_op"],
+            "decoder_norm_op_kwargs": copy.deepcopy(kwargs["decoder_norm_op_kwargs"]),
+        },
+        "_kw_requires_import": ["decoder_norm_op"],
+    }
+    new["patch_size"] = list(entry["patch_size"])
+    return new
+
+
+def _dataset_json(dataset_folder: Path, raw_folder: Optional[Path]) -> dict:
+    for candidate in (dataset_folder / "dataset.json", raw_folder / "dataset.json" if raw_folder else None):
+        if candidate is not None and candidate.is_file():
+            return json.loads(candidate.read_text())
+    raise FileNotFoundError(f"no dataset.json in {dataset_folder} or in the raw dataset folder; convert the dataset "
+                            "into nnUNet_raw and plan it first")
+
+
+def _build_network(plans: dict, configuration: str, dataset_json: dict):
+    """The network nnU-Net's trainer builds from these plans (no deep supervision)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    manager = PlansManager(plans)
+    cfg = manager.get_configuration(configuration)
+    return get_network_from_plans(cfg.network_arch_class_name, cfg.network_arch_init_kwargs,
+                                  cfg.network_arch_init_kwargs_req_import,
+                                  determine_num_input_channels(manager, cfg, dataset_json),
+                                  manager.get_label_manager(dataset_json).num_segmentation_heads,
+                                  allow_init=False, deep_supervision=False)
+
+
+def _verify_medicalnet(weights: Path, depth: int) -> None:
+    """Registry check of a MedicalNet file; a renamed file is checked against the record of its depth."""
+    from nnunet_transfer.pretrained.registry import get_checkpoint, verify_checkpoint
+
+    try:
+        record = get_checkpoint(weights.name)
+    except KeyError:
+        # not a released file name: check architecture, keys and shapes, but no checksum (none is known for it)
+        record = dataclasses.replace(get_checkpoint(f"resnet_{depth}.pth"), sha256=None)
+    verification = verify_checkpoint(weights, record=record, compute_sha256=False)
+    if not verification.ok:
+        raise ValueError(f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
+                         f"Give the MedicalNet file of ResNet-{depth} (resnet_{depth}.pth or "
+                         f"resnet_{depth}_23dataset.pth), or pick the arch that matches the file.")
+
+
+def _check_encoder_loads(network, weights: Path, prefix_map: Dict[str, str], exclude: Tuple[str, ...]
+                         ) -> TransferReport:
+    import torch
+
+    with torch.no_grad():
+        report = transfer_weights(network, weights, prefix_map=prefix_map, exclude=exclude)
+    mismatched = {k for k, _, _ in report.shape_mismatched}
+    missing = [k for k in report.missing if k.startswith(_ENCODER_PREFIX)] + \
+              sorted(k for k in mismatched if k.startswith(_ENCODER_PREFIX))
+    if missing or not any(k.startswith(_ENCODER_PREFIX) for k in report.loaded):
+        shown = ", ".join(missing[:6]) + (f", ... (+{len(missing) - 6})" if len(missing) > 6 else "")
+        raise ValueError(f"{weights} does not cover the network's encoder: {len(missing)} encoder tensors are missing "
+                         f"or have another shape ({shown or 'nothing loaded'}).\n{report}\nIs it the checkpoint of "
+                         "this architecture (depth, shortcut type, plain U-Net of the same plans)?")
+    return report
+
+
+def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights: Optional[str] = None,
+              source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres", plans_name: Optional[str] = None,
+              preprocess: bool = True, num_processes: int = 2) -> Path:
+    """Write ``<nnUNet_preprocessed>/<dataset>/<plans_name>.json`` whose ``configuration`` builds ``arch``/``decoder``.
+
+    Args:
+        dataset_id: nnU-Net dataset id; its ``source_plans`` must exist (``nnUNetv2_plan_and_preprocess -d ID``).
+        arch: ``med3d-resnet{10,18,34,50,101,152,200}`` or ``plain`` (the plans' PlainConvUNet encoder; needs
+            ``decoder="mleam"``).
+        decoder: None (the architecture's own decoder) or ``"mleam"``.
+        weights: MedicalNet checkpoint for ``med3d-*``; an nnU-Net checkpoint of the plain U-Net for ``plain``.
+            Written as the configuration's pretrained-weights record after checking that every encoder tensor
+            loads; train without ``-pretrained_weights``, the trainer applies the record.
+        source_plans, configuration: plans identifier and configuration to start from.
+        plans_name: new plans identifier (default :func:`default_plans_name`); never the source's.
+        preprocess: preprocess with nnU-Net when the data of the (kept) ``data_identifier`` is not there yet.
+        num_processes: processes for that preprocessing.
+
+    The new plans hold only ``configuration`` (inheritance resolved). Returns the plans file.
+    """
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    depth = parse_arch(arch, decoder)
+    plans_name = plans_name or default_plans_name(source_plans, arch, decoder)
+    if plans_name == source_plans:
+        raise ValueError(f"plans_name {plans_name!r} equals the source plans; give a new name so nnU-Net's plans "
+                         "stay as they are")
+    root = _env_folder("nnUNet_preprocessed")
+    dataset_name = maybe_convert_to_dataset_name(dataset_id)
+    folder = root / dataset_name
+    source_file = folder / f"{source_plans}.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(f"{source_file} does not exist. Plan the dataset with nnU-Net first: "
+                                f"nnUNetv2_plan_and_preprocess -d {dataset_id} -c {configuration} (or "
+                                f"nnUNetv2_extract_fingerprint + nnUNetv2_plan_experiment -d {dataset_id})")
+    plans = json.loads(source_file.read_text())
+    available = sorted(plans.get("configurations", {}))
+    if configuration not in available:
+        raise KeyError(f"{source_file} has no configuration {configuration!r} (has: {available})")
+    resolved = PlansManager(copy.deepcopy(plans)).get_configuration(configuration).configuration
+    for key in ("inherits_from", "next_stage", "previous_stage"):  # the new plans hold this one configuration
+        resolved.pop(key, None)
+    new_cfg = architecture_configuration(resolved, arch, decoder, configuration)
+    new_plans = dict(copy.deepcopy(plans), plans_name=plans_name, configurations={configuration: new_cfg})
+
+    raw = os.environ.get("nnUNet_raw")
+    record = None
+    if weights is not None:
+        weights_path = Path(weights).resolve()
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"pretrained weights {weights_path} do not exist")
+        network = _build_network(new_plans, configuration, _dataset_json(folder, Path(raw) / dataset_name
+                                                                         if raw else None))
+        if depth is not None:
+            _verify_medicalnet(weights_path, depth)
+            prefix_map, exclude = {"": _ENCODER_PREFIX}, MEDICALNET_EXCLUDE
+            description = f"MedicalNet ResNet-{depth} encoder ({weights_path.name})"
+        else:
+            # an nnU-Net PlainConvUNet checkpoint: same encoder keys; its decoder (and the decoder's reference to
+            # the encoder, decoder.encoder.*) does not fit the MLEAM decoder
+            prefix_map, exclude = {}, tuple(DEFAULT_EXCLUDE) + ("decoder.",)
+            description = f"encoder of the plain nnU-Net U-Net {weights_path}"
+        report = _check_encoder_loads(network, weights_path, prefix_map, exclude)
+        # a guard for training time: a different file put in its place would load much less
+        min_fraction = math.floor(90 * report.fraction_loaded) / 100
+        record = PretrainedRecord(checkpoint=str(weights_path), prefix_map=prefix_map, exclude=list(exclude),
+                                  min_fraction=min_fraction, description=description)
+        print(f"[plan-arch] {weights_path.name}: {report.n_loaded} tensors load into the encoder "
+              f"({100 * report.fraction_loaded:.1f}% of the parameters), 0 encoder tensors missing")
+
+    plans_file = folder / f"{plans_name}.json"
+    write_json_atomic(plans_file, new_plans)
+    if record is not None:
+        write_record(plans_file, configuration, record)
+    print(f"[plan-arch] {dataset_name}/{plans_name} [{configuration}]: {new_cfg['architecture']['network_class_name']}"
+          f", patch size {new_cfg['patch_size']}, data {new_cfg['data_identifier']}")
+
+    data_folder = folder / new_cfg["data_identifier"]
+    if not (data_folder.is_dir() and any(data_folder.iterdir())):
+        if preprocess:
+            from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+
+            preprocess_dataset(dataset_id, plans_name, (configuration,), [num_processes], verbose=False,
+                               show_progress_bar=False)
+        else:
+            warnings.warn(f"{data_folder} holds no preprocessed data yet; run nnUNetv2_preprocess -d {dataset_id} "
+                          f"-plans_name {plans_name} -c {configuration} before training", stacklevel=2)
+    return plans_file
