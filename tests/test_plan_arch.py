@@ -27,6 +27,8 @@ from nnunet_transfer.trainers.med3d import Med3DFinetuneTrainer
 from nnunet_transfer.transfer.record import read_record
 from nnunet_transfer.transfer.weights import transfer_weights
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*holds no preprocessed data yet")  # asserted once, below
+
 DATASET_ID, DATASET = 611, "Dataset611_KiTS21"
 SHAPE = (16, 48, 48)
 
@@ -197,7 +199,7 @@ def test_mleam_trainer_loss_is_nnunet_loss_plus_weighted_edge_terms(planned, arc
 
     loss = trainer._build_loss()
     assert isinstance(loss, MLEAMLoss)
-    x, targets = _ds_targets(trainer)
+    x, targets = _ds_targets(trainer, batch=1)
     output = trainer.network(x)
     total = loss(output, targets)
     edges = trainer.network.last_edge_logits
@@ -258,8 +260,11 @@ def test_plan_arch_errors_are_clear_and_write_nothing(planned, medicalnet_file, 
     # renamed file, not in the registry: checked against the record of its depth (no checksum needed)
     renamed = tmp_path / "my_medicalnet_r10.pth"
     renamed.write_bytes(medicalnet_file.read_bytes())
-    assert plan_arch(DATASET_ID, "med3d-resnet10", weights=str(renamed), plans_name="renamed",
-                     preprocess=False).is_file()
+    with pytest.warns(UserWarning, match="nnUNetv2_preprocess -d 611 -plans_name renamed"):
+        assert plan_arch(DATASET_ID, "med3d-resnet10", weights=str(renamed), plans_name="renamed",
+                         preprocess=False).is_file()
+    with pytest.raises(ValueError, match="looks like ResNet-10.*record says ResNet-18"):
+        plan_arch(DATASET_ID, "med3d-resnet18", weights=str(renamed), plans_name="wrong_depth", preprocess=False)
     # MedicalNet weights for the plain encoder: nothing of the encoder loads
     with pytest.raises(ValueError, match="does not cover the network's encoder"):
         plan_arch(DATASET_ID, "plain", decoder="mleam", weights=str(medicalnet_file), plans_name="plain_wrong",

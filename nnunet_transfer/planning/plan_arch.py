@@ -172,6 +172,10 @@ def _verify_medicalnet(weights: Path, depth: int) -> None:
     except KeyError:
         # not a released file name: check architecture, keys and shapes, but no checksum (none is known for it)
         record = dataclasses.replace(get_checkpoint(f"resnet_{depth}.pth"), sha256=None)
+    if record.depth != depth:
+        raise ValueError(f"{weights} is MedicalNet's {record.file_name}, a ResNet-{record.depth}, but the architecture "
+                         f"is med3d-resnet{depth} (ResNet-{depth}); use arch med3d-resnet{record.depth} or the "
+                         f"ResNet-{depth} file")
     verification = verify_checkpoint(weights, record=record, compute_sha256=False)
     if not verification.ok:
         raise ValueError(f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
@@ -248,10 +252,11 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
         weights_path = Path(weights).resolve()
         if not weights_path.is_file():
             raise FileNotFoundError(f"pretrained weights {weights_path} do not exist")
+        if depth is not None:
+            _verify_medicalnet(weights_path, depth)
         network = _build_network(new_plans, configuration, _dataset_json(folder, Path(raw) / dataset_name
                                                                          if raw else None))
         if depth is not None:
-            _verify_medicalnet(weights_path, depth)
             prefix_map, exclude = {"": _ENCODER_PREFIX}, MEDICALNET_EXCLUDE
             description = f"MedicalNet ResNet-{depth} encoder ({weights_path.name})"
         else:

@@ -123,6 +123,16 @@ def _input_channel_adapter(checkpoint_tensor: torch.Tensor, model_tensor: torch.
     return adapted, f"input channels {checkpoint_tensor.shape[1]} -> {model_tensor.shape[1]}"
 
 
+def _alias_keys(network: nn.Module) -> set:
+    """State-dict names that refer to a tensor already named earlier (nnU-Net's ``decoder.encoder.*``, ...)."""
+    first_name: Dict[int, str] = {}
+    aliases = set()
+    for key, tensor in network.state_dict(keep_vars=True).items():
+        if first_name.setdefault(id(tensor), key) != key:
+            aliases.add(key)
+    return aliases
+
+
 def _count_aliases_as_loaded(network: nn.Module, report: LoadReport) -> None:
     """Keys that name the same tensor as a loaded key are loaded too.
 
@@ -155,7 +165,8 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
     if prefix_map:
         state = rename_prefixes(state, prefix_map)
     skipped = sorted(k for k in state if any(p in k for p in exclude))
-    kept = {k: v for k, v in state.items() if k not in set(skipped)}
+    aliases = _alias_keys(network)  # other names of a tensor load through its first name
+    kept = {k: v for k, v in state.items() if k not in set(skipped) and k not in aliases}
     adapters = {}
     first = first_conv_key(network)
     if adapt_first_conv and first is not None:
