@@ -102,6 +102,7 @@ class Bench:
     def trainer(self, cls, dataset: str, plans_name: str = "nnUNetPlans"):
         folder = self.ws.preprocessed / dataset
         plans = json.loads((folder / f"{plans_name}.json").read_text())
+        plans["continue_training"] = False  # nnU-Net's launcher adds this before constructing a trainer
         dataset_json = json.loads((folder / "dataset.json").read_text())
         trainer = cls(plans, "3d_fullres", 0, dataset_json, self.device)
         trainer.initialize()

@@ -72,3 +72,12 @@ def test_downstream_plain_unet_takes_the_weights_with_nnunet_loader(mots_pretrai
     for k, v in net.state_dict().items():
         if ".seg_layers." not in k:
             assert torch.equal(v, saved[k]), k
+
+
+def test_resume_with_c_restores_network_logger_and_validation(mots_pretrained):
+    """`--c` goes through nnU-Net's load_checkpoint: our network, loss and per-region logger must round-trip."""
+    ws = mots_pretrained["workspace"]
+    log = ws.train(MOTS_ID, "3d_fullres", "0", TINY_MOTS, "--c")
+    assert "Validation Dice per task" in log
+    ckpt = torch.load(mots_pretrained["checkpoint"], map_location="cpu", weights_only=False)
+    assert len(ckpt["logging"]["dice_per_class_or_region"][0]) == mots_tasks.NUM_OUTPUT_CHANNELS

@@ -79,6 +79,30 @@ def pretrained_weights_argument(argv: Sequence[str] = tuple(sys.argv)) -> Option
     return None
 
 
+def frozen_parameter_names(names: Sequence[str], pretrained: Set[str], epoch: int, *, freeze_encoder: bool = False,
+                           head_warmup_epochs: int = 0,
+                           unfreeze_schedule: Sequence[Tuple[int, Sequence[str]]] = (),
+                           encoder_prefix: str = "encoder.") -> Set[str]:
+    """The parameters frozen in ``epoch`` under the fine-tuning controls (see the module docstring).
+
+    A pure function of the epoch, so a resumed run (``--c``) is in the same stage as an uninterrupted one.
+    """
+    frozen: Set[str] = set()
+    if freeze_encoder:
+        frozen |= {n for n in names if n.startswith(encoder_prefix)}
+    if epoch < head_warmup_epochs:
+        frozen |= {n for n in names if n in pretrained}
+    if unfreeze_schedule:
+        trainable_prefixes = [p for start, prefixes in unfreeze_schedule if start <= epoch for p in prefixes]
+
+        def trainable(name: str) -> bool:
+            return any((p == NEW_PARAMETERS and name not in pretrained) or
+                       (p != NEW_PARAMETERS and name.startswith(p)) for p in trainable_prefixes)
+
+        frozen |= {n for n in names if not trainable(n)}
+    return frozen
+
+
 class FineTuneTrainer(nnUNetTrainer):
     """nnUNetTrainer + pretrained-weight transfer with a report + fine-tuning controls."""
 
@@ -160,22 +184,10 @@ class FineTuneTrainer(nnUNetTrainer):
     # ------------------------------------------------------------------ freezing
     def frozen_parameter_names(self, epoch: int) -> Set[str]:
         """Names of the parameters that get no update in ``epoch``."""
-        names = [n for n, _ in unwrap_network(self.network).named_parameters()]
-        pretrained = self.pretrained_parameter_names
-        frozen: Set[str] = set()
-        if self.freeze_encoder:
-            frozen |= {n for n in names if n.startswith(self.encoder_prefix)}
-        if epoch < self.head_warmup_epochs:
-            frozen |= pretrained
-        if self.unfreeze_schedule:
-            trainable_prefixes = [p for start, prefixes in self.unfreeze_schedule if start <= epoch for p in prefixes]
-
-            def trainable(name: str) -> bool:
-                return any((p == NEW_PARAMETERS and name not in pretrained) or
-                           (p != NEW_PARAMETERS and name.startswith(p)) for p in trainable_prefixes)
-
-            frozen |= {n for n in names if not trainable(n)}
-        return frozen
+        return frozen_parameter_names(
+            [n for n, _ in unwrap_network(self.network).named_parameters()], self.pretrained_parameter_names, epoch,
+            freeze_encoder=self.freeze_encoder, head_warmup_epochs=self.head_warmup_epochs,
+            unfreeze_schedule=self.unfreeze_schedule, encoder_prefix=self.encoder_prefix)
 
     def _set_trainable_stage(self, epoch: int) -> None:
         network = unwrap_network(self.network)

@@ -52,6 +52,22 @@ def read_case_to_task(dataset_json: dict) -> Dict[str, int]:
     return {case: int(task) for case, task in mapping.items()}
 
 
+def balanced_sampling_list(identifiers: List[str], case_to_task: Dict[str, int], resolution: int = 8) -> List[str]:
+    """Identifiers repeated so that uniform sampling draws a case with probability ~ 1/sqrt(cases of its task).
+
+    nnU-Net's data loader samples uniformly from the dataset's identifier list; repeating each case
+    round(resolution * sqrt(n_max / n_task)) times gives MultiTalent's weighting without touching the loader
+    (a task's total share then grows as sqrt(n_task) instead of n_task).
+    """
+    counts = Counter(case_to_task[i] for i in identifiers)
+    n_max = max(counts.values())
+    repeated: List[str] = []
+    for ident in identifiers:
+        n = counts[case_to_task[ident]]
+        repeated.extend([ident] * max(1, round(resolution * math.sqrt(n_max / n))))
+    return repeated
+
+
 class MOTSPretrainTrainer(nnUNetTrainer):
     """Multi-task partial-label pretraining with DoDNet's dynamic head."""
 
@@ -141,20 +157,10 @@ class MOTSPretrainTrainer(nnUNetTrainer):
         return dataset_tr, dataset_val
 
     def balanced_sampling_list(self, identifiers: List[str]) -> List[str]:
-        """Identifiers repeated so that uniform sampling draws a case with probability ~ 1/sqrt(n_task).
-
-        nnU-Net's data loader samples uniformly from the dataset's identifier list; repeating each case
-        round(R * sqrt(n_max / n_task)) times gives the MultiTalent weighting without touching the loader.
-        """
         counts = Counter(self.case_to_task[i] for i in identifiers)
-        n_max = max(counts.values())
-        repeated: List[str] = []
-        for ident in identifiers:
-            n = counts[self.case_to_task[ident]]
-            repeated.extend([ident] * max(1, round(self.balanced_sampling_resolution * math.sqrt(n_max / n))))
         self.print_to_log_file("Task-balanced sampling, cases per task: "
                                + ", ".join(f"{mots_tasks.TASKS[t].name}={n}" for t, n in sorted(counts.items())))
-        return repeated
+        return balanced_sampling_list(identifiers, self.case_to_task, self.balanced_sampling_resolution)
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         super().perform_actual_validation(save_probabilities)

@@ -1,0 +1,47 @@
+"""Trainer logic that must hold at every epoch: fine-tuning stages and task-balanced sampling."""
+
+from collections import Counter
+
+import pytest
+
+from nnunet_transfer.trainers.finetune import NEW_PARAMETERS, frozen_parameter_names
+from nnunet_transfer.trainers.mots_pretrain import balanced_sampling_list
+
+NAMES = ["encoder.stages.0.w", "encoder.stages.1.w", "decoder.stages.0.w", "decoder.seg_layers.0.w",
+         "decoder.attention_gates.0.w"]
+PRETRAINED = {"encoder.stages.0.w", "encoder.stages.1.w", "decoder.stages.0.w"}
+
+
+def test_nothing_frozen_by_default():
+    assert frozen_parameter_names(NAMES, PRETRAINED, 0) == set()
+
+
+def test_frozen_encoder_every_epoch():
+    for epoch in (0, 5, 500):
+        assert frozen_parameter_names(NAMES, PRETRAINED, epoch, freeze_encoder=True) == {
+            "encoder.stages.0.w", "encoder.stages.1.w"}
+
+
+def test_head_warmup_trains_only_new_layers_then_everything():
+    assert frozen_parameter_names(NAMES, PRETRAINED, 2, head_warmup_epochs=3) == PRETRAINED
+    assert frozen_parameter_names(NAMES, PRETRAINED, 3, head_warmup_epochs=3) == set()
+
+
+@pytest.mark.parametrize("epoch,frozen", [
+    (0, {"encoder.stages.0.w", "encoder.stages.1.w", "decoder.stages.0.w"}),
+    (4, {"encoder.stages.0.w", "encoder.stages.1.w"}),
+    (10, set()),
+])
+def test_staged_unfreezing_is_a_function_of_the_epoch(epoch, frozen):
+    schedule = ((0, [NEW_PARAMETERS]), (4, ["decoder."]), (10, [""]))
+    assert frozen_parameter_names(NAMES, PRETRAINED, epoch, unfreeze_schedule=schedule) == frozen
+
+
+def test_balanced_sampling_follows_inverse_sqrt_of_task_size():
+    case_to_task = {f"a{i}": 0 for i in range(100)} | {f"b{i}": 1 for i in range(25)}
+    ids = list(case_to_task)
+    repeated = balanced_sampling_list(ids, case_to_task, resolution=8)
+    per_case = Counter(repeated)
+    assert per_case["a0"] == 8 and per_case["b0"] == 16  # sqrt(100/25) = 2
+    share = Counter(case_to_task[i] for i in repeated)
+    assert share[0] / share[1] == pytest.approx((100 / 25) ** 0.5)  # task share ~ sqrt(n_task)
