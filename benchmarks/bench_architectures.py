@@ -49,6 +49,49 @@ def med3d_unet(depth: int) -> Callable[[int, int, list[int]], nn.Module]:
     return build
 
 
+def _plain_kwargs(in_channels: int, num_classes: int, patch: list[int]) -> dict:
+    """The constructor arguments of :func:`nnunet_plain_unet`'s network (to put other decoders on the same encoder)."""
+    net = nnunet_plain_unet(in_channels, num_classes, patch)
+    enc = net.encoder
+    return dict(n_stages=len(enc.stages), features_per_stage=list(enc.output_channels), conv_op=nn.Conv3d,
+                kernel_sizes=[list(k) for k in enc.kernel_sizes], strides=[list(s) for s in enc.strides],
+                n_conv_per_stage=[2] * len(enc.stages), n_conv_per_stage_decoder=[2] * (len(enc.stages) - 1),
+                conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+
+
+def attention_unet(in_channels: int, num_classes: int, patch: list[int]) -> nn.Module:
+    from nnunet_transfer.architectures.attention_unet import AttentionUNet
+
+    return AttentionUNet(input_channels=in_channels, num_classes=num_classes, deep_supervision=True,
+                         **_plain_kwargs(in_channels, num_classes, patch))
+
+
+def res_unet_aspp(in_channels: int, num_classes: int, patch: list[int]) -> nn.Module:
+    from nnunet_transfer.architectures.res_unet_aspp import ResUNetASPP
+    from nnunet_transfer.planning.res_unet_aspp_planner import PAPER_ENCODER_BLOCKS
+
+    kwargs = _plain_kwargs(in_channels, num_classes, patch)
+    del kwargs["n_conv_per_stage"]  # residual stages count blocks instead
+    n = kwargs["n_stages"]
+    kwargs.update(n_blocks_per_stage=list(PAPER_ENCODER_BLOCKS[:n]), n_conv_per_stage_decoder=[1] * (n - 1))
+    return ResUNetASPP(input_channels=in_channels, num_classes=num_classes, deep_supervision=True, **kwargs)
+
+
+def mleam_unet(encoder: str, depth: int = 101) -> Callable[[int, int, list[int]], nn.Module]:
+    def build(in_channels: int, num_classes: int, patch: list[int]) -> nn.Module:
+        from nnunet_transfer.architectures.mleam import MLEAMUNet
+
+        if encoder == "plain":
+            kwargs = _plain_kwargs(in_channels, num_classes, patch)
+            kwargs["n_conv_per_stage_decoder"] = 1
+            return MLEAMUNet(in_channels, num_classes, encoder="plain", deep_supervision=True, **kwargs)
+        return MLEAMUNet(in_channels, num_classes, encoder="med3d", deep_supervision=True, depth=depth,
+                         decoder_norm_op=nn.InstanceNorm3d)
+
+    return build
+
+
 def activation_bytes(net: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor | list[torch.Tensor]]:
     """Bytes of the distinct storages autograd keeps for backward during one forward, and the output."""
     seen: dict[int, int] = {}
@@ -100,14 +143,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--depths", type=int, nargs="+", default=[10, 18, 34, 50])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mleam-depth", type=int, default=101, help="Med3D depth under MLEAM (paper: 101)")
     parser.add_argument("--quick", action="store_true", help="32^3 patch, batch 1, 1 repeat, depths 10 and 18")
     args = parser.parse_args(argv)
     if args.quick:
-        args.patch, args.batch, args.repeats, args.depths = [32, 32, 32], 1, 1, [10, 18]
+        args.patch, args.batch, args.repeats, args.depths, args.mleam_depth = [32, 32, 32], 1, 1, [10, 18], 10
     torch.set_num_threads(args.threads)
 
     archs: list[tuple[str, Callable]] = [("nnU-Net PlainConvUNet", nnunet_plain_unet)]
     archs += [(f"Med3DUNet ResNet-{d}", med3d_unet(d)) for d in args.depths]
+    archs += [("ResUNet-ASPP (KiTS paper)", res_unet_aspp), ("Attention U-Net", attention_unet),
+              ("MLEAM, plain encoder", mleam_unet("plain")),
+              (f"MLEAM, Med3D ResNet-{args.mleam_depth}", mleam_unet("med3d", args.mleam_depth))]
     print(f"patch {args.patch}, batch {args.batch}, {args.repeats} repeat(s), {args.threads} CPU thread(s), "
           f"torch {torch.__version__}")
     header = f"{'architecture':<24} {'params M':>9} {'pretrained M':>12} {'activations MB':>15} " \

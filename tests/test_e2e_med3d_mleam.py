@@ -32,6 +32,9 @@ MED3D_PLANS, MLEAM_PLANS, MED3D_MLEAM_PLANS = ("nnUNetPlans_med3d-resnet10", "nn
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     ws = NnUNetWorkspace(tmp_path_factory.mktemp("med3d_mleam_ws"))
+    # nnU-Net's final validation exports through a spawn pool of nnUNet_def_n_proc (default 8) workers, each
+    # importing torch: minutes on a busy 2-core machine for one tiny validation case
+    ws.env["nnUNet_def_n_proc"] = "1"
     ws.cli("synth", "kits21", ws.root / "src", "--cases", "5", "--seed", "7", "--shape", *SHAPE)
     ws.cli("convert", "kits21", ws.root / "src", "-d", DATASET_ID)
     ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", "-np", "2")

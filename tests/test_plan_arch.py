@@ -108,8 +108,9 @@ def _ds_targets(trainer, batch: int = 2, seed: int = 0):
     seg = torch.zeros(batch, 1, *patch)
     seg[:, :, 4:12, 10:30, 12:36] = 1
     seg[:, :, 6:10, 14:22, 16:24] = 2
+    scales = trainer._get_deep_supervision_scales()
     targets = [torch.nn.functional.interpolate(seg, size=[round(n * s) for n, s in zip(patch, scale)],
-                                               mode="nearest-exact") for scale in trainer._get_deep_supervision_scales()]
+                                               mode="nearest-exact") for scale in scales]
     return x, targets
 
 

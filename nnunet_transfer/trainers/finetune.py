@@ -222,14 +222,3 @@ class FineTuneTrainer(nnUNetTrainer):
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()  # sets train mode and the learning rate
         self._set_trainable_stage(self.current_epoch)
-
-
-def describe_schedule(trainer: FineTuneTrainer, epochs: int) -> List[str]:
-    """Human-readable stage list (used by ``transfer-check``)."""
-    lines, previous = [], None
-    for epoch in range(epochs):
-        frozen = trainer.frozen_parameter_names(epoch)
-        if frozen != previous:
-            lines.append(f"from epoch {epoch}: {len(frozen)} parameter tensors frozen")
-            previous = frozen
-    return lines
