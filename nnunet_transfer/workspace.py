@@ -123,9 +123,10 @@ class NnUNetWorkspace:
 
     def train(self, dataset: int, configuration: str, fold: str, trainer: str, *extra: str,
               plans: str = "nnUNetPlans", device: str = "cpu", timeout: Optional[float] = None) -> str:
-        # nnU-Net's augmentation worker processes do not pay off for a few iterations on CPU
+        # nnU-Net's augmentation workers and its 8 final-validation workers do not pay off for short CPU runs
         return self.nnunet("nnUNetv2_train", dataset, configuration, fold, "-tr", trainer, "-p", plans,
-                           "-device", device, *extra, timeout=timeout, extra_env={"nnUNet_n_proc_DA": "0"})
+                           "-device", device, *extra, timeout=timeout,
+                           extra_env={"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
 
     def cli(self, *args: str, timeout: Optional[float] = None) -> str:
         """Run ``nnunet-transfer`` itself in the workspace environment."""

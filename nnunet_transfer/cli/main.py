@@ -157,6 +157,19 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan_arch(args: argparse.Namespace) -> int:
+    from nnunet_transfer.planning.plan_arch import plan_arch
+
+    plans_file = plan_arch(args.d, args.arch, decoder=args.decoder, weights=args.weights, source_plans=args.sp,
+                           configuration=args.c, plans_name=args.p, preprocess=not args.no_preprocess,
+                           num_processes=args.np)
+    trainer = "MLEAMTrainer" if args.decoder == "mleam" else "Med3DFinetuneTrainer"
+    print(f"plans written to {plans_file}")
+    print(f"train with: nnUNetv2_train {args.d} {args.c} FOLD -tr {trainer} -p {plans_file.stem}"
+          + ("   (the pretrained weights come from the plans' record: no -pretrained_weights)" if args.weights else ""))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.export import export_model
 
@@ -283,6 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
     p.add_argument("-np", type=int, default=2)
     p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
+                                         "dataset (optionally with MedicalNet weights)")
+    p.add_argument("-d", type=int, required=True)
+    p.add_argument("-a", "--arch", required=True, help="encoder: med3d-resnet{10,18,34,50,101,152,200} or plain")
+    p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
+    p.add_argument("--weights", help="MedicalNet checkpoint (or nnU-Net checkpoint for --arch plain)")
+    p.add_argument("-sp", default="nnUNetPlans", help="plans to start from")
+    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-p", default=None, help="name of the new plans (default derived from arch/decoder)")
+    p.add_argument("--no-preprocess", action="store_true")
+    p.add_argument("-np", type=int, default=2)
+    p.set_defaults(func=_cmd_plan_arch)
 
     p = sub.add_parser("export", help="pack a trained model into a zip for another machine or a challenge")
     p.add_argument("-d", required=True)

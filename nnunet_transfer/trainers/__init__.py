@@ -7,6 +7,9 @@ Every trainer listed in ``__all__`` is re-exported there, so the class nnU-Net u
 
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.localization import LocalizationPretrainTrainer
+from nnunet_transfer.trainers.med3d import (Med3DFinetuneTrainer, Med3DFinetuneTrainer_frozenEncoder,
+                                            Med3DFinetuneTrainer_MedicalNet)
+from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import MOTSPretrainTrainer, MOTSPretrainTrainerBalanced
 from nnunet_transfer.trainers.recipes import AttentionUNetTrainer, FrozenEncoderTrainer
@@ -18,6 +21,11 @@ __all__ = [
     "KiTS21HECTrainer",
     "KiTS21HECTrainer_100epochs",
     "LocalizationPretrainTrainer",
+    "MLEAMTrainer",
+    "MLEAMTrainer_paper",
+    "Med3DFinetuneTrainer",
+    "Med3DFinetuneTrainer_MedicalNet",
+    "Med3DFinetuneTrainer_frozenEncoder",
     "MOTSPretrainTrainer",
     "MOTSPretrainTrainerBalanced",
 ]
