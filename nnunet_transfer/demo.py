@@ -41,7 +41,7 @@ class DemoConfig:
     epochs: int = 3
     iterations: int = 10
     seed: int = 0
-    shape: tuple = (24, 64, 64)
+    shape: tuple = (16, 48, 48)
 
 
 def default_workspace() -> Optional[Path]:
@@ -50,6 +50,11 @@ def default_workspace() -> Optional[Path]:
     if all(values) and len({str(Path(v).parent) for v in values}) == 1:
         return Path(values[0]).parent
     return None
+
+
+def _training_progress(line: str) -> bool:
+    """nnU-Net log lines worth showing while a training runs."""
+    return any(key in line for key in (": Epoch ", "train_loss", "Pseudo dice per task", "Yayy", "predicting "))
 
 
 class _Progress:
@@ -126,7 +131,7 @@ def run_demo(config: DemoConfig) -> dict:
     ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
 
     progress(f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -device cpu")
-    ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER)
+    ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, echo=_training_progress)
     mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres") / "fold_0" / "checkpoint_final.pth"
 
     progress(f"synthetic KiTS21 ({config.kits_cases} cases, official layout), conversion, align-plans")
@@ -139,11 +144,11 @@ def run_demo(config: DemoConfig) -> dict:
     print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", PRETRAINED_TRAINER, "-p", ALIGNED_PLANS))
 
     progress("KiTS21 HEC fine-tuning from scratch")
-    ws.train(KITS_ID, "3d_fullres", "0", SCRATCH_TRAINER, plans=ALIGNED_PLANS)
+    ws.train(KITS_ID, "3d_fullres", "0", SCRATCH_TRAINER, plans=ALIGNED_PLANS, echo=_training_progress)
 
     progress("KiTS21 HEC fine-tuning from the MOTS weights (-pretrained_weights)")
     ws.train(KITS_ID, "3d_fullres", "0", PRETRAINED_TRAINER, "-pretrained_weights", str(mots_checkpoint),
-             plans=ALIGNED_PLANS)
+             plans=ALIGNED_PLANS, echo=_training_progress)
 
     progress("nnUNetv2_predict on the held-out fold-0 validation cases, both models")
     splits = json.loads((ws.preprocessed / KITS_NAME / "splits_final.json").read_text())

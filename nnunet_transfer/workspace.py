@@ -13,7 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from nnunet_transfer.discovery import nnunet_environment
 
@@ -98,34 +98,45 @@ class NnUNetWorkspace:
         return self.results / dataset_name / f"{trainer}__{plans}__{configuration}"
 
     def run(self, args: Sequence[str], timeout: Optional[float] = None,
-            extra_env: Optional[Dict[str, str]] = None) -> str:
+            extra_env: Optional[Dict[str, str]] = None, echo: Optional[Callable[[str], bool]] = None) -> str:
         """Run a command with the workspace environment; its output goes to ``commands.log``.
 
+        ``echo(line)`` selects output lines to show while the command runs (progress of long trainings).
         Raises :class:`CommandFailed` with the end of the output when it fails.
         """
         env = dict(self.env, **(extra_env or {}))
         started = time.time()
-        proc = subprocess.run(list(args), env=env, cwd=self.root, capture_output=True, text=True, timeout=timeout)
-        output = proc.stdout + proc.stderr
+        lines: List[str] = []
+        with subprocess.Popen(list(map(str, args)), env=env, cwd=self.root, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) as proc:
+            try:
+                for line in proc.stdout:
+                    lines.append(line)
+                    if self.verbose or (echo is not None and echo(line)):
+                        print("    " + line.rstrip(), flush=True)
+                proc.wait(timeout=timeout)
+            except BaseException:
+                proc.kill()
+                raise
+        output = "".join(lines)
         with self.log_file.open("a") as log:
             log.write(f"$ {' '.join(map(str, args))}   ({time.time() - started:.0f} s, exit {proc.returncode})\n")
             log.write(output + "\n")
-        if self.verbose:
-            print(output)
         if proc.returncode != 0:
             raise CommandFailed(f"{' '.join(map(str, args))} failed (exit {proc.returncode}); full log: "
                                 f"{self.log_file}\n{output[-6000:]}")
         return output
 
     def nnunet(self, command: str, *args: str, timeout: Optional[float] = None,
-               extra_env: Optional[Dict[str, str]] = None) -> str:
-        return self.run([nnunet_command(command), *map(str, args)], timeout=timeout, extra_env=extra_env)
+               extra_env: Optional[Dict[str, str]] = None, echo: Optional[Callable[[str], bool]] = None) -> str:
+        return self.run([nnunet_command(command), *map(str, args)], timeout=timeout, extra_env=extra_env, echo=echo)
 
     def train(self, dataset: int, configuration: str, fold: str, trainer: str, *extra: str,
-              plans: str = "nnUNetPlans", device: str = "cpu", timeout: Optional[float] = None) -> str:
+              plans: str = "nnUNetPlans", device: str = "cpu", timeout: Optional[float] = None,
+              echo: Optional[Callable[[str], bool]] = None) -> str:
         # nnU-Net's augmentation workers and its 8 final-validation workers do not pay off for short CPU runs
         return self.nnunet("nnUNetv2_train", dataset, configuration, fold, "-tr", trainer, "-p", plans,
-                           "-device", device, *extra, timeout=timeout,
+                           "-device", device, *extra, timeout=timeout, echo=echo,
                            extra_env={"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
 
     def cli(self, *args: str, timeout: Optional[float] = None) -> str:
