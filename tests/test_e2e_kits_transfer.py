@@ -104,7 +104,9 @@ def test_localiser_encoder_transfers_into_a_frozen_encoder_segmentation_run(kits
     localiser = loc_fold / "checkpoint_final.pth"
 
     # a copy of the aligned plans (same preprocessed data) that starts from the localiser
-    shutil.copy(ws.preprocessed / KITS_NAME / f"{PLANS}.json", ws.preprocessed / KITS_NAME / "nnUNetPlans_loc.json")
+    plans = json.loads((ws.preprocessed / KITS_NAME / f"{PLANS}.json").read_text())
+    plans["plans_name"] = "nnUNetPlans_loc"  # nnU-Net names the output folder after this field
+    (ws.preprocessed / KITS_NAME / "nnUNetPlans_loc.json").write_text(json.dumps(plans))
     ws.cli("set-pretrained", localiser, "-d", KITS_ID, "-p", "nnUNetPlans_loc")
     ws.train(KITS_ID, "3d_fullres", "0", "FrozenEncoderTrainer_tiny", plans="nnUNetPlans_loc")
     fold = ws.model_folder(KITS_NAME, "FrozenEncoderTrainer_tiny", "3d_fullres", "nnUNetPlans_loc") / "fold_0"

@@ -133,18 +133,16 @@ def _alias_keys(network: nn.Module) -> set:
     return aliases
 
 
-def _count_aliases_as_loaded(network: nn.Module, report: LoadReport) -> None:
-    """Keys that name the same tensor as a loaded key are loaded too.
+def _count_aliases_as_loaded(network: nn.Module, report: LoadReport, aliases: set) -> None:
+    """Report each tensor once: an alias of a loaded tensor is loaded, an alias of a missing one is not listed.
 
-    nnU-Net's U-Nets register the encoder twice (``encoder.*`` and ``decoder.encoder.*``): loading one name loads
-    both, so the alias must not be reported as missing.
+    nnU-Net's U-Nets register modules twice (``encoder.*`` and ``decoder.encoder.*``, ``conv`` and
+    ``all_modules.0``): loading one name loads all of them, so aliases must not be reported as missing.
     """
     tensors = network.state_dict(keep_vars=True)
     loaded_ids = {id(tensors[k]) for k in report.loaded}
-    aliases = [k for k in report.missing if id(tensors[k]) in loaded_ids]
-    if aliases:
-        report.missing = [k for k in report.missing if k not in set(aliases)]
-        report.loaded = report.loaded + aliases
+    report.loaded = report.loaded + [k for k in report.missing if k in aliases and id(tensors[k]) in loaded_ids]
+    report.missing = [k for k in report.missing if k not in aliases]
 
 
 def transfer_weights(network: nn.Module, source: StateDictSource, *,
@@ -173,7 +171,7 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
         adapters[first] = _input_channel_adapter
     report = load_matching(network, kept, source=name, strict_shapes=strict_shapes, adapters=adapters,
                            skipped=skipped)
-    _count_aliases_as_loaded(network, report)
+    _count_aliases_as_loaded(network, report, aliases)
     result = TransferReport.from_load_report(report, head_patterns, checkpoint=name)
     if result.fraction_loaded < min_fraction:
         raise RuntimeError(
