@@ -38,8 +38,8 @@ class DemoConfig:
     workspace: Optional[Path] = None
     cases: int = 3  # per MOTS source
     kits_cases: int = 10
-    epochs: int = 3
-    iterations: int = 10
+    epochs: int = 4
+    iterations: int = 20
     seed: int = 0
     shape: tuple = (16, 48, 48)
 

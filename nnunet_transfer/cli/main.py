@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=3, help="synthetic cases per MOTS source")
     p.add_argument("--kits-cases", type=int, default=10, help="synthetic KiTS21 cases")
     p.add_argument("--shape", type=int, nargs=3, default=[16, 48, 48], help="synthetic volume shape z y x")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--iterations", type=int, default=10, help="training iterations per epoch")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--iterations", type=int, default=20, help="training iterations per epoch")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
