@@ -170,6 +170,15 @@ def _cmd_plan_arch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_points_to_labels(args: argparse.Namespace) -> int:
+    from nnunet_transfer.trainers.localization import write_point_labels
+
+    written = write_point_labels(args.points, args.dataset_dir, radius_mm=args.radius_mm, coordinates=args.coordinates,
+                                 overwrite=args.overwrite)
+    print(f"wrote {len(written)} sphere label files into {Path(args.dataset_dir) / 'labelsTr'}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.export import export_model
 
@@ -309,6 +318,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preprocess", action="store_true")
     p.add_argument("-np", type=int, default=2)
     p.set_defaults(func=_cmd_plan_arch)
+
+    p = sub.add_parser("points-to-labels", help="localisation data with only centres annotated: write small sphere "
+                                                "labels into an nnU-Net raw dataset")
+    p.add_argument("points", help="JSON {case_id: point}")
+    p.add_argument("dataset_dir", help="the nnU-Net raw dataset folder (DatasetXXX_Name)")
+    p.add_argument("--radius-mm", type=float, default=3.0)
+    p.add_argument("--coordinates", choices=["world", "voxel"], default="world",
+                   help="world: x, y, z in mm (ITK/LPS); voxel: z, y, x array index")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_points_to_labels)
 
     p = sub.add_parser("export", help="pack a trained model into a zip for another machine or a challenge")
     p.add_argument("-d", required=True)
