@@ -13,6 +13,10 @@ Comparisons:
   aspp       ResUNetASPP vs the plans' PlainConvUNet (same topology, nnUNetTrainer)
   attention  AttentionUNetTrainer (gated skips) vs nnUNetTrainer, same plans
   frozen     FrozenEncoderTrainer (frozen encoder) vs a full step (nnUNetTrainer)
+  med3d      Med3DFinetuneTrainer (Med3D ResNet-10 U-Net, plans from plan-arch) vs nnUNetTrainer
+  mleam      MLEAMTrainer (MLEAM decoder + edge loss on nnU-Net's encoder) vs nnUNetTrainer
+             (med3d/mleam: each trainer draws its own batch from the same data, since patch or deep-supervision
+             targets differ)
 plus the dynamic head (grouped convolution vs a per-sample loop) and 2D attention U-Net inference FPS at 256x256.
 """
 
@@ -29,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-COMPARISONS = ("mots", "kits_hec", "aspp", "attention", "frozen")
+COMPARISONS = ("mots", "kits_hec", "aspp", "attention", "frozen", "med3d", "mleam")
 MOTS_ID, KITS_ID = 998, 997
 
 
@@ -109,15 +113,15 @@ class Bench:
         trainer.network.train()
         return trainer
 
-    def compare(self, ours, baseline) -> Dict[str, float]:
-        loader, _ = ours.get_dataloaders()
-        batch = next(loader)
-        for t in (baseline, ours):  # warm-up
-            for _ in range(2):
-                t.train_step(copy.copy(batch))
+    def compare(self, ours, baseline, shared_batch: bool = True) -> Dict[str, float]:
+        batch = next(ours.get_dataloaders()[0])
+        base_batch = batch if shared_batch else next(baseline.get_dataloaders()[0])
+        for _ in range(2):  # warm-up
+            baseline.train_step(copy.copy(base_batch))
+            ours.train_step(copy.copy(batch))
         base, mine = [], []
         for _ in range(self.steps):
-            base.append(_median_time(lambda: baseline.train_step(copy.copy(batch)), 1, self.device))
+            base.append(_median_time(lambda: baseline.train_step(copy.copy(base_batch)), 1, self.device))
             mine.append(_median_time(lambda: ours.train_step(copy.copy(batch)), 1, self.device))
         b, m = statistics.median(base), statistics.median(mine)
         return {"patch": list(ours.configuration_manager.patch_size), "batch": ours.batch_size,
@@ -141,6 +145,14 @@ class Bench:
             return self.compare(self.trainer(AttentionUNetTrainer, d), self.trainer(nnUNetTrainer, d))
         if name == "frozen":
             return self.compare(self.trainer(FrozenEncoderTrainer, d), self.trainer(nnUNetTrainer, d))
+        if name in ("med3d", "mleam"):
+            from nnunet_transfer.planning.plan_arch import plan_arch
+            from nnunet_transfer.trainers import Med3DFinetuneTrainer, MLEAMTrainer
+
+            arch, decoder, cls = (("med3d-resnet10", None, Med3DFinetuneTrainer) if name == "med3d"
+                                  else ("plain", "mleam", MLEAMTrainer))
+            plans = plan_arch(KITS_ID, arch, decoder=decoder, preprocess=False).stem
+            return self.compare(self.trainer(cls, d, plans), self.trainer(nnUNetTrainer, d), shared_batch=False)
         raise ValueError(name)
 
 
