@@ -15,7 +15,7 @@ receiver without nnunet-transfer can still install it with nnU-Net alone. We add
 :func:`install_and_predict` installs a zip with nnU-Net's installer (into a temporary ``nnUNet_results`` when
 none is given), verifies the checksums, makes our trainers discoverable and runs ``nnUNetPredictor``.
 
-Safety: nnU-Net's predictor unpickles checkpoints with ``weights_only=False``. Before handing a checkpoint to it we
+Safety: nnU-Net's predictor fully unpickles checkpoints (no weights-only restriction). Before handing one to it we
 load it with ``torch.load(weights_only=True)``, allowing only numpy's scalar and numeric dtype reconstructors (nnU-Net
 logs numpy floats into every checkpoint). A pickle that this restricted unpickler accepts references no other
 Python object, so the full unpickle that follows runs no foreign code. The checksums guard against corrupted or
