@@ -28,7 +28,6 @@ on every use), so setting ``os.environ`` for the duration of a call is enough an
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -44,7 +43,8 @@ import torch
 
 import nnunet_transfer
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, ext_trainer_value
-from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError, numpy_data_globals
+from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError, read_checkpoint_file
+from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
 
 __all__ = [
     "MANIFEST_NAME",
@@ -63,7 +63,6 @@ README_NAME = "README_predict.txt"
 MANIFEST_FORMAT = "nnunet_transfer_export"
 MANIFEST_VERSION = 1
 RESULTS_VARIABLE = "nnUNet_results"
-_CHUNK = 1 << 20
 
 PathLike = Union[str, os.PathLike]
 
@@ -141,26 +140,12 @@ def find_trainer(trainer_name: str) -> TrainerInfo:
 # checkpoints: checksums and the data-only check
 # ----------------------------------------------------------------------------------------------------------
 
-def _sha256_of_stream(stream) -> str:
-    digest = hashlib.sha256()
-    for block in iter(lambda: stream.read(_CHUNK), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256_of_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return _sha256_of_stream(f)
-
-
 def _load_data_only(path: Path) -> dict:
     """Load an nnU-Net checkpoint with ``weights_only=True`` (plus numpy numbers); refuse anything else."""
     try:
-        with torch.serialization.safe_globals(numpy_data_globals()):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damaged files
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln
-                       or "Can only build" in ln), str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        obj = read_checkpoint_file(path)
+    except (UnsafeCheckpointError, RuntimeError, EOFError) as exc:  # foreign objects, or a damaged file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UnsafeCheckpointError(
             f"refused to use checkpoint {path}: it does not load as plain data with torch.load(weights_only=True) "
             f"({type(exc).__name__}: {detail}). nnU-Net's predictor would unpickle it fully, which can run "
@@ -326,7 +311,7 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
                     for fold in folds:
                         member = (model_dir / _fold_folder(fold) / checkpoint).relative_to(results).as_posix()
                         with zf.open(member) as f:
-                            checksums[member] = _sha256_of_stream(f)
+                            checksums[member] = sha256_of_stream(f)
             manifest = {
                 "format": MANIFEST_FORMAT,
                 "format_version": MANIFEST_VERSION,
@@ -396,7 +381,7 @@ def _verify_checksums(results: Path, manifest: dict, zip_path: Path) -> None:
         path = results / member
         if not path.is_file():
             raise FileNotFoundError(f"{zip_path}: checkpoint {member} listed in {MANIFEST_NAME} is not in the zip")
-        actual = _sha256_of_file(path)
+        actual = sha256_of_file(path)
         if actual != expected:
             raise ChecksumMismatchError(
                 f"checkpoint {member} from {zip_path} is corrupted or was replaced: sha256 {actual} but the "

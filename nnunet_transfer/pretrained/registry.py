@@ -14,7 +14,6 @@ checksums, so ``sha256`` is None until someone records the digest of a verified 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from nnunet_transfer.pretrained.safe_load import (
     read_checkpoint_file,
     strip_key_prefixes,
 )
+from nnunet_transfer.utils.hashing import sha256_of_file
 
 __all__ = [
     "PretrainedCheckpoint",
@@ -109,15 +109,6 @@ def get_checkpoint(name: str) -> PretrainedCheckpoint:
             return rec
     known = ", ".join(r.file_name for r in MEDICALNET_CHECKPOINTS)
     raise KeyError(f"no registered checkpoint named {name!r}; known files: {known}")
-
-
-def sha256_of_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
