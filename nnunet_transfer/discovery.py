@@ -12,6 +12,15 @@ EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
 NNUNET_PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
+def nnunet_folder(variable: str) -> Path:
+    """The folder an nnU-Net path variable names, read at call time; a RuntimeError saying how to set it if unset."""
+    value = os.environ.get(variable)
+    if not value:
+        raise RuntimeError(f"{variable} is not set. Fix: export {variable}=/path/to/{variable} "
+                           "(or eval \"$(nnunet-transfer env --workspace DIR)\")")
+    return Path(value)
+
+
 def ext_trainer_dir() -> Path:
     """The folder whose shim module re-exports our trainers to nnU-Net."""
     return Path(__file__).resolve().parent / "nnunet_ext"

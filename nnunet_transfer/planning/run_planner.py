@@ -10,7 +10,6 @@ The resulting ``<nnUNet_preprocessed>/<dataset>/<plans_name>.json`` is used as u
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import Dict, Sequence, Type, Union
 
@@ -22,6 +21,7 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
     nnUNetPlannerResEncXL,
 )
 
+from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.planning.res_unet_aspp_planner import ResUNetASPPPlanner
 
 #: planner name -> class, for ``nnunet-transfer plan -pl NAME``; nnU-Net's own planners are listed too so that
@@ -58,14 +58,6 @@ def resolve_planner(planner: Union[str, Type[ExperimentPlanner]]) -> Type[Experi
     return cls
 
 
-def _required_env_folder(name: str) -> Path:
-    value = os.environ.get(name)
-    if not value:
-        raise RuntimeError(f"The environment variable {name} is not set; nnU-Net planning needs nnUNet_raw and "
-                           f"nnUNet_preprocessed. Set it, e.g. `export {name}=/data/{name}`, and run again.")
-    return Path(value)
-
-
 def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]],
                     gpu_memory_target_gb: Union[float, None] = None, plans_name: Union[str, None] = None,
                     preprocess: bool = False, configurations: Sequence[str] = ("3d_fullres",),
@@ -86,8 +78,8 @@ def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     planner_cls = resolve_planner(planner)
-    _required_env_folder("nnUNet_raw")
-    preprocessed = _required_env_folder("nnUNet_preprocessed")
+    nnunet_folder("nnUNet_raw")  # planning reads the raw dataset: fail early with the fix
+    preprocessed = nnunet_folder("nnUNet_preprocessed")
     dataset_name = maybe_convert_to_dataset_name(dataset_id)
 
     fingerprint = preprocessed / dataset_name / "dataset_fingerprint.json"

@@ -7,20 +7,12 @@ optionally writing the pretrained-weights record into the moved plans.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
+from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.transfer.record import PretrainedRecord, write_record
-
-
-def _preprocessed_root() -> Path:
-    value = os.environ.get("nnUNet_preprocessed")
-    if not value:
-        raise RuntimeError("nnUNet_preprocessed is not set. Fix: export nnUNet_preprocessed=... "
-                           "(or eval \"$(nnunet-transfer env --workspace DIR)\")")
-    return Path(value)
 
 
 def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "nnUNetPlans",
@@ -41,7 +33,7 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
     target_plans = target_plans or f"{source_plans}_from{source_dataset}"
     source_name = maybe_convert_to_dataset_name(source_dataset)
     target_name = maybe_convert_to_dataset_name(target_dataset)
-    root = _preprocessed_root()
+    root = nnunet_folder("nnUNet_preprocessed")
     source_file = root / source_name / f"{source_plans}.json"
     if not source_file.is_file():
         raise FileNotFoundError(f"{source_file} does not exist. Plan the pretraining dataset first: "
@@ -54,11 +46,7 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
     move_plans_between_datasets(source_dataset, target_dataset, source_plans, target_plans)
     # nnU-Net's planner copies dataset.json next to the plans; moving plans skips the planner, but the
     # preprocessor and the trainers read it from there
-    raw = os.environ.get("nnUNet_raw")
-    if not raw:
-        raise RuntimeError("nnUNet_raw is not set. Fix: export nnUNet_raw=... (or eval \"$(nnunet-transfer env "
-                           "--workspace DIR)\")")
-    shutil.copyfile(Path(raw) / target_name / "dataset.json", root / target_name / "dataset.json")
+    shutil.copyfile(nnunet_folder("nnUNet_raw") / target_name / "dataset.json", root / target_name / "dataset.json")
     target_file = root / target_name / f"{target_plans}.json"
     if pretrained_checkpoint is not None:
         for configuration in configurations:

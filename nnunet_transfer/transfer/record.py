@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
+from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE
 
 RECORD_KEY = "pretrained_weights"
@@ -68,11 +69,7 @@ def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
     """``$nnUNet_preprocessed/DatasetXXX_Name/<plans>.json``, checked to exist."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    root = os.environ.get("nnUNet_preprocessed")
-    if not root:
-        raise RuntimeError("nnUNet_preprocessed is not set. Fix: export nnUNet_preprocessed=... "
-                           "(or eval \"$(nnunet-transfer env --workspace DIR)\")")
-    path = Path(root) / maybe_convert_to_dataset_name(dataset) / f"{plans}.json"
+    path = nnunet_folder("nnUNet_preprocessed") / maybe_convert_to_dataset_name(dataset) / f"{plans}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; plan the dataset first (nnUNetv2_plan_and_preprocess -d "
                                 f"{dataset}) or align it (nnunet-transfer align-plans)")
