@@ -33,9 +33,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from nnunet_transfer.transfer.record import read_record
-from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
-                                              transfer_weights)
+from nnunet_transfer.transfer.record import read_record, transfer_from_record
+from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
 from nnunet_transfer.utils.modules import unwrap_network
 
 NEW_PARAMETERS = "<new>"
@@ -148,8 +147,7 @@ class FineTuneTrainer(nnUNetTrainer):
             return nnunet_pretrained_weights_report(network, argument)
         if record is None:
             return None
-        return transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map, exclude=record.exclude,
-                                head_patterns=self.new_layer_patterns, min_fraction=record.min_fraction)
+        return transfer_from_record(network, record, self.new_layer_patterns)
 
     def on_train_start(self) -> None:
         super().on_train_start()

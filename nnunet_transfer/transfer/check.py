@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from nnunet_transfer.transfer.record import plans_file_of, read_record
+from nnunet_transfer.transfer.record import plans_file_of, read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
                                               transfer_weights)
 
@@ -39,9 +39,7 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
             if record is None:
                 raise ValueError(f"no checkpoint given and {plans_file} has no pretrained-weights record for "
                                  f"{configuration}")
-            return (transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map,
-                                     exclude=record.exclude, head_patterns=new_layers,
-                                     min_fraction=record.min_fraction), "plans record")
+            return transfer_from_record(network, record, new_layers), "plans record"
         try:
             return nnunet_pretrained_weights_report(network, checkpoint), "nnunet -pretrained_weights"
         except (KeyError, ValueError) as nnunet_refusal:

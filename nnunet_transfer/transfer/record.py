@@ -14,10 +14,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
-from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE
+from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
 RECORD_KEY = "pretrained_weights"
 
@@ -43,6 +45,13 @@ class PretrainedRecord:
         if "checkpoint" not in data:
             raise ValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
         return cls(**dict(data))
+
+
+def transfer_from_record(network: nn.Module, record: PretrainedRecord,
+                         head_patterns: Sequence[str] = HEAD_PATTERNS) -> TransferReport:
+    """Load ``record``'s checkpoint into ``network`` as a training run does (used by trainers and transfer-check)."""
+    return transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map, exclude=record.exclude,
+                            head_patterns=head_patterns, min_fraction=record.min_fraction)
 
 
 def read_record(configuration: Mapping) -> Optional[PretrainedRecord]:
