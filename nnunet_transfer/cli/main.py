@@ -78,8 +78,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(format_table(results))
         print(f"metrics written to {out_json}")
         return 0
+    from nnunet_transfer.data.mots_tasks import read_case_to_task
     from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
-    from nnunet_transfer.trainers.mots_pretrain import read_case_to_task
 
     dataset_json = json.loads(Path(args.dataset_json).read_text())
     out_json = args.o or str(Path(args.pred_dir) / "summary_per_task.json")

@@ -146,3 +146,15 @@ def head_channel_index():
 
 #: the key under which converters record the case-to-task map in dataset.json
 DATASET_JSON_KEY = "nnunet_transfer"
+
+
+def read_case_to_task(dataset_json: dict) -> Dict[str, int]:
+    """The case -> task index map ``nnunet-transfer convert mots`` records in dataset.json."""
+    record = dataset_json.get(DATASET_JSON_KEY, {})
+    mapping = record.get("case_to_task")
+    if not mapping:
+        raise RuntimeError(
+            f"dataset.json has no '{DATASET_JSON_KEY}.case_to_task' map, so the task of each case is "
+            "unknown. Create the dataset with `nnunet-transfer convert mots SOURCE -d ID` (or add the map), then "
+            "re-run nnUNetv2_plan_and_preprocess so the preprocessed dataset.json carries it.")
+    return {case: int(task) for case, task in mapping.items()}

@@ -40,18 +40,6 @@ from nnunet_transfer.utils.modules import unwrap_network
 HEAD_IN_CHANNELS = 8
 
 
-def read_case_to_task(dataset_json: dict) -> Dict[str, int]:
-    """The case -> task index map ``nnunet-transfer convert mots`` records in dataset.json."""
-    record = dataset_json.get(mots_tasks.DATASET_JSON_KEY, {})
-    mapping = record.get("case_to_task")
-    if not mapping:
-        raise RuntimeError(
-            f"dataset.json has no '{mots_tasks.DATASET_JSON_KEY}.case_to_task' map, so the task of each case is "
-            "unknown. Create the dataset with `nnunet-transfer convert mots SOURCE -d ID` (or add the map), then "
-            "re-run nnUNetv2_plan_and_preprocess so the preprocessed dataset.json carries it.")
-    return {case: int(task) for case, task in mapping.items()}
-
-
 def balanced_sampling_list(identifiers: List[str], case_to_task: Dict[str, int], resolution: int = 8) -> List[str]:
     """Identifiers repeated so that uniform sampling draws a case with probability ~ 1/sqrt(cases of its task).
 
@@ -79,7 +67,7 @@ class MOTSPretrainTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.case_to_task = read_case_to_task(dataset_json)
+        self.case_to_task = mots_tasks.read_case_to_task(dataset_json)
         if self.label_manager.num_segmentation_heads != mots_tasks.NUM_OUTPUT_CHANNELS:
             raise RuntimeError(
                 f"{type(self).__name__} needs the MOTS region labels ({mots_tasks.NUM_OUTPUT_CHANNELS} regions), "
