@@ -221,8 +221,9 @@ class LoadReport:
         """True when every model tensor was loaded and nothing was left over or mismatched."""
         return not (self.missing or self.unexpected or self.shape_mismatched)
 
-    def __str__(self) -> str:
-        rows = [
+    def count_rows(self) -> list[tuple[str, int]]:
+        """(label, count) rows of the printed table; subclasses add theirs."""
+        return [
             ("loaded", self.n_loaded),
             ("missing (kept init)", self.n_missing),
             ("unexpected (ignored)", self.n_unexpected),
@@ -230,6 +231,9 @@ class LoadReport:
             ("adapted", len(self.adapted)),
             ("filtered out", len(self.skipped)),
         ]
+
+    def __str__(self) -> str:
+        rows = self.count_rows()
         width = max(len(r[0]) for r in rows)
         lines = [f"weights from {self.source}", f"{'tensors':<{width}}  count", f"{'-' * width}  -----"]
         lines += [f"{name:<{width}}  {n:5d}" for name, n in rows]

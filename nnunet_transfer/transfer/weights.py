@@ -52,10 +52,8 @@ class TransferReport(LoadReport):
         """Network keys whose values came from the checkpoint."""
         return list(self.loaded)
 
-    def __str__(self) -> str:
-        lines = super().__str__().splitlines()
-        lines.insert(3 + 6, f"{'re-initialised (new head)':<26}  {len(self.reinitialised):5d}")
-        return "\n".join(lines)
+    def count_rows(self) -> List[Tuple[str, int]]:
+        return super().count_rows() + [("re-initialised (new head)", len(self.reinitialised))]
 
     def to_json(self) -> dict:
         data = asdict(self)
