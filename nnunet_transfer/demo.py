@@ -1,15 +1,18 @@
-"""``nnunet-transfer demo``: the whole transfer pipeline on embedded synthetic data, on CPU, in minutes.
+"""``nnunet-transfer demo``: what MOTS pretraining gains on KiTS21, measured on embedded synthetic data, on CPU.
 
 1. synthetic MOTS sources (LiTS, KiTS19, MSD layouts) -> ``convert mots`` -> ``nnUNetv2_plan_and_preprocess``
-2. DoDNet-style pretraining with ``nnUNetv2_train -tr MOTSPretrainTrainer`` (a short variant)
-3. synthetic KiTS21 (official layout) -> ``convert kits21`` -> ``align-plans`` with the MOTS plans
-4. KiTS21 HEC fine-tuning twice through ``nnUNetv2_train``: from scratch, and with ``-pretrained_weights``
-5. ``nnUNetv2_predict`` on held-out cases with both models -> ``evaluate kits21`` (Dice and Surface Dice per HEC)
-6. a table (scratch vs pretrained) and a PNG of both validation curves
+   -> the demo plans (nnU-Net's plans with fewer features per stage, see :func:`write_demo_plans`)
+2. one DoDNet-style pretraining, ``nnUNetv2_train -tr MOTSPretrainTrainer`` (a short, seeded variant)
+3. synthetic KiTS21 (official layout, other scans than the MOTS sources) -> ``convert kits21`` -> ``align-plans``
+   -> a ``splits_final.json`` that keeps the held-out test cases out of every training
+4. KiTS21 HEC fine-tuning through ``nnUNetv2_train``, from scratch and from the MOTS weights
+   (``-pretrained_weights``), with the same budget and the same seeds on both sides; one fold of the splits per
+   number of labelled target cases (``--target-cases 2 4 8`` gives the few-label curve)
+5. nnU-Net's predictor on the held-out cases -> ``evaluate kits21`` (Dice and Surface Dice per HEC)
+6. mean +- sd over seeds, paired differences, ``demo_results.json`` and plots
 
-Everything runs through nnU-Net's own commands; the short trainer variants are written into the workspace, the
-way nnU-Net users make variants. Sizes and epochs are adjustable; the defaults finish in minutes on 2 CPU cores.
-The numbers are those of a tiny synthetic run: they show the pipeline works, not what transfer gains on real data.
+A seed fixes everything random in a fine-tuning (:mod:`nnunet_transfer.utils.seeding`), so a seed reproduces its
+numbers. The trainer variants are written into the workspace, the way nnU-Net users make variants.
 """
 
 from __future__ import annotations
@@ -17,31 +20,70 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import time
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from nnunet_transfer.discovery import NNUNET_PATH_VARIABLES
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
 
 MOTS_ID, MOTS_NAME = 990, "Dataset990_DemoMOTS"
 KITS_ID, KITS_NAME = 991, "Dataset991_DemoKiTS21"
-ALIGNED_PLANS = f"nnUNetPlans_from{MOTS_ID}"
+DEMO_PLANS = "nnUNetDemoPlans"
+ALIGNED_PLANS = f"{DEMO_PLANS}_from{MOTS_ID}"
 MOTS_TRAINER = "MOTSPretrainTrainer_demo"
-SCRATCH_TRAINER = "KiTS21HECTrainer_demoScratch"
-PRETRAINED_TRAINER = "KiTS21HECTrainer_demoPretrained"
+RESULTS_FILE = "demo_results.json"
+MODELS = ("scratch", "pretrained")
+#: fixed overhead of one ``nnUNetv2_train`` on CPU (imports, trainer lookup, data set-up), for the time estimate
+_TRAINING_OVERHEAD_S = 25.0
 
 
 @dataclass
 class DemoConfig:
     workspace: Optional[Path] = None
-    cases: int = 3  # per MOTS source
-    kits_cases: int = 10
-    epochs: int = 4
-    iterations: int = 20
-    seed: int = 0
-    shape: tuple = (16, 48, 48)
+    #: synthetic cases per MOTS source
+    mots_cases: int = 4
+    #: labelled KiTS21 cases a fine-tuning trains on; several values give the few-label curve
+    target_cases: Tuple[int, ...] = (6,)
+    #: KiTS21 cases for nnU-Net's validation (the pseudo-Dice curves); never trained on, never scored
+    val_cases: int = 2
+    #: held-out KiTS21 cases that are scored; in no training
+    test_cases: int = 6
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    pretrain_epochs: int = 8
+    pretrain_iterations: int = 75
+    epochs: int = 8
+    iterations: int = 50
+    #: seed of the synthetic data (MOTS uses it, KiTS21 this + 1: different scans)
+    data_seed: int = 0
+    shape: Tuple[int, int, int] = (16, 48, 48)
+    #: features of the first stage of the demo plans, doubled per stage up to ``max_features``
+    base_features: int = 8
+    max_features: int = 64
+
+    def __post_init__(self) -> None:
+        self.target_cases = tuple(sorted({int(n) for n in self.target_cases}))
+        if not self.target_cases or min(self.target_cases) < 1:
+            raise ValueError(f"--target-cases needs numbers >= 1, got {self.target_cases}")
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed")
+        if self.test_cases < 1 or self.val_cases < 1:
+            raise ValueError("--test-cases and --val-cases must be at least 1")
+
+    @property
+    def kits_cases(self) -> int:
+        return max(self.target_cases) + self.val_cases + self.test_cases
+
+    @property
+    def trainings(self) -> int:
+        return 1 + len(self.target_cases) * len(self.seeds) * len(MODELS)
+
+
+def trainer_name(model: str, seed: int) -> str:
+    return f"KiTS21HECTrainer_demo{model.capitalize()}_seed{seed}"
 
 
 def default_workspace() -> Optional[Path]:
@@ -54,7 +96,7 @@ def default_workspace() -> Optional[Path]:
 
 def _training_progress(line: str) -> bool:
     """nnU-Net log lines worth showing while a training runs."""
-    return any(key in line for key in (": Epoch ", "train_loss", "Pseudo dice per task", "Yayy", "predicting "))
+    return any(key in line for key in (": Epoch ", "train_loss", "Pseudo dice", "Yayy"))
 
 
 class _Progress:
@@ -66,26 +108,133 @@ class _Progress:
         print(f"[demo {self.step}/{self.total} | {time.time() - self.started:5.0f} s] {message}", flush=True)
 
 
-def _validation_curve(fold_folder: Path) -> List[float]:
-    """EMA pseudo Dice per epoch from an nnU-Net checkpoint (read as data only)."""
+# ---------------------------------------------------------------------------------------------------- plans, splits
+
+
+def demo_features(n_stages: int, base: int = 8, cap: int = 64) -> List[int]:
+    """Features per stage of the demo network: ``base`` doubled per stage, capped (nnU-Net: 32 .. 320)."""
+    return [min(base * 2 ** i, cap) for i in range(n_stages)]
+
+
+def write_demo_plans(preprocessed_dataset: Path, base: int, cap: int, source: str = "nnUNetPlans",
+                     target: str = DEMO_PLANS, configuration: str = "3d_fullres") -> Path:
+    """A copy of nnU-Net's plans whose network has fewer features per stage (an ordinary plans field).
+
+    Everything else (spacing, patch, topology, batch size, normalisation, preprocessed data) stays nnU-Net's, so the
+    preprocessed data is shared; only the U-Net is narrower, which is what lets a CPU train it in minutes.
+    """
+    plans = json.loads((preprocessed_dataset / f"{source}.json").read_text())
+    plans["plans_name"] = target  # nnU-Net names the model folder after this field
+    arch = plans["configurations"][configuration]["architecture"]["arch_kwargs"]
+    arch["features_per_stage"] = demo_features(len(arch["features_per_stage"]), base, cap)
+    path = preprocessed_dataset / f"{target}.json"
+    path.write_text(json.dumps(plans, indent=2))
+    return path
+
+
+def demo_splits(case_ids: Sequence[str], target_cases: Sequence[int], val_cases: int,
+                test_cases: int) -> Tuple[List[Dict[str, List[str]]], List[str]]:
+    """nnU-Net splits with one fold per number of labelled cases, and the held-out test cases.
+
+    The last ``test_cases`` ids are held out (in no fold), the ``val_cases`` before them validate every fold, and
+    fold ``i`` trains on the first ``target_cases[i]`` of the rest (nested subsets, so the few-label curve compares
+    like with like).
+    """
+    ids = list(case_ids)
+    need = max(target_cases) + val_cases + test_cases
+    if len(ids) < need:
+        raise ValueError(f"{len(ids)} cases, but the splits need {need}")
+    test = ids[-test_cases:]
+    val = ids[-test_cases - val_cases:-test_cases]
+    pool = ids[:max(target_cases)]
+    return [{"train": pool[:n], "val": list(val)} for n in target_cases], test
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+
+
+def mean_sd(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(runs: Dict[str, List[dict]], metric: str = "dice") -> Dict[str, dict]:
+    """Per structure (HEC): mean +- sd of both models over seeds and of the paired (same seed) differences.
+
+    ``runs[model]`` is a list of ``{"seed", "mean": {structure: {metric: value}}}`` (``evaluate kits21``'s ``mean``).
+    """
+    by_seed = {m: {r["seed"]: r for r in runs[m]} for m in MODELS}
+    seeds = sorted(set(by_seed["scratch"]) & set(by_seed["pretrained"]))
+    out = {}
+    for hec in runs["scratch"][0]["mean"]:
+        values = {m: [by_seed[m][s]["mean"][hec][metric] for s in seeds] for m in MODELS}
+        diffs = [p - s for p, s in zip(values["pretrained"], values["scratch"])]
+        out[hec] = {m: mean_sd(values[m]) for m in MODELS}
+        out[hec]["difference"] = mean_sd(diffs)
+        out[hec]["seeds"] = len(seeds)
+    return out
+
+
+def verdict(difference: Tuple[float, float], seeds: int) -> str:
+    """Words for a paired difference: a gain is called clear only when it is large against its spread."""
+    mean, sd = difference
+    if seeds < 2:
+        return "one seed: no spread to judge against"
+    if sd == 0.0:
+        return "gain" if mean > 0 else "no gain"
+    t = mean / (sd / seeds ** 0.5)
+    if mean > 0 and t >= 3 and mean >= 2 * sd:
+        return "clear gain (larger than the spread)"
+    if mean > 0:
+        return "gain small against the spread between seeds"
+    return "no gain"
+
+
+def comparison_table(summary: Dict[str, dict], metric_name: str = "Dice") -> str:
+    """One row per HEC: scratch, pretrained (mean +- sd over seeds), paired difference and its verdict."""
+    head = f"{'structure':<17}{'scratch ' + metric_name:>18}{'pretrained ' + metric_name:>21}{'paired diff':>18}   verdict"
+    rows = [head]
+    for hec, s in summary.items():
+        cells = "".join(f"{s[m][0]:>12.3f} +- {s[m][1]:.3f}" for m in MODELS)
+        d = s["difference"]
+        rows.append(f"{hec:<17}{cells}{d[0]:>+11.3f} +- {d[1]:.3f}   {verdict(d, s['seeds'])}")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+
+
+def _validation_curve(fold_folder: Path, region: int = 0) -> List[float]:
+    """nnU-Net's per-epoch validation pseudo Dice of one region (0: kidney_and_mass), from the checkpoint's log.
+
+    (nnU-Net's EMA of the mean over all regions lags by several epochs and mixes in the tumour, which short runs
+    do not learn; the raw per-region value shows when a model starts to find the kidneys.)
+    """
     from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
 
     checkpoint = read_checkpoint_file(fold_folder / "checkpoint_final.pth")
-    return [float(v) for v in checkpoint["logging"]["ema_fg_dice"]]
+    return [float(v[region]) for v in checkpoint["logging"]["dice_per_class_or_region"]]
 
 
-def _plot_curves(curves: Dict[str, List[float]], path: Path) -> None:
+def _plot_curves(curves: Dict[str, List[List[float]]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", linewidth=2, label=label)
+    for (label, runs), colour in zip(curves.items(), ("tab:blue", "tab:orange")):
+        n = min(len(r) for r in runs)
+        values = np.array([r[:n] for r in runs])
+        x = np.arange(1, n + 1)
+        for i, run in enumerate(values):  # every seed, so the spread (and its shape) is visible
+            ax.plot(x, run, color=colour, linewidth=1, alpha=0.45, label=f"{label}, each seed" if i == 0 else None)
+        ax.plot(x, values.mean(0), color=colour, marker="o", linewidth=2.5, label=f"{label}, mean of {len(runs)}")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation pseudo Dice (EMA)")
-    ax.set_title("KiTS21 HEC fine-tuning on synthetic data")
+    ax.set_ylabel("validation pseudo Dice, kidney_and_mass")
+    ax.set_title(title)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -94,87 +243,247 @@ def _plot_curves(curves: Dict[str, List[float]], path: Path) -> None:
     plt.close(fig)
 
 
-def comparison_table(results: Dict[str, dict]) -> str:
-    """Mean Dice / Surface Dice per HEC, one row per model."""
-    from nnunet_transfer.evaluation.kits import HECS
+def _plot_few_label_curve(curve: Dict[int, Dict[str, dict]], path: Path, hec: str = "kidney_and_mass") -> None:
+    import matplotlib
 
-    header = f"{'model':<12}" + "".join(f"{h + ' Dice':>22}{h + ' SD':>20}" for h in HECS)
-    rows = [header]
-    for label, result in results.items():
-        cells = "".join(f"{result['mean'][h]['dice']:>22.4f}{result['mean'][h]['surface_dice']:>20.4f}" for h in HECS)
-        rows.append(f"{label:<12}{cells}")
-    return "\n".join(rows)
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ns = sorted(curve)
+    for model in MODELS:
+        means = [curve[n][hec][model][0] for n in ns]
+        sds = [curve[n][hec][model][1] for n in ns]
+        ax.errorbar(ns, means, yerr=sds, marker="o", capsize=4, linewidth=2, label=model)
+    ax.set_xlabel("labelled KiTS21 cases in the fine-tuning")
+    ax.set_ylabel(f"{hec} Dice on the held-out cases (mean +- sd)")
+    ax.set_xticks(ns)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("MOTS -> KiTS21: Dice against labelled target cases")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- prediction
+
+
+@contextmanager
+def _environment(env: Dict[str, str]) -> Iterator[None]:
+    """nnU-Net's variables of the workspace in this process (its predictor looks trainers up through them)."""
+    keys = [*NNUNET_PATH_VARIABLES, "nnUNet_extTrainer"]
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: env[k] for k in keys if k in env})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def predict_folder(ws: NnUNetWorkspace, model_folder: Path, fold: int, images: Path, output: Path) -> None:
+    """nnU-Net's predictor (sliding window, no mirroring, CPU) on a folder, in this process.
+
+    The same inference ``nnUNetv2_predict`` runs, without a new Python process per model (the demo predicts one
+    model per seed and side). The checkpoints are the ones this demo just trained.
+    """
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    with _environment(ws.env):
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                    perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                                    verbose_preprocessing=False, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,),
+                                                       checkpoint_name="checkpoint_final.pth")
+        output.mkdir(parents=True, exist_ok=True)
+        predictor.predict_from_files_sequential(str(images), str(output), save_probabilities=False, overwrite=True)
+
+
+# ---------------------------------------------------------------------------------------------------- time estimate
+
+
+def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
+    """Seconds per training step of the demo network at the synthetic shape, measured now (3 steps)."""
+    import torch
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    z, y, x = config.shape
+    n = 5
+    net = PlainConvUNet(1, n, demo_features(n, config.base_features, config.max_features), torch.nn.Conv3d,
+                        [[1, 3, 3]] + [[3, 3, 3]] * (n - 1), [[1, 1, 1], [1, 2, 2]] + [[2, 2, 2]] * (n - 2),
+                        [2] * n, 4, [2] * (n - 1), True, torch.nn.InstanceNorm3d, {"eps": 1e-5, "affine": True},
+                        nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True}, deep_supervision=True)
+    opt = torch.optim.SGD(net.parameters(), 0.01, momentum=0.99)
+    data = torch.randn(batch_size, 1, z, y, x)
+    started = 0.0
+    for i in range(4):
+        if i == 1:
+            started = time.perf_counter()
+        loss = sum(o.mean() for o in net(data))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - started) / 3
+
+
+def estimate_minutes(config: DemoConfig, step_seconds: float) -> float:
+    """Expected demo time: every training's steps (x1.6 for data augmentation and validation) plus overheads."""
+    per_step = 1.6 * step_seconds
+    pretrain = config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
+    finetune = config.epochs * config.iterations * per_step + _TRAINING_OVERHEAD_S
+    fixed = 90.0  # synthesis, conversion, planning, preprocessing, prediction, evaluation
+    return (pretrain + (config.trainings - 1) * finetune + fixed) / 60.0
+
+
+# ---------------------------------------------------------------------------------------------------- the demo
 
 
 def run_demo(config: DemoConfig) -> dict:
-    """Run the pipeline; returns paths and the two evaluation results."""
+    """Run the pipeline; returns paths, per-seed evaluations and their summary (also in ``demo_results.json``)."""
+    from nnunet_transfer.data.synthetic import kits_case_ids
     from nnunet_transfer.evaluation.kits import evaluate_kits21
 
     root = Path(config.workspace) if config.workspace else (default_workspace() or Path.cwd() / "nnunet_workspace")
     ws = NnUNetWorkspace(root)
-    progress = _Progress(9)
+    started = time.time()
+    step_s = estimate_step_seconds(config)
     print(f"[demo] workspace: {ws.root} (nnU-Net folders inside; commands logged to {ws.log_file})")
-    short = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2)
-    ws.write_trainers("demo_trainers", [
-        trainer_variant_source(MOTS_TRAINER, "MOTSPretrainTrainer", **short),
-        trainer_variant_source(SCRATCH_TRAINER, "KiTS21HECTrainer", **short),
-        trainer_variant_source(PRETRAINED_TRAINER, "KiTS21HECTrainer", **short),
-    ])
+    print(f"[demo] {config.trainings} trainings: 1 MOTS pretraining, then scratch and pretrained x "
+          f"{len(config.seeds)} seeds x {len(config.target_cases)} target size(s) {list(config.target_cases)}; "
+          f"expected run time about {estimate_minutes(config, step_s):.0f} min on this machine "
+          f"(a training step of the demo network takes {step_s:.2f} s here)", flush=True)
+    progress = _Progress(6 + config.trainings - 1)
+    finetune = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2, final_validation=False)
+    variants = [trainer_variant_source(MOTS_TRAINER, "MOTSPretrainTrainer", epochs=config.pretrain_epochs,
+                                       iterations=config.pretrain_iterations, val_iterations=2,
+                                       final_validation=False, seed=config.seeds[0])]
+    for seed in config.seeds:
+        for model in MODELS:
+            variants.append(trainer_variant_source(trainer_name(model, seed), "KiTS21HECTrainer", seed=seed,
+                                                   **finetune))
+    ws.write_trainers("demo_trainers", variants)
     shape = [str(s) for s in config.shape]
+    stage_times: Dict[str, float] = {}
 
-    progress(f"synthetic MOTS sources ({config.cases} cases x 7 sources) and conversion")
-    ws.cli("synth", "mots", ws.root / "sources" / "MOTS", "--cases", config.cases, "--seed", config.seed,
+    def timed(stage: str, t0: float) -> None:
+        stage_times[stage] = stage_times.get(stage, 0.0) + time.time() - t0
+
+    t0 = time.time()
+    progress(f"synthetic MOTS sources ({config.mots_cases} cases x 7 sources), conversion, planning")
+    ws.cli("synth", "mots", ws.root / "sources" / "MOTS", "--cases", config.mots_cases, "--seed", config.data_seed,
            "--shape", *shape)
     ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS")
-
-    progress("nnUNetv2_plan_and_preprocess for MOTS")
     ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
+    plans = write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features)
+    arch = json.loads(plans.read_text())["configurations"]["3d_fullres"]
+    print(f"    demo plans {plans.name}: patch {arch['patch_size']}, batch {arch['batch_size']}, features per stage "
+          f"{arch['architecture']['arch_kwargs']['features_per_stage']}", flush=True)
+    timed("data and planning", t0)
 
-    progress(f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -device cpu")
-    ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, echo=_training_progress)
-    mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres") / "fold_0" / "checkpoint_final.pth"
+    t0 = time.time()
+    progress(f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -p {DEMO_PLANS} "
+             f"({config.pretrain_epochs} epochs x {config.pretrain_iterations} iterations)")
+    ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, plans=DEMO_PLANS, echo=_training_progress)
+    mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres", DEMO_PLANS) / "fold_0" / \
+        "checkpoint_final.pth"
+    timed("MOTS pretraining", t0)
 
-    progress(f"synthetic KiTS21 ({config.kits_cases} cases, official layout), conversion, align-plans")
+    t0 = time.time()
+    progress(f"synthetic KiTS21 ({config.kits_cases} cases: {max(config.target_cases)} for training, "
+             f"{config.val_cases} validation, {config.test_cases} held out), conversion, align-plans, splits")
     ws.cli("synth", "kits21", ws.root / "sources" / "kits21", "--cases", config.kits_cases, "--seed",
-           config.seed + 1, "--shape", *shape)
+           config.data_seed + 1, "--shape", *shape)
     ws.cli("convert", "kits21", ws.root / "sources" / "kits21", "-d", KITS_ID, "--name", "DemoKiTS21")
-    ws.cli("align-plans", "-s", MOTS_ID, "-t", KITS_ID, "-tp", ALIGNED_PLANS)
-
-    progress("transfer-check (dry run of the weight transfer)")
-    print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", PRETRAINED_TRAINER, "-p", ALIGNED_PLANS))
-
-    progress("KiTS21 HEC fine-tuning from scratch")
-    ws.train(KITS_ID, "3d_fullres", "0", SCRATCH_TRAINER, plans=ALIGNED_PLANS, echo=_training_progress)
-
-    progress("KiTS21 HEC fine-tuning from the MOTS weights (-pretrained_weights)")
-    ws.train(KITS_ID, "3d_fullres", "0", PRETRAINED_TRAINER, "-pretrained_weights", str(mots_checkpoint),
-             plans=ALIGNED_PLANS, echo=_training_progress)
-
-    progress("nnUNetv2_predict on the held-out fold-0 validation cases, both models")
-    splits = json.loads((ws.preprocessed / KITS_NAME / "splits_final.json").read_text())
-    held_out = splits[0]["val"]
-    images_in, references = ws.root / "demo_eval" / "images", ws.root / "demo_eval" / "references"
-    shutil.rmtree(ws.root / "demo_eval", ignore_errors=True)
-    images_in.mkdir(parents=True)
+    ws.cli("align-plans", "-s", MOTS_ID, "-t", KITS_ID, "-sp", DEMO_PLANS, "-tp", ALIGNED_PLANS)
+    case_ids = [f"case_{c:05d}" for c in kits_case_ids(config.kits_cases)]
+    splits, test = demo_splits(case_ids, config.target_cases, config.val_cases, config.test_cases)
+    (ws.preprocessed / KITS_NAME / "splits_final.json").write_text(json.dumps(splits, indent=2))
+    eval_root = ws.root / "demo_eval"
+    shutil.rmtree(eval_root, ignore_errors=True)
+    images, references = eval_root / "images", eval_root / "references"
+    images.mkdir(parents=True)
     references.mkdir(parents=True)
-    for case in held_out:
-        shutil.copy(ws.raw / KITS_NAME / "imagesTr" / f"{case}_0000.nii.gz", images_in)
+    for case in test:
+        shutil.copy(ws.raw / KITS_NAME / "imagesTr" / f"{case}_0000.nii.gz", images)
         shutil.copy(ws.raw / KITS_NAME / "labelsTr" / f"{case}.nii.gz", references)
-    results, curves = {}, {}
-    for label, trainer in (("scratch", SCRATCH_TRAINER), ("pretrained", PRETRAINED_TRAINER)):
-        out = ws.root / "demo_eval" / f"pred_{label}"
-        ws.predict(images_in, out, KITS_ID, "3d_fullres", trainer, ["0"], plans=ALIGNED_PLANS)
-        results[label] = evaluate_kits21(out, references, output_json=out / "kits_metrics.json")
-        curves[label] = _validation_curve(ws.model_folder(KITS_NAME, trainer, "3d_fullres", ALIGNED_PLANS) / "fold_0")
+    print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", trainer_name("pretrained", 0), "-p",
+                 ALIGNED_PLANS).rstrip())
+    timed("KiTS21 data, align-plans", t0)
+
+    runs: Dict[int, Dict[str, List[dict]]] = {}
+    curves: Dict[int, Dict[str, List[List[float]]]] = {}
+    for fold, n_cases in enumerate(config.target_cases):
+        runs[n_cases] = {m: [] for m in MODELS}
+        curves[n_cases] = {m: [] for m in MODELS}
+        for seed in config.seeds:
+            for model in MODELS:
+                trainer = trainer_name(model, seed)
+                extra = ("-pretrained_weights", str(mots_checkpoint)) if model == "pretrained" else ()
+                t0 = time.time()
+                progress(f"fine-tuning {model}, seed {seed}, {n_cases} labelled cases: nnUNetv2_train {KITS_ID} "
+                         f"3d_fullres {fold} -tr {trainer} ({config.epochs} epochs x {config.iterations} iterations)")
+                ws.train(KITS_ID, "3d_fullres", str(fold), trainer, *extra, plans=ALIGNED_PLANS,
+                         echo=_training_progress)
+                timed("fine-tuning", t0)
+                t0 = time.time()
+                model_folder = ws.model_folder(KITS_NAME, trainer, "3d_fullres", ALIGNED_PLANS)
+                out = eval_root / f"n{n_cases}" / f"{model}_seed{seed}"
+                with ws.log_file.open("a") as log, redirect_stdout(log):  # nnU-Net's predictor talks a lot
+                    print(f"$ (in process) nnU-Net predictor {model_folder} fold {fold} -> {out}; evaluate kits21")
+                    predict_folder(ws, model_folder, fold, images, out)
+                    result = evaluate_kits21(out, references, output_json=out / "kits_metrics.json")
+                runs[n_cases][model].append({"seed": seed, "mean": result["mean"], "cases": len(result["per_case"])})
+                curves[n_cases][model].append(_validation_curve(model_folder / f"fold_{fold}"))
+                print(f"    held-out kidney_and_mass Dice {result['mean']['kidney_and_mass']['dice']:.3f}", flush=True)
+                timed("prediction and evaluation", t0)
 
     progress("results")
+    main_n = max(config.target_cases)
+    summary = {n: summarise(runs[n]) for n in config.target_cases}
+    summary_sd = {n: summarise(runs[n], "surface_dice") for n in config.target_cases}
     plot = ws.root / "demo_validation_curves.png"
-    _plot_curves(curves, plot)
-    table = comparison_table(results)
+    _plot_curves(curves[main_n], plot, f"KiTS21 HEC fine-tuning, {main_n} labelled synthetic cases")
+    few_label_plot = None
+    if len(config.target_cases) > 1:
+        few_label_plot = ws.root / "demo_few_label_curve.png"
+        _plot_few_label_curve(summary, few_label_plot)
+    total_s = time.time() - started
+    results = {
+        "scratch": runs[main_n]["scratch"], "pretrained": runs[main_n]["pretrained"],
+        "target_cases": main_n, "test_cases": test, "seeds": list(config.seeds),
+        "summary": {"dice": summary[main_n], "surface_dice": summary_sd[main_n]},
+        "few_label_curve": {str(n): {"runs": runs[n], "summary": summary[n]} for n in config.target_cases},
+        "validation_curves": {str(n): curves[n] for n in config.target_cases},
+        "stage_seconds": {k: round(v, 1) for k, v in stage_times.items()}, "total_seconds": round(total_s, 1),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
+                   if k != "workspace"},
+    }
+    results_file = ws.root / RESULTS_FILE
+    tmp = results_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(results_file)
+
+    table = comparison_table(summary[main_n])
+    print(f"\nKiTS21 HEC on {len(test)} held-out synthetic cases, fine-tuned on {main_n} labelled cases, "
+          f"{len(config.seeds)} seeds per side (mean +- sd over seeds; paired diff = pretrained - scratch, same seed)")
     print(table)
-    report = ws.model_folder(KITS_NAME, PRETRAINED_TRAINER, "3d_fullres", ALIGNED_PLANS) / "fold_0" / \
-        "transfer_report.txt"
-    print(f"validation curves: {plot}\ntransfer report: {report}\n"
-          "(tiny synthetic run on CPU: the numbers show the pipeline works, not the benefit on real data)")
+    print("\nSurface Dice\n" + comparison_table(summary_sd[main_n], "SD"))
+    if len(config.target_cases) > 1:
+        print("\nkidney_and_mass Dice against labelled target cases")
+        for n in config.target_cases:
+            s = summary[n]["kidney_and_mass"]
+            print(f"  {n:>3} cases: scratch {s['scratch'][0]:.3f} +- {s['scratch'][1]:.3f}   pretrained "
+                  f"{s['pretrained'][0]:.3f} +- {s['pretrained'][1]:.3f}   diff {s['difference'][0]:+.3f}")
+        print(f"few-label curve: {few_label_plot}")
+    print("\ntime per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_times.items())
+          + f"; total {total_s / 60:.1f} min")
+    print(f"validation curves: {plot}\nresults: {results_file}\n"
+          "(synthetic phantoms on CPU: this shows the transfer mechanism at work, not the gain on real KiTS21 data)")
     return {"workspace": ws.root, "results": results, "curves": curves, "plot": plot, "table": table,
-            "transfer_report": report}
+            "few_label_plot": few_label_plot, "results_file": results_file}

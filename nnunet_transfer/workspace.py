@@ -20,18 +20,23 @@ from nnunet_transfer.discovery import nnunet_environment
 
 def trainer_variant_source(name: str, base: str, base_module: str = "nnunet_transfer.trainers", epochs: int = 1,
                            iterations: int = 2, val_iterations: int = 1, mirroring: bool = False,
-                           body: str = "") -> str:
+                           body: str = "", seed: Optional[int] = None, final_validation: bool = True) -> str:
     """Python source of an nnU-Net trainer variant with a short schedule (nnU-Net's own way to change one).
 
     ``mirroring=False`` also turns off test-time mirroring, which makes CPU validation and inference 4-8x faster.
+    ``seed`` fixes everything random in the training (:func:`~nnunet_transfer.utils.seeding.seed_everything`,
+    called before nnU-Net builds anything). ``final_validation=False`` skips nnU-Net's sliding-window prediction
+    of the validation cases after training (for runs whose evaluation happens elsewhere).
     ``body`` is extra class body code (indented by 4 spaces by the caller or not at all).
     """
     lines = [
         f"from {base_module} import {base}",
+        *(["from nnunet_transfer.utils.seeding import seed_everything"] if seed is not None else []),
         "",
         "",
         f"class {name}({base}):",
         '    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):',
+        *([f"        seed_everything({int(seed)})"] if seed is not None else []),
         "        super().__init__(plans, configuration, fold, dataset_json, device)",
         f"        self.num_epochs = {epochs}",
         f"        self.num_iterations_per_epoch = {iterations}",
@@ -45,6 +50,12 @@ def trainer_variant_source(name: str, base: str, base_module: str = "nnunet_tran
             "        rotation, dummy_2d, patch, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()",
             "        self.inference_allowed_mirroring_axes = None",
             "        return rotation, dummy_2d, patch, None",
+        ]
+    if not final_validation:
+        lines += [
+            "",
+            "    def perform_actual_validation(self, save_probabilities: bool = False):",
+            '        self.print_to_log_file("final validation skipped (this variant is evaluated elsewhere)")',
         ]
     if body:
         lines += ["", textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")]

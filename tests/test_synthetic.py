@@ -14,10 +14,12 @@ from PIL import Image
 from scipy import ndimage
 
 from nnunet_transfer.data.mots_tasks import TASKS
-from nnunet_transfer.data.phantom import LESIONS, ORGANS, TISSUE_HU, Geometry, make_phantom
+from nnunet_transfer.data.phantom import (ABDOMEN, LESIONS, ORGANS, SPACING_JITTER, TISSUE_HU, Geometry,
+                                          make_phantom)
 from nnunet_transfer.data.synthetic import (
     MARKER_NAME,
     MSD_SOURCES,
+    SOURCE_FIELD_OF_VIEW,
     SOURCE_STRUCTURES,
     kits_case_ids,
     synth_kits21,
@@ -113,6 +115,21 @@ def test_phantom_seeded_and_lesion_counts():
         make_phantom(SMALL, 0, lesion_counts={"brain_tumor": 1})
 
 
+def test_abdominal_view_gives_the_kidneys_a_realistic_share_with_consistent_anatomy():
+    """The abdominal view (KiTS, most MOTS sources) shows the kidneys at a few % of the voxels (the whole-body
+    view: well under 1%), and its physical spacing keeps organ sizes in mm the same at any voxel count."""
+    from nnunet_transfer.data.phantom import FULL_BODY
+
+    shares = [make_phantom((16, 48, 48), s, fov=ABDOMEN).masks["kidneys"].mean() for s in range(4)]
+    assert 0.02 <= np.mean(shares) <= 0.08, shares
+    assert make_phantom((16, 48, 48), 0, fov=FULL_BODY).masks["kidneys"].mean() < 0.5 * np.mean(shares)
+    small, large = make_phantom((12, 32, 32), 3, fov=ABDOMEN), make_phantom((24, 64, 64), 3, fov=ABDOMEN)
+    mm3 = [p.masks["kidneys"].sum() * np.prod(p.geometry.spacing) for p in (small, large)]
+    assert abs(mm3[0] / mm3[1] - 1) < 0.25, mm3
+    with pytest.raises(ValueError, match="outside the field of view"):
+        make_phantom((16, 48, 48), 0, lesion_counts={"lung_tumor": 1}, fov=ABDOMEN)
+
+
 def test_geometry_slice_first_keeps_physical_positions():
     ph = make_phantom(SMALL, 7)
     normal = ph.geometry.to_sitk(ph.image)
@@ -169,7 +186,7 @@ def test_mots_msd_dataset_json(mots):
 
 def test_mots_labels_geometry_and_intensity(mots):
     _, summary = mots
-    organ_hu = {"LiTS": (35, 85), "KiTS19": (70, 180), "Task08_HepaticVessel": (90, 200),
+    organ_hu = {"LiTS": (35, 85), "KiTS19": (70, 200), "Task08_HepaticVessel": (90, 200),
                 "Task07_Pancreas": (15, 70), "Task09_Spleen": (25, 75)}
     for task in TASKS:
         entry = summary["sources"][task.source]
@@ -182,7 +199,10 @@ def test_mots_labels_geometry_and_intensity(mots):
             assert (lab == 1).any(), f"{seg_path} lacks its structure 1 ({SOURCE_STRUCTURES[task.source][1]})"
             sp = np.array(img.GetSpacing())
             assert sp.max() / sp.min() > 1.05  # anisotropic
-            assert 0.6 <= sp.min() <= 0.95 and 1.0 <= sp.max() <= 5.0
+            # physical field of view: the anatomy has the same size in mm in every case (spacing jitter only)
+            z_axis = 0 if task.source == "KiTS19" else 2
+            z_extent = sp[z_axis] * (img.GetSize()[z_axis] - 1)
+            assert abs(z_extent / SOURCE_FIELD_OF_VIEW[task.source].extent_mm()[0] - 1) <= SPACING_JITTER + 1e-6
             assert not np.allclose(np.array(img.GetDirection()), np.eye(3).ravel())
             assert np.linalg.norm(img.GetOrigin()) > 1.0
             if task.source == "KiTS19":  # KiTS19 quirk: the first image axis is the coarse cranio-caudal one

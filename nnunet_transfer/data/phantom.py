@@ -35,14 +35,14 @@ TISSUE_HU: Dict[str, Tuple[float, float]] = {
     "bone_marrow": (400.0, 480.0),
     "liver": (55.0, 65.0),
     "spleen": (45.0, 55.0),
-    "kidney_cortex": (140.0, 160.0),
-    "kidney_medulla": (85.0, 100.0),
+    "kidney_cortex": (120.0, 190.0),  # wide: the contrast phase varies from scan to scan
+    "kidney_medulla": (75.0, 110.0),
     "pancreas": (35.0, 45.0),
     "colon_wall": (35.0, 50.0),
     "colon_lumen": (-950.0, -850.0),
     "hepatic_vessel": (170.0, 190.0),
     "liver_tumor": (25.0, 40.0),
-    "kidney_tumor": (80.0, 110.0),
+    "kidney_tumor": (60.0, 105.0),
     "kidney_cyst": (0.0, 15.0),
     "pancreas_tumor": (15.0, 30.0),
     "colon_tumor": (45.0, 60.0),
@@ -65,7 +65,7 @@ class LesionSpec:
 #: cyst always keeps voxels of its own when tumours are painted over cysts (KiTS21 order kidney, cyst, tumor)
 LESIONS: Dict[str, LesionSpec] = {
     "liver_tumor": LesionSpec("liver", (0.08, 0.16)),
-    "kidney_tumor": LesionSpec("kidneys", (0.05, 0.09)),
+    "kidney_tumor": LesionSpec("kidneys", (0.06, 0.11)),
     "kidney_cyst": LesionSpec("kidneys", (0.035, 0.06)),
     "pancreas_tumor": LesionSpec("pancreas", (0.05, 0.08)),
     "colon_tumor": LesionSpec("colon", (0.07, 0.12)),
@@ -78,9 +78,46 @@ DEFAULT_LESION_PROBS = (0.15, 0.65, 0.20)
 
 #: smallest (z, in-plane) size at which every organ is reliably drawn
 MIN_SHAPE = (8, 24)
+#: voxel spacing of the whole-body field of view (the legacy default: random, independent of the anatomy's size)
 IN_PLANE_SPACING_MM = (0.6, 0.95)
 SLICE_SPACING_MM = (1.0, 5.0)
 NOISE_SIGMA_HU = (10.0, 20.0)
+#: physical size (mm) of one normalised unit along (z, y, x) in a field of view with physical spacing
+MM_PER_UNIT = (500.0, 190.0, 190.0)
+#: relative per-case jitter of a physical spacing (scanners and patients differ a little)
+SPACING_JITTER = 0.06
+
+
+@dataclass(frozen=True)
+class FieldOfView:
+    """The part of the normalised patient (z 0..1 cranio-caudal, y and x -1..1) a scan covers.
+
+    ``physical``: the spacing follows from the covered extent (:data:`MM_PER_UNIT`, jittered by
+    :data:`SPACING_JITTER`), so the anatomy has the same size in millimetres in every case, as in real scans;
+    otherwise the spacing is random (:data:`IN_PLANE_SPACING_MM`, :data:`SLICE_SPACING_MM`), today's whole-body
+    behaviour. ``organs`` are those the view must show (checked non-empty).
+    """
+
+    z: Tuple[float, float] = (0.0, 1.0)
+    y: Tuple[float, float] = (-1.0, 1.0)
+    x: Tuple[float, float] = (-1.0, 1.0)
+    physical: bool = False
+    organs: Tuple[str, ...] = ("bone", "lungs", "liver", "spleen", "kidneys", "pancreas", "colon")
+
+    def extent_mm(self) -> Tuple[float, float, float]:
+        """Covered extent in mm along (z, y, x)."""
+        return tuple(float(u * (hi - lo)) for u, (lo, hi) in zip(MM_PER_UNIT, (self.z, self.y, self.x)))
+
+
+#: the whole body (lungs to pelvis), random spacing: :func:`make_phantom`'s default
+FULL_BODY = FieldOfView()
+#: an abdominal scan centred on the kidneys (as KiTS and most MOTS sources): kidneys ~3% of the voxels,
+#: liver, spleen, pancreas and colon cut by the view as in real abdominal CT
+ABDOMEN = FieldOfView(z=(0.38, 0.86), y=(-0.45, 0.75), x=(-0.8, 0.8), physical=True,
+                      organs=("bone", "liver", "spleen", "kidneys", "pancreas", "colon"))
+#: a chest scan (MSD lung): lungs and the upper abdomen
+CHEST = FieldOfView(z=(0.0, 0.48), y=(-0.6, 0.6), x=(-0.9, 0.9), physical=True,
+                    organs=("bone", "lungs", "liver"))
 
 
 @dataclass(frozen=True)
@@ -136,11 +173,21 @@ def _rng(seed: SeedLike) -> np.random.Generator:
 
 
 def random_geometry(shape: Tuple[int, int, int], rng: np.random.Generator,
-                    flips: Tuple[bool, bool]) -> Geometry:
-    """Anisotropic spacing, a direction with the given in-plane flips (z runs caudally) and a plausible origin."""
+                    flips: Tuple[bool, bool], fov: FieldOfView = FULL_BODY) -> Geometry:
+    """Anisotropic spacing, a direction with the given in-plane flips (z runs caudally) and a plausible origin.
+
+    With a physical field of view the spacing is its extent over the voxel count, jittered per case (and the
+    same along y and x); otherwise random as today.
+    """
     nz, ny, nx = shape
-    inplane = float(rng.uniform(*IN_PLANE_SPACING_MM))
-    spacing = np.array([inplane, inplane, float(rng.uniform(*SLICE_SPACING_MM))])
+    if fov.physical:
+        ez, ey, ex = fov.extent_mm()
+        scale = 1.0 + float(rng.uniform(-SPACING_JITTER, SPACING_JITTER))
+        inplane = scale * max(ey / max(ny - 1, 1), ex / max(nx - 1, 1))
+        spacing = np.array([inplane, inplane, scale * ez / max(nz - 1, 1)])
+    else:
+        inplane = float(rng.uniform(*IN_PLANE_SPACING_MM))
+        spacing = np.array([inplane, inplane, float(rng.uniform(*SLICE_SPACING_MM))])
     flip_x, flip_y = flips
     direction = np.diag([-1.0 if flip_x else 1.0, -1.0 if flip_y else 1.0, -1.0])
     centre = np.array([rng.uniform(-20, 20), rng.uniform(-30, 10), rng.uniform(-700, -100)])
@@ -153,12 +200,12 @@ def random_geometry(shape: Tuple[int, int, int], rng: np.random.Generator,
 class _Grid:
     """Open (broadcastable) normalised patient coordinates of a volume, flips applied."""
 
-    def __init__(self, shape: Tuple[int, int, int], flip_x: bool, flip_y: bool):
+    def __init__(self, shape: Tuple[int, int, int], flip_x: bool, flip_y: bool, fov: FieldOfView = FULL_BODY):
         nz, ny, nx = shape
-        x = np.linspace(-1.0, 1.0, nx, dtype=np.float32)
-        y = np.linspace(-1.0, 1.0, ny, dtype=np.float32)
+        x = np.linspace(*fov.x, nx, dtype=np.float32)
+        y = np.linspace(*fov.y, ny, dtype=np.float32)
         self.shape = shape
-        self.z = np.linspace(0.0, 1.0, nz, dtype=np.float32)[:, None, None]
+        self.z = np.linspace(*fov.z, nz, dtype=np.float32)[:, None, None]
         self.y = (y[::-1] if flip_y else y)[None, :, None]
         self.x = (x[::-1] if flip_x else x)[None, None, :]
 
@@ -214,7 +261,8 @@ def draw_lesion_counts(rng: np.random.Generator, minimum: Optional[Mapping[str, 
 
 
 def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
-                 lesion_counts: Optional[Mapping[str, int]] = None) -> Phantom:
+                 lesion_counts: Optional[Mapping[str, int]] = None, fov: FieldOfView = FULL_BODY,
+                 flips: Optional[Tuple[bool, bool]] = None) -> Phantom:
     """Draw one abdominal CT phantom.
 
     Args:
@@ -222,6 +270,10 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
         seed: int, SeedSequence or Generator; the same seed gives the same phantom.
         lesion_counts: lesions per kind of :data:`LESIONS`; kinds left out are drawn with
             :data:`DEFAULT_LESION_PROBS`. Every requested lesion is non-empty and lies inside its organ.
+        fov: the part of the patient the scan covers (:data:`FULL_BODY`, :data:`ABDOMEN`, :data:`CHEST`);
+            lesions of organs outside the view are not drawn.
+        flips: ``(x, y)`` in-plane storage flips (LPS vs RAS order); None draws them per case. A real dataset
+            stores all its scans one way, and nnU-Net learns in array space, so datasets fix them.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or shape[0] < MIN_SHAPE[0] or min(shape[1:]) < MIN_SHAPE[1]:
@@ -234,9 +286,10 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
             raise KeyError(f"unknown lesion kind {k!r}; known kinds: {sorted(LESIONS)}")
         counts[k] = int(v)
 
-    flips = (bool(rng.integers(2)), bool(rng.integers(2)))
-    geometry = random_geometry(shape, rng, flips)
-    g = _Grid(shape, *flips)
+    drawn = (bool(rng.integers(2)), bool(rng.integers(2)))  # drawn either way: a seed gives the same anatomy
+    flips = drawn if flips is None else (bool(flips[0]), bool(flips[1]))
+    geometry = random_geometry(shape, rng, flips, fov)
+    g = _Grid(shape, *flips, fov)
     hu = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in TISSUE_HU.items()}
 
     # --- organs, painted in priority order into a tissue map (later overwrites earlier) ---
@@ -259,7 +312,7 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
     liver = g.ellipsoid(_jitter(rng, (0.38, -0.05, -0.38)), _jitter(rng, (0.30, 0.45, 0.40))) & inner
     spleen = g.ellipsoid(_jitter(rng, (0.36, 0.22, 0.52)), _jitter(rng, (0.18, 0.23, 0.19))) & inner
     kid_r_c, kid_l_c = _jitter(rng, (0.64, 0.38, -0.33)), _jitter(rng, (0.60, 0.38, 0.33))
-    kid_radii = _jitter(rng, (0.16, 0.15, 0.12))
+    kid_radii = _jitter(rng, (0.18, 0.16, 0.13))
     kidney_right = g.ellipsoid(kid_r_c, kid_radii) & inner
     kidney_left = g.ellipsoid(kid_l_c, kid_radii) & inner
     medulla = g.ellipsoid(kid_r_c, kid_radii * 0.5) | g.ellipsoid(kid_l_c, kid_radii * 0.5)
@@ -279,20 +332,27 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
     masks: Dict[str, np.ndarray] = {name: tissue == i for i, (name, _) in enumerate(order, start=1)}
     masks["body"] = np.array(body)
     masks["kidneys"] = masks["kidney_right"] | masks["kidney_left"]
-    for name in ORGANS[1:]:
+    for name in fov.organs:
         if not masks[name].any():
             raise ValueError(f"phantom organ {name!r} is empty for shape {shape}; use a larger shape")
+    for kind, spec in LESIONS.items():  # a view without the organ shows none of its (randomly drawn) lesions
+        if counts[kind] and not masks[spec.organ].any():
+            if kind in (lesion_counts or {}):
+                raise ValueError(f"{kind} requested, but organ {spec.organ!r} is outside the field of view "
+                                 f"{fov}; use a view that shows it")
+            counts[kind] = 0
 
     # --- hepatic vessels: tubes from a hilum point to random liver voxels ---
-    liver_core = ndimage.binary_erosion(masks["liver"], iterations=2)
-    hilum = g.point(_pick_voxel(rng, liver_core if liver_core.any() else masks["liver"]))
-    vessel_r = float(rng.uniform(0.035, 0.05))
     vessels = np.zeros(shape, dtype=bool)
-    liver_inner = ndimage.binary_erosion(masks["liver"])
-    for _ in range(int(rng.integers(3, 5))):
-        end = g.point(_pick_voxel(rng, masks["liver"], interior=liver_inner))
-        vessels |= g.segment_distance(hilum, end) <= vessel_r
-    vessels &= masks["liver"]
+    if masks["liver"].any():
+        liver_core = ndimage.binary_erosion(masks["liver"], iterations=2)
+        hilum = g.point(_pick_voxel(rng, liver_core if liver_core.any() else masks["liver"]))
+        vessel_r = float(rng.uniform(0.035, 0.05))
+        liver_inner = ndimage.binary_erosion(masks["liver"])
+        for _ in range(int(rng.integers(3, 5))):
+            end = g.point(_pick_voxel(rng, masks["liver"], interior=liver_inner))
+            vessels |= g.segment_distance(hilum, end) <= vessel_r
+        vessels &= masks["liver"]
     masks["hepatic_vessel"] = vessels
 
     # --- lesions: ellipsoids centred on a voxel of their organ, clipped to it (never empty) ---

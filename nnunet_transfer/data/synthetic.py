@@ -27,7 +27,8 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_transfer.data.mots_tasks import TASKS, MOTSTask
-from nnunet_transfer.data.phantom import DEFAULT_LESION_PROBS, Geometry, Phantom, make_phantom
+from nnunet_transfer.data.phantom import (ABDOMEN, CHEST, DEFAULT_LESION_PROBS, FieldOfView, Geometry, Phantom,
+                                          make_phantom)
 
 PathLike = Union[str, Path]
 
@@ -59,6 +60,16 @@ _SOURCE_MIN_LESIONS: Dict[str, Dict[str, int]] = {
     "Task10_Colon": {"colon_tumor": 1},
     "Task06_Lung": {"lung_tumor": 1},
 }
+
+#: the part of the body each source's scans cover (KiTS: abdominal CT centred on the kidneys; MSD lung: chest).
+#: Physical views: the anatomy has the same size in mm in every source, so what a network learns about kidneys
+#: in MOTS' KiTS19 folder carries over to the KiTS21 target.
+SOURCE_FIELD_OF_VIEW: Dict[str, FieldOfView] = {source: CHEST if source == "Task06_Lung" else ABDOMEN
+                                                for source in SOURCE_STRUCTURES}
+#: in-plane storage flips (x, y) of each source: one per dataset, as in the real releases (the MSD stores its
+#: scans in RAS order, the others in LPS), so the datasets MOTS mixes differ while each is consistent
+SOURCE_FLIPS: Dict[str, Tuple[bool, bool]] = {source: (True, True) if source.startswith("Task") else (False, False)
+                                              for source in SOURCE_STRUCTURES}
 
 #: MSD folder -> (dataset.json name, case file stem pattern, dataset.json labels) as in the real release
 MSD_SOURCES: Dict[str, Tuple[str, str, Dict[str, str]]] = {
@@ -204,7 +215,8 @@ def kits_phantom(case_id: int, seed: int, shape: Tuple[int, int, int]) -> Phanto
     """The phantom of synthetic KiTS case ``case_id``: at least one tumour, a cyst per :func:`kits_case_has_cyst`."""
     return make_phantom(shape, _case_rng(seed, _SEED_KITS, case_id),
                         lesion_counts={"kidney_tumor": 1 + int(_case_rng(seed, _SEED_KITS, case_id, 1).random() < 0.2),
-                                       "kidney_cyst": int(kits_case_has_cyst(case_id))})
+                                       "kidney_cyst": int(kits_case_has_cyst(case_id))},
+                        fov=SOURCE_FIELD_OF_VIEW["KiTS19"], flips=SOURCE_FLIPS["KiTS19"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -216,7 +228,8 @@ def _mots_phantom(task: MOTSTask, case: int, seed: int, shape: Tuple[int, int, i
     if task.source == "KiTS19":
         return kits_phantom(case, seed, shape)
     counts = _source_lesion_counts(task.source, _case_rng(seed, _SEED_MOTS, task.index, case, 1))
-    return make_phantom(shape, _case_rng(seed, _SEED_MOTS, task.index, case), lesion_counts=counts)
+    return make_phantom(shape, _case_rng(seed, _SEED_MOTS, task.index, case), lesion_counts=counts,
+                        fov=SOURCE_FIELD_OF_VIEW[task.source], flips=SOURCE_FLIPS[task.source])
 
 
 def _source_lesion_counts(source: str, rng: np.random.Generator) -> Optional[Dict[str, int]]:

@@ -1,0 +1,198 @@
+"""Benchmark: scratch vs pretrained, same budget and seeds, for every recipe the project can pretrain itself.
+
+* ``mots-kits21`` (paper kits21-dodnet-transfer): the demo's MOTS pretraining -> KiTS21 HEC fine-tuning;
+  kidney_and_mass / mass / tumor Dice on held-out synthetic KiTS21 cases.
+* ``localiser`` (paper localization-pretraining): ``LocalizationPretrainTrainer`` (centre regression) on many
+  synthetic KiTS21 cases -> ``FrozenEncoderTrainer`` segmentation on few labelled cases; the scratch side is the same
+  trainer with a trainable, randomly initialised encoder. kidney_and_mass Dice on held-out cases.
+* ``attention`` (paper attention-unet-finetuning): a 2D plain U-Net trained on a grayscale synthetic modality ->
+  ``AttentionUNetTrainer`` on Kvasir-style RGB images (1 -> 3 input channels adapted, gates new); polyp Dice on
+  held-out images.
+
+Every fine-tuning runs through ``nnUNetv2_train`` with a seeded trainer variant (same seed, same numbers); the two
+sides of a recipe share plans, data, epochs, iterations and seeds. Prints mean +- sd over seeds, the paired
+difference and wall time per recipe, and writes ``transfer_gain.json``.
+
+    python benchmarks/transfer_gain.py --workspace /tmp/gain                     # all recipes, 3 seeds
+    python benchmarks/transfer_gain.py --recipes localiser --seeds 0 1 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+from nnunet_transfer.demo import (DemoConfig, MODELS, comparison_table, demo_splits, predict_folder, run_demo,
+                                  summarise, write_demo_plans)
+from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
+
+LOC_ID, LOC_NAME = 995, "Dataset995_GainLocaliser"
+SRC2D_ID, SRC2D_NAME = 996, "Dataset996_GainGreyModality"
+KVASIR_ID, KVASIR_NAME = 997, "Dataset997_GainKvasir"
+
+
+def _compare(ws: NnUNetWorkspace, dataset: int, name: str, configuration: str, fold: int, trainer_base: str,
+             plans: Dict[str, str], seeds: Sequence[int], epochs: int, iterations: int, images: Path,
+             score: Callable[[Path], dict], body: Dict[str, str], tag: str) -> Dict[str, List[dict]]:
+    """Train scratch and pretrained (plans[model] carries or lacks the pretrained record) per seed; score each."""
+    variants, runs = [], {m: [] for m in MODELS}
+    for seed in seeds:
+        for model in MODELS:
+            variants.append(trainer_variant_source(f"{trainer_base}_{tag}{model.capitalize()}_seed{seed}",
+                                                   trainer_base, epochs=epochs, iterations=iterations,
+                                                   val_iterations=2, seed=seed, final_validation=False,
+                                                   body=body.get(model, "")))
+    ws.write_trainers(f"gain_{tag}", variants)
+    for seed in seeds:
+        for model in MODELS:
+            trainer = f"{trainer_base}_{tag}{model.capitalize()}_seed{seed}"
+            print(f"[{tag}] {model}, seed {seed}: nnUNetv2_train {dataset} {configuration} {fold} -tr {trainer} "
+                  f"-p {plans[model]}", flush=True)
+            ws.train(dataset, configuration, str(fold), trainer, plans=plans[model])
+            out = ws.root / f"pred_{tag}" / f"{model}_seed{seed}"
+            with ws.log_file.open("a") as log, redirect_stdout(log):
+                predict_folder(ws, ws.model_folder(name, trainer, configuration, plans[model]), fold, images, out)
+                result = score(out)
+            runs[model].append({"seed": seed, "mean": result})
+            print(f"    {json.dumps({k: round(v['dice'], 3) for k, v in result.items()})}", flush=True)
+    return runs
+
+
+def recipe_mots_kits21(root: Path, seeds: Sequence[int], epochs: int, iterations: int) -> Dict[str, List[dict]]:
+    config = DemoConfig(workspace=root / "mots_kits21", seeds=tuple(seeds), epochs=epochs, iterations=iterations)
+    result = run_demo(config)["results"]
+    return {m: result[m] for m in MODELS}
+
+
+def recipe_localiser(root: Path, seeds: Sequence[int], epochs: int, iterations: int,
+                     localiser_cases: int = 10, labelled: int = 2) -> Dict[str, List[dict]]:
+    """Localiser on ``localiser_cases`` cases (centre labels are cheap), segmentation on ``labelled`` of them."""
+    from nnunet_transfer.data.synthetic import kits_case_ids
+    from nnunet_transfer.evaluation.kits import evaluate_kits21
+
+    config = DemoConfig()
+    ws = NnUNetWorkspace(root / "localiser")
+    total = localiser_cases + 2 + 6
+    ws.cli("synth", "kits21", ws.root / "src", "--cases", total, "--seed", 21, "--shape", *map(str, config.shape))
+    ws.cli("convert", "kits21", ws.root / "src", "-d", LOC_ID, "--name", "GainLocaliser")
+    ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", LOC_ID, "-c", "3d_fullres", "-np", "2")
+    pre = ws.preprocessed / LOC_NAME
+    write_demo_plans(pre, config.base_features, config.max_features)
+    ids = [f"case_{c:05d}" for c in kits_case_ids(total)]
+    splits, test = demo_splits(ids, [localiser_cases, labelled], 2, 6)
+    (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))  # fold 0: localiser, fold 1: few masks
+    ws.write_trainers("gain_localiser_pretrain", [trainer_variant_source(
+        "LocalizationPretrainTrainer_gain", "LocalizationPretrainTrainer", epochs=epochs, iterations=iterations,
+        val_iterations=2, seed=seeds[0], final_validation=False)])
+    print("[localiser] pretraining the localiser (centre regression)", flush=True)
+    ws.train(LOC_ID, "3d_fullres", "0", "LocalizationPretrainTrainer_gain", plans="nnUNetDemoPlans")
+    localiser = ws.model_folder(LOC_NAME, "LocalizationPretrainTrainer_gain", "3d_fullres", "nnUNetDemoPlans") / \
+        "fold_0" / "checkpoint_final.pth"
+    plans = json.loads((pre / "nnUNetDemoPlans.json").read_text())
+    plans["plans_name"] = "nnUNetDemoPlans_loc"  # same preprocessed data, plus the pretrained record
+    (pre / "nnUNetDemoPlans_loc.json").write_text(json.dumps(plans, indent=2))
+    ws.cli("set-pretrained", localiser, "-d", LOC_ID, "-p", "nnUNetDemoPlans_loc")
+    images, references = ws.root / "test_images", ws.root / "test_references"
+    for folder in (images, references):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+    for case in test:
+        shutil.copy(ws.raw / LOC_NAME / "imagesTr" / f"{case}_0000.nii.gz", images)
+        shutil.copy(ws.raw / LOC_NAME / "labelsTr" / f"{case}.nii.gz", references)
+    return _compare(ws, LOC_ID, LOC_NAME, "3d_fullres", 1, "FrozenEncoderTrainer",
+                    {"scratch": "nnUNetDemoPlans", "pretrained": "nnUNetDemoPlans_loc"}, seeds, epochs, iterations,
+                    images, lambda out: evaluate_kits21(out, references)["mean"],
+                    {"scratch": "freeze_encoder = False"}, "loc")
+
+
+def _grey_modality(kvasir_dir: Path, out_dir: Path) -> None:
+    """Another 'modality' for the 2D source: the synthetic endoscopy images as inverted grayscale."""
+    from PIL import Image, ImageOps
+
+    shutil.copytree(kvasir_dir, out_dir)
+    for f in (out_dir / "images").glob("*.jpg"):
+        ImageOps.invert(Image.open(f).convert("L")).convert("RGB").save(f, quality=90)
+
+
+def recipe_attention(root: Path, seeds: Sequence[int], epochs: int, iterations: int,
+                     source_images: int = 40, labelled: int = 4) -> Dict[str, List[dict]]:
+    from PIL import Image
+
+    ws = NnUNetWorkspace(root / "attention")
+    ws.cli("synth", "kvasir", ws.root / "grey_src_rgb", "--cases", source_images, "--seed", 31, "--shape", 64, 64)
+    _grey_modality(ws.root / "grey_src_rgb", ws.root / "grey_src")
+    ws.cli("convert", "kvasir", ws.root / "grey_src", "-d", SRC2D_ID, "--name", "GainGreyModality")
+    total = labelled + 2 + 8
+    ws.cli("synth", "kvasir", ws.root / "Kvasir-SEG", "--cases", total, "--seed", 32, "--shape", 64, 64)
+    ws.cli("convert", "kvasir", ws.root / "Kvasir-SEG", "-d", KVASIR_ID, "--name", "GainKvasir")
+    for dataset in (SRC2D_ID, KVASIR_ID):
+        ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", dataset, "-c", "2d", "-np", "2")
+    ws.write_trainers("gain_attention_source", [trainer_variant_source(
+        "nnUNetTrainer_gainSource", "nnUNetTrainer", base_module="nnunetv2.training.nnUNetTrainer.nnUNetTrainer",
+        epochs=epochs, iterations=iterations, val_iterations=2, seed=seeds[0], final_validation=False)])
+    print("[attention] pretraining a plain 2D U-Net on the grey modality", flush=True)
+    ws.train(SRC2D_ID, "2d", "0", "nnUNetTrainer_gainSource")
+    source = ws.model_folder(SRC2D_NAME, "nnUNetTrainer_gainSource", "2d") / "fold_0" / "checkpoint_final.pth"
+    pre = ws.preprocessed / KVASIR_NAME
+    ids = sorted(p.name[:-len(".png")] for p in (ws.raw / KVASIR_NAME / "labelsTr").glob("*.png"))
+    splits, test = demo_splits(ids, [labelled], 2, 8)
+    (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    plans["plans_name"] = "nnUNetPlans_grey"
+    (pre / "nnUNetPlans_grey.json").write_text(json.dumps(plans, indent=2))
+    ws.cli("set-pretrained", source, "-d", KVASIR_ID, "-c", "2d", "-p", "nnUNetPlans_grey")
+    images = ws.root / "test_images"
+    shutil.rmtree(images, ignore_errors=True)
+    images.mkdir()
+    for case in test:
+        shutil.copy(ws.raw / KVASIR_NAME / "imagesTr" / f"{case}_0000.png", images)
+
+    def score(out: Path) -> dict:
+        dice = []
+        for case in test:
+            pred = np.asarray(Image.open(out / f"{case}.png")) > 0
+            ref = np.asarray(Image.open(ws.raw / KVASIR_NAME / "labelsTr" / f"{case}.png")) > 0
+            dice.append(2 * (pred & ref).sum() / max(pred.sum() + ref.sum(), 1))
+        return {"polyp": {"dice": float(np.mean(dice))}}
+
+    return _compare(ws, KVASIR_ID, KVASIR_NAME, "2d", 0, "AttentionUNetTrainer",
+                    {"scratch": "nnUNetPlans", "pretrained": "nnUNetPlans_grey"}, seeds, epochs, iterations, images,
+                    score, {}, "att")
+
+
+RECIPES = {"mots-kits21": recipe_mots_kits21, "localiser": recipe_localiser, "attention": recipe_attention}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    d = DemoConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", required=True, help="a new folder for the runs")
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--iterations", type=int, default=d.iterations)
+    args = parser.parse_args(argv)
+    root = Path(args.workspace).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    report = {}
+    for name in args.recipes:
+        started = time.time()
+        runs = RECIPES[name](root, args.seeds, args.epochs, args.iterations)
+        summary = summarise(runs)
+        report[name] = {"runs": runs, "summary": summary, "wall_seconds": round(time.time() - started, 1),
+                        "seeds": args.seeds, "epochs": args.epochs, "iterations": args.iterations}
+        print(f"\n== {name}: {len(args.seeds)} seeds, {args.epochs} epochs x {args.iterations} iterations per "
+              f"fine-tuning, {report[name]['wall_seconds'] / 60:.1f} min\n{comparison_table(summary)}\n", flush=True)
+        (root / "transfer_gain.json").write_text(json.dumps(report, indent=1))
+    print(f"results: {root / 'transfer_gain.json'}")
+
+
+if __name__ == "__main__":
+    main()

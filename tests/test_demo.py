@@ -1,0 +1,93 @@
+"""The demo's pieces that need no training: splits, plans variant, statistics and their verdicts, seeding."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_transfer.demo import (DemoConfig, comparison_table, demo_features, demo_splits, mean_sd, summarise,
+                                  verdict, write_demo_plans)
+from nnunet_transfer.utils.seeding import seed_everything
+from nnunet_transfer.workspace import trainer_variant_source
+
+
+def test_splits_hold_out_test_cases_and_nest_the_labelled_subsets():
+    ids = [f"case_{i:05d}" for i in range(16)]
+    folds, test = demo_splits(ids, [2, 4, 8], val_cases=2, test_cases=6)
+    assert test == ids[-6:]
+    for fold in folds:
+        assert not set(fold["train"] + fold["val"]) & set(test)
+        assert fold["val"] == ids[8:10] and not set(fold["train"]) & set(fold["val"])
+    assert [len(f["train"]) for f in folds] == [2, 4, 8]
+    assert folds[0]["train"] == folds[1]["train"][:2] == folds[2]["train"][:2]
+    with pytest.raises(ValueError, match="need 16"):
+        demo_splits(ids[:15], [2, 4, 8], 2, 6)
+
+
+def test_config_counts_cases_and_trainings_and_refuses_nonsense():
+    config = DemoConfig(target_cases=(8, 2, 4, 4), seeds=(0, 1, 2))
+    assert config.target_cases == (2, 4, 8) and config.kits_cases == 8 + 2 + 6
+    assert config.trainings == 1 + 3 * 3 * 2
+    with pytest.raises(ValueError, match="target-cases"):
+        DemoConfig(target_cases=(0,))
+    with pytest.raises(ValueError, match="seed"):
+        DemoConfig(seeds=())
+
+
+def test_demo_plans_narrow_only_the_network(tmp_path):
+    plans = {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {
+        "data_identifier": "nnUNetPlans_3d_fullres", "patch_size": [16, 48, 48],
+        "architecture": {"arch_kwargs": {"features_per_stage": [32, 64, 128, 256, 320], "n_stages": 5}}}}}
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
+    out = json.loads(write_demo_plans(tmp_path, base=8, cap=64).read_text())
+    cfg = out["configurations"]["3d_fullres"]
+    assert out["plans_name"] == "nnUNetDemoPlans"
+    assert cfg["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 64, 64] == demo_features(5)
+    assert cfg["data_identifier"] == "nnUNetPlans_3d_fullres" and cfg["patch_size"] == [16, 48, 48]
+    assert json.loads((tmp_path / "nnUNetPlans.json").read_text()) == plans  # nnU-Net's plans stay as they were
+
+
+def _runs(scratch, pretrained):
+    return {m: [{"seed": s, "mean": {"kidney_and_mass": {"dice": v}}} for s, v in enumerate(vals)]
+            for m, vals in (("scratch", scratch), ("pretrained", pretrained))}
+
+
+def test_summary_pairs_by_seed_and_the_verdict_follows_the_spread():
+    clear = summarise(_runs([0.40, 0.45, 0.42], [0.80, 0.83, 0.81]))["kidney_and_mass"]
+    assert clear["difference"][0] == pytest.approx(np.mean([0.40, 0.38, 0.39]))
+    assert clear["scratch"] == pytest.approx(mean_sd([0.40, 0.45, 0.42]))
+    assert verdict(clear["difference"], clear["seeds"]).startswith("clear gain")
+    noisy = summarise(_runs([0.0, 0.85, 0.87], [0.86, 0.82, 0.85]))["kidney_and_mass"]
+    assert verdict(noisy["difference"], noisy["seeds"]).startswith("gain small against the spread")
+    worse = summarise(_runs([0.8, 0.8, 0.8], [0.7, 0.75, 0.7]))["kidney_and_mass"]
+    assert verdict(worse["difference"], worse["seeds"]) == "no gain"
+    assert verdict((0.3, 0.0), 1).startswith("one seed")
+    table = comparison_table(summarise(_runs([0.4, 0.5], [0.8, 0.9])))
+    assert "kidney_and_mass" in table and "+0.400" in table
+
+
+def test_seed_everything_fixes_torch_numpy_and_python():
+    import random
+
+    def draw():
+        return torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()
+
+    seed_everything(5)
+    a = draw()
+    seed_everything(5)
+    assert draw() == a
+    seed_everything(6)
+    assert draw() != a
+
+
+def test_variant_source_seeds_before_nnunet_builds_anything_and_can_skip_final_validation():
+    src = trainer_variant_source("X", "KiTS21HECTrainer", seed=3, final_validation=False)
+    init = src.index("def __init__")
+    assert src.index("seed_everything(3)", init) < src.index("super().__init__", init)
+    assert "def perform_actual_validation" in src
+    compile(src, "variant", "exec")
+    plain = trainer_variant_source("Y", "KiTS21HECTrainer")
+    assert "seed_everything" not in plain and "perform_actual_validation" not in plain
