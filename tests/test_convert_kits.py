@@ -137,7 +137,7 @@ def _shift_origin(path: Path) -> None:
      r"cannot read .*case_00000/imaging\.nii\.gz.*SimpleITK"),
     (lambda s: _shift_origin(s / "data/case_00210/aggregated_MAJ_seg.nii.gz"),
      r"origin mismatch between image .*case_00210/imaging\.nii\.gz and label .*aggregated_MAJ_seg"),
-    (lambda s: [shutil.rmtree(d) for d in (s / "data").iterdir()], r"no KiTS case folders found"),
+    (lambda s: [shutil.rmtree(d) for d in (s / "data").iterdir()], r"no KiTS case folders \(case_XXXXX/\) found"),
 ], ids=["missing-label", "missing-image", "unreadable", "geometry", "empty"])
 def test_bad_input_raises_and_leaves_nothing(raw, kits21_copy, damage, pattern):
     damage(kits21_copy)
@@ -151,3 +151,46 @@ def test_duplicate_id_refused(raw, sources):
     with pytest.raises(ConversionError, match="Dataset610_MOTS"):
         convert_kits(sources["kits21"], 610)
     assert [p.name for p in raw.iterdir()] == ["Dataset610_MOTS"]
+
+
+def _as_git_clone(release: Path, clone: Path) -> Path:
+    """The ``neheller/kits21`` clone layout: cases in ``kits21/data/`` next to the package code and the clone's
+    other top-level folders (README.md, starter_code/, kits21/configuration/, kits21/data/kits.json)."""
+    (clone / "kits21").mkdir(parents=True)
+    shutil.copytree(release / "data", clone / "kits21" / "data")
+    (clone / "README.md").write_text("# KiTS21\n")
+    (clone / "starter_code").mkdir()
+    (clone / "kits21" / "configuration").mkdir()
+    (clone / "kits21" / "configuration" / "paths.py").write_text('TRAINING_DIR = "data"\n')
+    (clone / "kits21" / "data" / "kits.json").write_text("[]\n")
+    return clone
+
+
+def test_kits21_git_clone_layout_converts_and_lists_overlap(raw, sources, tmp_path, capsys):
+    from nnunet_transfer.cli.main import main
+
+    clone = _as_git_clone(sources["kits21"], tmp_path / "kits21_clone")
+    assert detect_kits_layout(clone) == ("kits21", clone / "kits21" / "data")
+    assert detect_kits_layout(clone / "kits21") == ("kits21", clone / "kits21" / "data")
+    assert main(["convert", "kits21", str(clone), "--list-mots-overlap", "-d", "611"]) == 0
+    assert capsys.readouterr().out.split() == ["case_00000"]
+    out = convert_kits(clone, 611)
+    meta = json.loads((out / "dataset.json").read_text())[DATASET_JSON_KEY]
+    assert meta["layout"] == "kits21" and meta["source_case"]["case_00210"] == "kits21/data/case_00210/imaging.nii.gz"
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["case_00000.nii.gz", "case_00210.nii.gz"]
+
+
+def test_no_case_folders_error_names_every_folder_searched(raw, tmp_path, capsys):
+    from nnunet_transfer.cli.main import main
+
+    clone = tmp_path / "kits21"
+    (clone / "kits21" / "data").mkdir(parents=True)  # a clone without cases
+    with pytest.raises(ConversionError) as err:
+        list_mots_overlap(clone)
+    for folder in ("dataset", "data", "kits21/data"):
+        assert str(clone / folder) in str(err.value)
+    assert f" or {clone}." in str(err.value)
+    assert main(["convert", "kits21", str(clone), "-d", "612"]) == 1
+    assert str(clone / "kits21" / "data") in capsys.readouterr().err
+    with pytest.raises(ConversionError, match="does not exist"):
+        detect_kits_layout(tmp_path / "missing")

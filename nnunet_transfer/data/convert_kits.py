@@ -2,13 +2,17 @@
 
 Layouts (auto-detected from the folder given):
 
-* KiTS21: ``ROOT/data/case_XXXXX/imaging.nii.gz`` + ``aggregated_MAJ_seg.nii.gz`` (majority-vote label; the
-  ``segmentation_samples/`` are left alone), labels 0 background, 1 kidney, 2 tumor, 3 cyst.
+* KiTS21: a clone of the ``neheller/kits21`` repository keeps its cases in ``ROOT/kits21/data/case_XXXXX/``
+  (``kits21/configuration/paths.py``: ``TRAINING_DIR``); each case holds ``imaging.nii.gz`` (after the
+  repository's ``get_imaging`` script ran) + ``aggregated_MAJ_seg.nii.gz`` (majority-vote label, the one
+  converted; ``segmentations/`` and ``segmentation_samples/`` are left alone), labels 0 background, 1 kidney,
+  2 tumor, 3 cyst. ``ROOT/data/case_XXXXX/`` (older releases, or ``ROOT`` = the clone's inner ``kits21/``) works too.
 * KiTS19: ``ROOT/data/case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``, labels 0..2 (no cyst, so the
   dataset.json lists only 0..2). Cases 210..299 are the unlabelled KiTS19 test cases: they go to imagesTs.
 * KiTS23: ``ROOT/dataset/case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``, labels 0..3.
 
-``ROOT`` may also be the folder that holds the ``case_*`` folders itself. KiTS19 volumes have their axes in an
+``ROOT`` may also be the folder that holds the ``case_*`` folders itself; :func:`kits_case_roots` lists the
+folders searched, in order. KiTS19 volumes have their axes in an
 unusual order (slices first); the geometry is kept exactly as SimpleITK reads it, nnU-Net handles it, and the
 converter only checks that image and label agree.
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from nnunet_transfer.data.errors import ConversionError, raise_if_problems
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
@@ -76,21 +80,41 @@ def case_folders(root: Path) -> List[Path]:
     return [d for _, d in sorted(found, key=lambda t: (t[0], t[1].name))]
 
 
+def kits_case_roots(source: PathLike) -> List[Path]:
+    """The folders that may hold a KiTS download's ``case_*`` folders, in the order they are searched.
+
+    ``SOURCE/dataset`` (KiTS23), ``SOURCE/data`` (KiTS19, KiTS21 releases, the clone's inner ``kits21/``),
+    ``SOURCE/kits21/data`` (a KiTS21 git clone: ``kits21/configuration/paths.py``) and ``SOURCE`` itself.
+    """
+    source = Path(source)
+    return [source / "dataset", source / "data", source / "kits21" / "data", source]
+
+
+def searched_folders_text(roots: Sequence[Path]) -> str:
+    """``a, b or c`` for an error message that says exactly where case folders were looked for."""
+    names = [str(r) for r in roots]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
 def detect_kits_layout(source: PathLike) -> Tuple[str, Path]:
     """(layout, folder holding the case folders) for a KiTS download; :class:`ConversionError` if none found."""
     source = Path(source)
-    for root in (source / "dataset", source / "data", source):
+    if not source.is_dir():
+        raise ConversionError(f"KiTS source folder {source} does not exist")
+    roots = kits_case_roots(source)
+    for root in roots:
         dirs = case_folders(root)
         if not dirs:
             continue
-        if any((d / "aggregated_MAJ_seg.nii.gz").is_file() for d in dirs):
+        if any(_existing_nifti(d, LABEL_STEMS["kits21"]) is not None for d in dirs):
             return "kits21", root
         if root.name == "dataset":
             return "kits23", root
         return "kits19", root
     raise ConversionError(
-        f"no KiTS case folders found: expected case_XXXXX/ folders in {source / 'data'} (KiTS19, KiTS21), "
-        f"{source / 'dataset'} (KiTS23) or {source} itself. Pass the root of the KiTS repository/download.")
+        f"no KiTS case folders (case_XXXXX/) found in {searched_folders_text(roots)}. Pass the folder of a "
+        f"KiTS21 git clone (cases in kits21/data/), a KiTS19 clone or download (data/), a KiTS23 clone "
+        f"(dataset/), or the folder holding the case_XXXXX/ folders.")
 
 
 def scan_kits_cases(root: Path, label_stem: str, unlabelled_ok: bool) -> List[KitsCase]:
