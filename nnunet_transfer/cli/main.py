@@ -74,7 +74,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         out_json = args.o or str(Path(args.pred_dir) / "kits_metrics.json")
         results = evaluate_kits21(args.pred_dir, args.gt_dir, output_json=out_json, output_csv=args.csv,
-                                  num_workers=args.np)
+                                  num_workers=args.np, require_all=args.require_all,
+                                  reference="majority" if args.use_maj_voting_as_gt else "auto")
         print(format_table(results))
         print(f"metrics written to {out_json}")
         return 0
@@ -248,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gt_dir")
     p.add_argument("-o", help="output JSON")
     p.add_argument("--csv", help="kits21: also write a CSV")
+    p.add_argument("--require-all", action="store_true",
+                   help="kits21: fail when a reference case has no prediction (default: score the predictions given "
+                        "and list the reference cases without one)")
+    p.add_argument("--use-maj-voting-as-gt", action="store_true",
+                   help="kits21: score against aggregated_MAJ_seg.nii.gz instead of the sampled segmentations "
+                        "(the official option of the same name)")
     p.add_argument("--dataset-json", help="mots: dataset.json holding the case-to-task map")
     p.add_argument("-np", type=int, default=1)
     p.set_defaults(func=_cmd_evaluate)
