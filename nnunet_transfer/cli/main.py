@@ -50,7 +50,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         from nnunet_transfer.data.convert_mots import convert_mots
 
         folder = convert_mots(args.source, args.d, name=args.name or "MOTS", split_file=args.split,
-                              tasks=args.tasks, num_workers=args.np)
+                              tasks=args.tasks, num_workers=args.np, geometry_mismatch=args.geometry_mismatch)
     elif args.kind in ("kits21", "kits"):
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
 
@@ -59,7 +59,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             return 0
         folder = convert_kits(args.source, args.d, name=args.name or "KiTS21",
                               exclude_mots_overlap=args.exclude_mots_overlap,
-                              only_mots_overlap=args.only_mots_overlap, num_workers=args.np)
+                              only_mots_overlap=args.only_mots_overlap, num_workers=args.np,
+                              geometry_mismatch=args.geometry_mismatch)
     else:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
@@ -240,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-mots-overlap", action="store_true", help="kits21: leave out the KiTS19 cases")
     p.add_argument("--only-mots-overlap", action="store_true", help="kits21: only the KiTS19 cases")
     p.add_argument("--list-mots-overlap", action="store_true", help="kits21: print the overlapping case ids")
+    p.add_argument("--geometry-mismatch", choices=["error", "use-image", "skip"], default="error",
+                   help="mots, kits21: what an image/label header mismatch does: error (default), use-image (write "
+                        "the label with the image's geometry when the array sizes agree; LiTS case 53) or skip "
+                        "(leave the case out); both are listed in the summary")
     p.add_argument("-np", type=int, default=1, help="worker processes")
     p.set_defaults(func=_cmd_convert)
 

@@ -32,9 +32,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from nnunet_transfer.data.errors import ConversionError, raise_if_problems
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
-from nnunet_transfer.data.raw_dataset import (NIFTI_ENDINGS, convert_volume_case, flatten, relative_posix,
-                                              run_cases, staged_dataset, target_dataset_folder, volume_jobs,
-                                              write_dataset_json)
+from nnunet_transfer.data.raw_dataset import (NIFTI_ENDINGS, check_case_geometries, convert_volume_case, flatten,
+                                              relative_posix, run_cases, staged_dataset, target_dataset_folder,
+                                              volume_jobs, warn_identity_affines, write_dataset_json)
 
 PathLike = Union[str, Path]
 
@@ -143,13 +143,14 @@ def list_mots_overlap(source: PathLike) -> List[str]:
 
 
 def convert_kits(source: PathLike, dataset_id: int, name: str = "KiTS21", exclude_mots_overlap: bool = False,
-                 only_mots_overlap: bool = False, num_workers: int = 1) -> Path:
+                 only_mots_overlap: bool = False, num_workers: int = 1, geometry_mismatch: str = "error") -> Path:
     """Convert a KiTS19/21/23 download (layout auto-detected) into ``$nnUNet_raw/DatasetXXX_Name``.
 
     Labelled cases go to imagesTr/labelsTr (``case_XXXXX_0000.nii.gz`` / ``case_XXXXX.nii.gz``), unlabelled
     KiTS19 test cases to imagesTs. All cases are checked first (readable files, 3D volumes, allowed label values,
     image/label geometry); every problem found is reported in one :class:`ConversionError` and nothing is
-    written. Returns the dataset folder.
+    written. ``geometry_mismatch`` (``error``, ``use-image``, ``skip``) as in
+    :func:`~nnunet_transfer.data.convert_mots.convert_mots`. Returns the dataset folder.
     """
     if exclude_mots_overlap and only_mots_overlap:
         raise ConversionError("exclude_mots_overlap and only_mots_overlap exclude each other: choose one")
@@ -167,6 +168,9 @@ def convert_kits(source: PathLike, dataset_id: int, name: str = "KiTS21", exclud
         problems.append(f"no cases left to convert in {root}" + (" after the MOTS-overlap selection"
                                                                  if exclude_mots_overlap or only_mots_overlap else ""))
     cases = [c for c in cases if not c.problems]
+    geometry = check_case_geometries([(c.case_id, c.image, c.label) for c in cases], geometry_mismatch)
+    cases = [c for c in cases if c.case_id not in set(geometry.skipped)]
+    warn_identity_affines(geometry.identity_affine, "KiTS")
     train = [c for c in cases if c.label is not None]
     test = [c for c in cases if c.label is None]
     print(f"KiTS ({layout}) in {root}: {len(train)} labelled and {len(test)} unlabelled cases", flush=True)
@@ -174,7 +178,8 @@ def convert_kits(source: PathLike, dataset_id: int, name: str = "KiTS21", exclud
     labels = LABELS[layout]
     label_map = {v: v for v in labels.values() if v != 0}
     with staged_dataset(target) as stage:
-        jobs = volume_jobs([(c.case_id, c.image, c.label, c.label is None) for c in train + test], stage, label_map)
+        jobs = volume_jobs([(c.case_id, c.image, c.label, c.label is None) for c in train + test], stage, label_map,
+                           geometry.use_image_geometry)
         problems += flatten(run_cases(convert_volume_case, jobs, num_workers, title=target.name))
         raise_if_problems(problems, f"converting {source} to {target.name} failed, nothing was written")
         write_dataset_json(
@@ -190,5 +195,8 @@ def convert_kits(source: PathLike, dataset_id: int, name: str = "KiTS21", exclud
                 "mots_overlap": sorted(c.case_id for c in train + test if c.case_id in overlap),
                 "test_cases": [c.case_id for c in test],
                 "source_case": {c.case_id: relative_posix(c.image, source) for c in train + test},
+                "geometry_mismatch": geometry.to_json(),
             }})
+    for line in geometry.summary_lines():
+        print(f"KiTS {line}", flush=True)
     return target
