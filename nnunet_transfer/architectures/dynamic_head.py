@@ -34,8 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: logit written into channels of tasks that were not evaluated (sigmoid == 0, finite in float16)
-NOT_EVALUATED_LOGIT = -1.0e4
+#: logit written into channels of tasks that were not evaluated: sigmoid == 0 in float32 and float16, and small
+#: enough that nnU-Net's sliding-window sum in float16 (Gaussian weight up to 10, up to 8 overlapping tiles:
+#: -8000 > -65504) stays finite, so a task-conditioned prediction can go through nnU-Net's predictor
+NOT_EVALUATED_LOGIT = -100.0
 
 _CONV_BY_NDIM = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -162,22 +164,29 @@ class DynamicHeadNetwork(nn.Module):
         if self.task_ids is None:
             tasks = torch.arange(self.num_tasks, device=x.device).expand(n, -1)
         else:
-            if tuple(self.task_ids.shape) != (n,):
-                raise ValueError(f"task_ids must have shape ({n},), got {tuple(self.task_ids.shape)}")
-            tasks = self.task_ids.to(x.device)[:, None]
+            task_ids = self.task_ids
+            if tuple(task_ids.shape) == (1,) and n > 1:  # one case's tiles predicted in a batch
+                task_ids = task_ids.expand(n)
+            if tuple(task_ids.shape) != (n,):
+                raise ValueError(f"task_ids must have shape ({n},), got {tuple(task_ids.shape)}")
+            tasks = task_ids.to(x.device)[:, None]
         out = self._head_outputs(x, tasks)
+        own_task = None if self.task_ids is None else tasks[:, 0]
         if isinstance(out, list):
-            return [self._to_output_channels(o) for o in out]
-        return self._to_output_channels(out)
+            return [self._to_output_channels(o, own_task) for o in out]
+        return self._to_output_channels(out, own_task)
 
-    def _to_output_channels(self, head_out: torch.Tensor) -> torch.Tensor:
-        """(N, T, K, *spatial) head outputs -> (N, output channels, *spatial) in nnU-Net region order."""
+    def _to_output_channels(self, head_out: torch.Tensor, task_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(N, T, K, *spatial) head outputs -> (N, output channels, *spatial) in nnU-Net region order.
+
+        ``task_ids`` (N,): one task per sample (T = 1), whose K outputs go to its own channels; every other
+        channel is "not evaluated" (:data:`NOT_EVALUATED_LOGIT`). None: all tasks (T = num_tasks).
+        """
         n, t, k, *spatial = head_out.shape
         flat = head_out.reshape(n, t * k, *spatial)
-        if self.task_ids is None:
+        if task_ids is None:
             return flat.index_select(1, self.head_channel_index)
-        # one task per sample: its K outputs go to its own channels, everything else is "not evaluated"
-        own = self.channel_task[None, :] == self.task_ids.to(flat.device)[:, None]  # (N, C)
+        own = self.channel_task[None, :] == task_ids.to(flat.device)[:, None]  # (N, C)
         own = own.reshape(n, -1, *([1] * len(spatial)))
         per_channel = flat.index_select(1, self.head_channel_index % k)  # (N, C, *spatial)
         return torch.where(own, per_channel, torch.full_like(per_channel, NOT_EVALUATED_LOGIT))

@@ -8,8 +8,9 @@ on a dataset made by ``nnunet-transfer convert mots``. What differs from ``nnUNe
   own deep-supervision wrapper;
 * each train/validation step conditions network and loss on the batch's tasks, read from the case-to-task map
   the converter stored in dataset.json, then runs nnU-Net's own step;
-* validation Dice is reported per task (log and progress.png); after the final validation a
-  ``summary_per_task.json`` scores each validation case on its own task only.
+* validation Dice is reported per task (log and progress.png); the final validation predicts each case with its
+  own task's head only (as DoDNet's evaluation: other tasks' regions cannot overwrite its labels in the written
+  label map), and ``summary_per_task.json`` scores each validation case on its own task.
 
 Optimiser and schedule are nnU-Net's defaults, which are DoDNet's: SGD, momentum 0.99, Nesterov, lr 1e-2, poly 0.9.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -150,8 +152,35 @@ class MOTSPretrainTrainer(nnUNetTrainer):
                                + ", ".join(f"{mots_tasks.TASKS[t].name}={n}" for t, n in sorted(counts.items())))
         return balanced_sampling_list(identifiers, self.case_to_task, self.balanced_sampling_resolution)
 
+    def _task_conditioned_dataset_class(self) -> type:
+        """The trainer's dataset class whose ``load_case`` also conditions the network on the case's task.
+
+        nnU-Net's final validation loads one case, predicts it with the sliding window, then loads the next; with
+        this class each case is predicted with its own task's head only (DoDNet's evaluation), so its label map
+        is not overwritten by other tasks' regions (a hepatic-vessel tumour firing on a liver tumour).
+        """
+        trainer = self
+
+        class TaskConditionedDataset(self.dataset_class):  # type: ignore[misc, valid-type]
+            def load_case(self, identifier: str):
+                loaded = super().load_case(identifier)
+                unwrap_network(trainer.network).task_ids = trainer.tasks_of([identifier])
+                return loaded
+
+        TaskConditionedDataset.__name__ = f"TaskConditioned{self.dataset_class.__name__}"
+        return TaskConditionedDataset
+
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
-        super().perform_actual_validation(save_probabilities)
+        """nnU-Net's final validation with every case predicted on its own task, then the per-task summary."""
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        dataset_class = self.dataset_class
+        self.dataset_class = self._task_conditioned_dataset_class()
+        try:
+            with unwrap_network(self.network).conditioned_on(None):  # restores "all tasks" afterwards
+                super().perform_actual_validation(save_probabilities)
+        finally:
+            self.dataset_class = dataset_class
         if self.local_rank != 0:
             return
         validation_folder = Path(self.output_folder) / "validation"
