@@ -27,6 +27,7 @@ the channel order the dataset's ``regions_class_order`` expects (see :mod:`nnune
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -38,6 +39,8 @@ from torch import nn
 #: enough that nnU-Net's sliding-window sum in float16 (Gaussian weight up to 10, up to 8 overlapping tiles:
 #: -8000 > -65504) stays finite, so a task-conditioned prediction can go through nnU-Net's predictor
 NOT_EVALUATED_LOGIT = -100.0
+#: what the controller's global average pooling reads: the raw bottleneck, or DoDNet's GroupNorm + ReLU of it
+CONTROLLER_POOLING = ("raw", "groupnorm_relu")
 
 _CONV_BY_NDIM = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -105,14 +108,23 @@ class DynamicHeadNetwork(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, num_tasks: int,
                  head_channel_index: Sequence[int], head_in_channels: int = 8,
-                 head_hidden_channels: Sequence[int] = (8, 8), head_out_channels: int = 2):
+                 head_hidden_channels: Sequence[int] = (8, 8), head_out_channels: int = 2,
+                 controller_pooling: str = "raw"):
         super().__init__()
+        if controller_pooling not in CONTROLLER_POOLING:
+            raise ValueError(f"controller_pooling must be one of {CONTROLLER_POOLING}, got {controller_pooling!r}")
         self.encoder = encoder
         self.decoder = decoder
         self.num_tasks = num_tasks
         self.head = DynamicHead(head_in_channels, head_hidden_channels, head_out_channels)
         bottleneck_channels = int(encoder.output_channels[-1])
         self.controller = nn.Linear(bottleneck_channels + num_tasks, self.head.num_params)
+        #: DoDNet pools GroupNorm(16) + ReLU of the bottleneck ("groupnorm_relu"); "raw" pools the encoder output
+        #: itself (our default, kept so existing MOTS checkpoints load: the norm adds parameters ``gap_norm.*``)
+        self.controller_pooling = controller_pooling
+        if controller_pooling == "groupnorm_relu":
+            self.gap_norm = nn.Sequential(nn.GroupNorm(math.gcd(16, bottleneck_channels), bottleneck_channels),
+                                          nn.ReLU())
         index = torch.as_tensor(list(head_channel_index), dtype=torch.long)
         if int(index.max()) >= num_tasks * head_out_channels:
             raise ValueError("head_channel_index refers to a head output that does not exist")
@@ -138,6 +150,8 @@ class DynamicHeadNetwork(nn.Module):
 
     def task_parameters(self, bottleneck: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """Controller: pooled bottleneck + one-hot task -> head parameters, (N, T, num_params)."""
+        if self.controller_pooling == "groupnorm_relu":
+            bottleneck = self.gap_norm(bottleneck)
         pooled = bottleneck.flatten(2).mean(-1)  # global average pooling, (N, C)
         n, t = tasks.shape
         code = F.one_hot(tasks, self.num_tasks).to(pooled.dtype)  # (N, T, num_tasks)

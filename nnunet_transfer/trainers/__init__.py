@@ -11,7 +11,8 @@ from nnunet_transfer.trainers.med3d import (Med3DFinetuneTrainer, Med3DFinetuneT
                                             Med3DFinetuneTrainer_MedicalNet)
 from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
-from nnunet_transfer.trainers.mots_pretrain import MOTSPretrainTrainer, MOTSPretrainTrainerBalanced
+from nnunet_transfer.trainers.mots_pretrain import (MOTSPretrainTrainer, MOTSPretrainTrainerBalanced,
+                                                   MOTSPretrainTrainerDoDNetPooling)
 from nnunet_transfer.trainers.recipes import AttentionUNetTrainer, FrozenEncoderTrainer
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "Med3DFinetuneTrainer_frozenEncoder",
     "MOTSPretrainTrainer",
     "MOTSPretrainTrainerBalanced",
+    "MOTSPretrainTrainerDoDNetPooling",
 ]

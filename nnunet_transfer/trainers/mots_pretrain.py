@@ -58,6 +58,24 @@ def balanced_sampling_list(identifiers: List[str], case_to_task: Dict[str, int],
     return repeated
 
 
+def build_mots_network(configuration_manager: ConfigurationManager, num_input_channels: int,
+                       num_output_channels: int, enable_deep_supervision: bool = True,
+                       controller_pooling: str = "raw") -> DynamicHeadNetwork:
+    """The plans' backbone with 8 output features and DoDNet's dynamic head (``controller_pooling``: see
+    :class:`DynamicHeadNetwork`)."""
+    if num_output_channels != mots_tasks.NUM_OUTPUT_CHANNELS:
+        raise RuntimeError(f"the MOTS network has {mots_tasks.NUM_OUTPUT_CHANNELS} output regions, "
+                           f"the plans/dataset ask for {num_output_channels}")
+    backbone = get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
+        num_input_channels, HEAD_IN_CHANNELS, allow_init=True, deep_supervision=enable_deep_supervision)
+    return DynamicHeadNetwork(backbone.encoder, backbone.decoder, mots_tasks.NUM_TASKS,
+                              mots_tasks.head_channel_index(), head_in_channels=HEAD_IN_CHANNELS,
+                              controller_pooling=controller_pooling)
+
+
 class MOTSPretrainTrainer(nnUNetTrainer):
     """Multi-task partial-label pretraining with DoDNet's dynamic head."""
 
@@ -82,16 +100,8 @@ class MOTSPretrainTrainer(nnUNetTrainer):
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        if num_output_channels != mots_tasks.NUM_OUTPUT_CHANNELS:
-            raise RuntimeError(f"the MOTS network has {mots_tasks.NUM_OUTPUT_CHANNELS} output regions, "
-                               f"the plans/dataset ask for {num_output_channels}")
-        backbone = get_network_from_plans(
-            configuration_manager.network_arch_class_name,
-            configuration_manager.network_arch_init_kwargs,
-            configuration_manager.network_arch_init_kwargs_req_import,
-            num_input_channels, HEAD_IN_CHANNELS, allow_init=True, deep_supervision=enable_deep_supervision)
-        return DynamicHeadNetwork(backbone.encoder, backbone.decoder, mots_tasks.NUM_TASKS,
-                                  mots_tasks.head_channel_index(), head_in_channels=HEAD_IN_CHANNELS)
+        return build_mots_network(configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision)
 
     def _do_i_compile(self) -> bool:
         # the per-step task conditioning is a tensor attribute of the network; keep it out of torch.compile's guards
@@ -198,3 +208,16 @@ class MOTSPretrainTrainerBalanced(MOTSPretrainTrainer):
     """MOTS pretraining with task-balanced sampling: P(case) ~ 1/sqrt(cases of its task) (MultiTalent)."""
 
     task_balanced_sampling = True
+
+
+class MOTSPretrainTrainerDoDNetPooling(MOTSPretrainTrainer):
+    """MOTS pretraining whose controller reads GroupNorm(16) + ReLU + global average pooling of the bottleneck,
+    as DoDNet's ``self.GAP`` (the default trainer pools the raw encoder output; its checkpoints lack ``gap_norm.*``).
+    """
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        return build_mots_network(configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision, controller_pooling="groupnorm_relu")
