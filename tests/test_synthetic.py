@@ -297,6 +297,12 @@ def test_kits21_samples_written_like_the_official_sampler(tmp_path):
         diffs.append(int((s != maj).sum()))
     assert max(diffs) > 0, "every sample equals the MAJ map"
 
+    from nnunet_transfer.cli.main import main
+
+    assert main(["synth", "kits21", str(tmp_path / "cli"), "--cases", "1", "--shape", *map(str, SMALL),
+                 "--groups", "1"]) == 0
+    assert len(list((tmp_path / "cli" / "kits21/data/case_00000/segmentation_samples/group_0").iterdir())) == 3
+
 
 def test_kits21_overlaps_mots_kits19(tmp_path, kits21):
     out, _ = kits21

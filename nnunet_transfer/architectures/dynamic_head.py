@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 #: logit written into channels of tasks that were not evaluated: sigmoid == 0 in float32 and float16, and small
-#: enough that nnU-Net's sliding-window sum in float16 (Gaussian weight up to 10, up to 8 overlapping tiles:
-#: -8000 > -65504) stays finite, so a task-conditioned prediction can go through nnU-Net's predictor
+#: enough in magnitude that nnU-Net's float16 sliding-window sum stays finite (its Gaussian weights, peak 10, sum
+#: to a few tens at most over overlapping tiles: a few thousand << 65504; -1e4 overflowed to -inf), so a
+#: task-conditioned prediction can go through nnU-Net's predictor
 NOT_EVALUATED_LOGIT = -100.0
 #: what the controller's global average pooling reads: the raw bottleneck, or DoDNet's GroupNorm + ReLU of it
 CONTROLLER_POOLING = ("raw", "groupnorm_relu")

@@ -37,7 +37,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         synthetic.synth_mots(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None, **sizes)
     elif args.kind == "kits21":
         synthetic.synth_kits21(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None,
-                               layout=args.layout, **sizes)
+                               layout=args.layout, groups=args.groups, **sizes)
     else:
         synthetic.synth_kvasir(args.out, seed=args.seed, size=tuple(args.shape[-2:]) if args.shape else (64, 64),
                                **sizes)
@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs="+", help="volume shape z y x (kvasir: height width)")
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
+    p.add_argument("--groups", type=int, default=None,
+                   help="kits21 only: also write segmentation_samples/ with this many groups, as the official "
+                        "sample_segmentations.py would (a fresh clone has none)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("convert", help="convert an official dataset layout into an nnU-Net raw dataset")
