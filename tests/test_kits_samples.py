@@ -120,3 +120,17 @@ def test_evaluate_on_a_clone_scores_against_the_sampled_segmentations(tmp_path, 
     majority = evaluate_kits21(tmp_path / "pred", tmp_path / "clone", reference="majority")
     assert majority["gt_mode"] == "kits21_majority_vote"
     assert majority["per_case"]["case_00007"] != results["per_case"]["case_00007"]
+
+
+def test_a_case_the_sampler_cannot_sample_fails_only_when_predicted(tmp_path):
+    _clone_case(tmp_path / "clone", number=7)
+    bad = tmp_path / "clone" / "kits21" / "data" / "case_00008" / "segmentations"
+    for a in (1, 2, 3):
+        _write(bad / f"kidney_instance-1_annotation-{a}.nii.gz", _mask(0, 2))
+        _write(bad / f"kidney_instance-10_annotation-{a}.nii.gz", _mask(3, 5))
+    (bad / "kidney_instance-1_annotation-3.nii.gz").unlink()  # the prefix lookup still selects it
+    _write(tmp_path / "pred" / "case_00007.nii.gz", _mask(0, 6))
+    assert list(evaluate_kits21(tmp_path / "pred", tmp_path / "clone")["per_case"]) == ["case_00007"]
+    _write(tmp_path / "pred" / "case_00008.nii.gz", _mask(0, 6))
+    with pytest.raises(FileNotFoundError, match=r"case_00008: .*kidney_instance-1_annotation-3\.nii\.gz does not exist"):
+        evaluate_kits21(tmp_path / "pred", tmp_path / "clone")

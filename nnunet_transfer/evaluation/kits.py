@@ -487,16 +487,23 @@ def _find_references(gt_dir: Path, file_ending: str, reference: str = REFERENCE_
 
     by_case = {c.name: c for c in case_dirs}
     files = {}
+    sampling_problems = {}
     for c in can_sample:
-        files[c] = on_disk[c] if on_disk[c] else sample_segmentations(by_case[c], NUMBER_OF_GROUPS)
-    generated = sum(1 for c in can_sample if not on_disk[c])
+        if on_disk[c]:
+            files[c] = on_disk[c]
+            continue
+        try:
+            files[c] = sample_segmentations(by_case[c], NUMBER_OF_GROUPS)
+        except FileNotFoundError as err:  # an error only if the case is predicted
+            sampling_problems[c] = str(err)
+    generated = sum(1 for c in files if not on_disk[c])
     if generated:
         notes.append(f"{generated} cases sampled from their {INSTANCE_DIR}/ instance annotations "
                      f"({NUMBER_OF_GROUPS} groups, seeded with the case number, as the official "
                      f"sample_segmentations.py)")
-    if len(can_sample) - generated:
-        notes.append(f"{len(can_sample) - generated} cases read from {KITS21_SAMPLES_DIR}/")
-    unusable = {c: f"neither {INSTANCE_DIR}/ instance annotations nor {KITS21_SAMPLES_DIR}/"
+    if len(files) - generated:
+        notes.append(f"{len(files) - generated} cases read from {KITS21_SAMPLES_DIR}/")
+    unusable = {c: sampling_problems.get(c, f"neither {INSTANCE_DIR}/ instance annotations nor {KITS21_SAMPLES_DIR}/")
                 for c in annotated if c not in files}
     return _ReferenceSet(GT_MODE_SAMPLES, root, files, "; ".join(notes), unusable)
 
