@@ -71,6 +71,8 @@ def test_overlap_example_all_task_map_loses_the_liver_tumour_own_task_head_keeps
     assert (merged[reference == 2] == 6).all()  # hepatic-vessel tumour overwrote the liver tumour
     scores = _liver_scores(tmp_path, "merged", merged, reference)
     assert scores["liver_tumor"] == 0.0 and scores["liver"] < 1.0  # the tumour voxels left the liver region too
+    [warning] = evaluate_partial_label_folder(tmp_path / "pred_merged", tmp_path / "gt", {"liver_000": 0})["warnings"]
+    assert "liver_000" in warning and "predict-tasks" in warning  # a merged map is recognised and named
 
     own = _label_map(net._to_output_channels(head[:, :1], torch.tensor([0]))[0])  # conditioned on the liver task
     np.testing.assert_array_equal(own, reference)

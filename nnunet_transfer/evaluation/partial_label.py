@@ -97,6 +97,7 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
                                    if layout == "per_task_folders" else ""))
     per_case: Dict[str, Dict[str, float]] = {}
     hd95_per_case: Dict[str, Dict[str, float]] = {}
+    merged_maps = []
     for case, pred_file in sorted(predictions.items()):
         gt_file = gt_dir / f"{case}{file_ending}"
         if not gt_file.is_file():
@@ -107,6 +108,8 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
         if pred.shape != ref.shape:
             raise ValueError(f"prediction {pred_file} has shape {pred.shape}, reference {gt_file} {ref.shape}")
         task = case_to_task[case]
+        if np.setdiff1d(np.unique(pred), [0, *TASKS[task].label_map.values()]).size:
+            merged_maps.append(case)
         pred_masks, ref_masks = own_task_masks(pred, task), own_task_masks(ref, task)
         if postprocessing == "dodnet":
             pred_masks = _postprocessed(pred_masks, task)
@@ -115,8 +118,15 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
             spacing = ref_image.GetSpacing()[::-1]
             hd95_per_case[case] = {name: hd95(pred_masks[name], ref_masks[name], spacing, convention)
                                    for name in ref_masks}
+    warnings = []
+    if merged_maps:
+        warnings.append(f"{len(merged_maps)} predictions hold labels of other tasks ({', '.join(merged_maps[:10])}"
+                        f"{', ...' if len(merged_maps) > 10 else ''}): merged all-task maps, in which other tasks' "
+                        f"regions may have overwritten the case's own structures; predict with `nnunet-transfer "
+                        f"predict-tasks` to score each task's own head")
+        print(f"WARNING: {warnings[-1]}", flush=True)
     result: Dict[str, object] = {"layout": layout, "convention": convention, "postprocessing": postprocessing,
-                                 "per_case": per_case, "mean": _channel_means(per_case)}
+                                 "warnings": warnings, "per_case": per_case, "mean": _channel_means(per_case)}
     if with_hd95:
         result["hd95_per_case"] = hd95_per_case
         result["hd95_mean"] = _channel_means(hd95_per_case)
