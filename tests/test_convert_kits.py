@@ -53,13 +53,13 @@ def test_kits21_verified_by_nnunet_labels_kept_sources_unchanged(raw, sources):
     assert meta["kind"] == "kits" and meta["layout"] == "kits21"
     assert meta["mots_overlap"] == ["case_00000"]  # case_00210 is new in KiTS21
     for case in ("case_00000", "case_00210"):
-        src_seg = sitk.ReadImage(str(src / "data" / case / "aggregated_MAJ_seg.nii.gz"))
+        src_seg = sitk.ReadImage(str(src / "kits21" / "data" / case / "aggregated_MAJ_seg.nii.gz"))
         out_seg = sitk.ReadImage(str(out / "labelsTr" / f"{case}.nii.gz"))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(out_seg), sitk.GetArrayFromImage(src_seg))
         # the KiTS axis order is kept as SimpleITK reads it: same spacing/direction as the source
         assert out_seg.GetSpacing() == src_seg.GetSpacing() and out_seg.GetDirection() == src_seg.GetDirection()
         copied = (out / "imagesTr" / f"{case}_0000.nii.gz").read_bytes()
-        assert copied == (src / "data" / case / "imaging.nii.gz").read_bytes()
+        assert copied == (src / "kits21" / "data" / case / "imaging.nii.gz").read_bytes()
     assert 3 in np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labelsTr/case_00210.nii.gz"))))
 
 
@@ -130,14 +130,14 @@ def _shift_origin(path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage, pattern", [
-    (lambda s: (s / "data/case_00210/aggregated_MAJ_seg.nii.gz").unlink(),
+    (lambda s: (s / "kits21/data/case_00210/aggregated_MAJ_seg.nii.gz").unlink(),
      r"label .*case_00210/aggregated_MAJ_seg\.nii\.gz is missing"),
-    (lambda s: (s / "data/case_00000/imaging.nii.gz").unlink(), r"image .*case_00000/imaging\.nii\.gz is missing"),
-    (lambda s: (s / "data/case_00000/imaging.nii.gz").write_bytes(b"\x1f\x8b garbage"),
+    (lambda s: (s / "kits21/data/case_00000/imaging.nii.gz").unlink(), r"image .*case_00000/imaging\.nii\.gz is missing"),
+    (lambda s: (s / "kits21/data/case_00000/imaging.nii.gz").write_bytes(b"\x1f\x8b garbage"),
      r"cannot read .*case_00000/imaging\.nii\.gz.*SimpleITK"),
-    (lambda s: _shift_origin(s / "data/case_00210/aggregated_MAJ_seg.nii.gz"),
+    (lambda s: _shift_origin(s / "kits21/data/case_00210/aggregated_MAJ_seg.nii.gz"),
      r"origin mismatch between image .*case_00210/imaging\.nii\.gz and label .*aggregated_MAJ_seg"),
-    (lambda s: [shutil.rmtree(d) for d in (s / "data").iterdir()], r"no KiTS case folders found"),
+    (lambda s: [shutil.rmtree(d) for d in (s / "kits21/data").iterdir()], r"no KiTS case folders \(case_XXXXX/\) found"),
 ], ids=["missing-label", "missing-image", "unreadable", "geometry", "empty"])
 def test_bad_input_raises_and_leaves_nothing(raw, kits21_copy, damage, pattern):
     damage(kits21_copy)
@@ -151,3 +151,41 @@ def test_duplicate_id_refused(raw, sources):
     with pytest.raises(ConversionError, match="Dataset610_MOTS"):
         convert_kits(sources["kits21"], 610)
     assert [p.name for p in raw.iterdir()] == ["Dataset610_MOTS"]
+
+
+def test_kits21_git_clone_layout_and_release_layout(raw, sources, tmp_path, capsys):
+    """The synthetic writer makes a clone (cases in kits21/data/, next to README.md and the package code);
+    a release-style copy with the cases in data/ and the clone's inner kits21/ folder are found too."""
+    from nnunet_transfer.cli.main import main
+
+    clone = sources["kits21"]
+    assert detect_kits_layout(clone) == ("kits21", clone / "kits21" / "data")
+    assert detect_kits_layout(clone / "kits21") == ("kits21", clone / "kits21" / "data")
+    assert main(["convert", "kits21", str(clone), "--list-mots-overlap", "-d", "611"]) == 0
+    assert capsys.readouterr().out.split() == ["case_00000"]
+    out = convert_kits(clone, 611)
+    meta = json.loads((out / "dataset.json").read_text())[DATASET_JSON_KEY]
+    assert meta["layout"] == "kits21" and meta["source_case"]["case_00210"] == "kits21/data/case_00210/imaging.nii.gz"
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["case_00000.nii.gz", "case_00210.nii.gz"]
+
+    release = tmp_path / "release"
+    shutil.copytree(clone / "kits21" / "data", release / "data")
+    (release / "data" / "kits.json").write_text("[]\n")  # the clone's clinical data file beside the cases
+    assert detect_kits_layout(release) == ("kits21", release / "data")
+    assert list_mots_overlap(release) == ["case_00000"]
+
+
+def test_no_case_folders_error_names_every_folder_searched(raw, tmp_path, capsys):
+    from nnunet_transfer.cli.main import main
+
+    clone = tmp_path / "kits21"
+    (clone / "kits21" / "data").mkdir(parents=True)  # a clone without cases
+    with pytest.raises(ConversionError) as err:
+        list_mots_overlap(clone)
+    for folder in ("dataset", "data", "kits21/data"):
+        assert str(clone / folder) in str(err.value)
+    assert f" or {clone}." in str(err.value)
+    assert main(["convert", "kits21", str(clone), "-d", "612"]) == 1
+    assert str(clone / "kits21" / "data") in capsys.readouterr().err
+    with pytest.raises(ConversionError, match="does not exist"):
+        detect_kits_layout(tmp_path / "missing")

@@ -246,3 +246,100 @@ def test_staged_dataset_cleans_up_on_interrupt_and_keeps_old(tmp_path, exc):
         (stage / "new.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset512_X"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the real downloads' layouts and header defects
+
+
+def _lits_as_the_zips_extract(mots_source: Path, root: Path) -> Path:
+    """LiTS as its two training zips unpack: LiTS/media/nas/01_Datasets/CT/LITS/Training Batch 1|2/, with the
+    macOS metadata folder some archivers add."""
+    deep = root / "LiTS" / "media" / "nas" / "01_Datasets" / "CT" / "LITS"
+    for n, batch in ((0, "Training Batch 1"), (1, "Training Batch 2")):
+        (deep / batch).mkdir(parents=True)
+        for kind in ("volume", "segmentation"):
+            shutil.copyfile(mots_source / "LiTS" / f"{kind}-{n}.nii", deep / batch / f"{kind}-{n}.nii")
+    (root / "LiTS" / "__MACOSX" / "Training Batch 1").mkdir(parents=True)
+    (root / "LiTS" / "__MACOSX" / "Training Batch 1" / "._volume-0.nii").write_bytes(b"\0\5\26\7")
+    return deep
+
+
+def test_lits_at_any_depth_below_its_folder(raw, mots_source, tmp_path):
+    deep = _lits_as_the_zips_extract(mots_source, tmp_path / "src")
+    out = convert_mots(tmp_path / "src", 520, tasks=["liver"])
+    meta = json.loads((out / "dataset.json").read_text())[DATASET_JSON_KEY]
+    assert meta["source_case"] == {
+        "liver_000": "LiTS/media/nas/01_Datasets/CT/LITS/Training Batch 1/volume-0.nii",
+        "liver_001": "LiTS/media/nas/01_Datasets/CT/LITS/Training Batch 2/volume-1.nii"}
+    (deep / "Training Batch 2" / "segmentation-1.nii").unlink()
+    with pytest.raises(ConversionError, match=r"segmentation-1\.nii\[\.gz\] is missing.*all folders below it"):
+        convert_mots(tmp_path / "src", 521, tasks=["liver"])
+
+
+def _identity_header(path: Path) -> None:
+    """Rewrite a file with spacing 1, origin 0 and identity direction, voxels unchanged (LiTS case 53's label)."""
+    img = sitk.ReadImage(str(path))
+    out = sitk.GetImageFromArray(sitk.GetArrayFromImage(img))
+    sitk.WriteImage(out, str(path))
+
+
+def test_geometry_mismatch_policies(raw, mots_source, tmp_path, capsys):
+    from nnunet_transfer.cli.main import main
+
+    src = tmp_path / "src"
+    shutil.copytree(mots_source / "LiTS", src / "LiTS")
+    _identity_header(src / "LiTS" / "segmentation-1.nii")
+    with pytest.raises(ConversionError, match=r"segmentation-1\.nii.*--geometry-mismatch use-image.*skip"):
+        convert_mots(src, 522, tasks=["liver"])
+    assert _raw_is_empty(raw)
+    assert main(["convert", "mots", str(src), "-d", "522", "--tasks", "liver"]) == 1
+    assert "--geometry-mismatch" in capsys.readouterr().err
+
+    out = convert_mots(src, 523, tasks=["liver"], geometry_mismatch="use-image")
+    assert "use-image: 1 labels written with their image's geometry: liver_001" in capsys.readouterr().out
+    image = sitk.ReadImage(str(src / "LiTS" / "volume-1.nii"))
+    label = sitk.ReadImage(str(out / "labelsTr" / "liver_001.nii.gz"))
+    assert label.GetSpacing() == image.GetSpacing() and label.GetOrigin() == image.GetOrigin()
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(label) > 0,
+        sitk.GetArrayFromImage(sitk.ReadImage(str(src / "LiTS" / "segmentation-1.nii"))) > 0)
+    meta = json.loads((out / "dataset.json").read_text())[DATASET_JSON_KEY]
+    assert meta["geometry_mismatch"]["label_geometry_from_image"] == ["liver_001"]
+
+    assert main(["convert", "mots", str(src), "-d", "524", "--tasks", "liver", "--geometry-mismatch", "skip"]) == 0
+    assert "skip: 1 cases left out: liver_001" in capsys.readouterr().out
+    meta = json.loads((raw / "Dataset524_MOTS" / "dataset.json").read_text())[DATASET_JSON_KEY]
+    assert list(meta["case_to_task"]) == ["liver_000"] and meta["geometry_mismatch"]["skipped"] == ["liver_001"]
+
+    # use-image cannot repair a size mismatch
+    seg = sitk.ReadImage(str(src / "LiTS" / "segmentation-1.nii"))
+    sitk.WriteImage(seg[:, :, 1:], str(src / "LiTS" / "segmentation-1.nii"))
+    with pytest.raises(ConversionError, match=r"size mismatch.*--geometry-mismatch skip"):
+        convert_mots(src, 525, tasks=["liver"], geometry_mismatch="use-image")
+
+
+def test_identity_affines_convert_with_a_warning_per_case(raw, mots_source, tmp_path, capsys):
+    src = tmp_path / "src"
+    shutil.copytree(mots_source / "LiTS", src / "LiTS")
+    for kind in ("volume", "segmentation"):  # LiTS volumes 28-47: identity affine in both files
+        _identity_header(src / "LiTS" / f"{kind}-0.nii")
+    convert_mots(src, 526, tasks=["liver"])
+    printed = capsys.readouterr().out
+    assert "WARNING: liver_000: the image header has an identity affine" in printed and "liver_001" not in printed
+
+
+def test_split_dodnet_bare_id_list_files(raw, mots_source, tmp_path):
+    """DoDNet's newer data_list/MOTS/MOTS_{train,test}.txt: bare ids, the task told by the id's prefix."""
+    (tmp_path / "MOTS_train.txt").write_text(
+        "liver_0\nkidney_00000\nhepaticvessel_001\npancreas_001\ncolon_001\nlung_001\nspleen_1\n")
+    (tmp_path / "MOTS_test.txt").write_text("liver_1\nkidney_00001\nhepaticvessel_002\npancreas_002\nspleen_2\n")
+    out = convert_mots(mots_source, 527, split_file=tmp_path / "MOTS_train.txt",
+                       tasks=["liver", "kidney", "hepatic_vessel"])  # pancreas, colon, lung, spleen: not converted
+    meta = json.loads((out / "dataset.json").read_text())[DATASET_JSON_KEY]
+    assert meta["test_cases"] == ["liver_001", "kidney_001", "hepatic_vessel_002"]
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [
+        "hepatic_vessel_001.nii.gz", "kidney_000.nii.gz", "liver_000.nii.gz"]
+    (tmp_path / "x_test.txt").write_text("hepaticvessel_009\n")
+    with pytest.raises(ConversionError, match="'hepaticvessel_009' matches no case.*hepatic_vessel"):
+        convert_mots(mots_source, 528, split_file=tmp_path / "x_test.txt", tasks=["hepatic_vessel"])

@@ -115,3 +115,23 @@ def test_parameter_names_keep_the_backbone_names():
     for k in theirs:
         if ".seg_layers." not in k:
             assert net.state_dict()[k].shape == plain.state_dict()[k].shape
+
+
+def test_dodnet_controller_pooling_option_groupnorm_relu_gap():
+    b = _backbone()
+    default = DynamicHeadNetwork(b.encoder, b.decoder, mots_tasks.NUM_TASKS, mots_tasks.head_channel_index())
+    assert not any(k.startswith("gap_norm.") for k in default.state_dict())  # existing checkpoints keep loading
+    torch.manual_seed(1)
+    b = _backbone()
+    net = DynamicHeadNetwork(b.encoder, b.decoder, mots_tasks.NUM_TASKS, mots_tasks.head_channel_index(),
+                             controller_pooling="groupnorm_relu")
+    assert {"gap_norm.0.weight", "gap_norm.0.bias"} <= set(net.state_dict())
+    assert net.gap_norm[0].num_groups == 8  # gcd(16, 24 bottleneck channels); 16 for nnU-Net's 320
+    bottleneck = torch.randn(2, 24, 2, 4, 4)
+    tasks = torch.tensor([[0], [3]])
+    expected_pooled = F.relu(F.group_norm(bottleneck, 8, net.gap_norm[0].weight, net.gap_norm[0].bias)).mean((2, 3, 4))
+    code = F.one_hot(tasks, mots_tasks.NUM_TASKS).float()
+    expected = net.controller(torch.cat((expected_pooled[:, None], code), -1))
+    torch.testing.assert_close(net.task_parameters(bottleneck, tasks), expected)
+    with pytest.raises(ValueError, match="controller_pooling"):
+        DynamicHeadNetwork(b.encoder, b.decoder, 7, mots_tasks.head_channel_index(), controller_pooling="bn")

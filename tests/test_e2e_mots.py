@@ -27,6 +27,10 @@ def test_pretraining_runs_and_logs_per_task_dice(mots_pretrained):
     for case, scores in summary["per_case"].items():
         own = {ch.name for ch in mots_tasks.OUTPUT_CHANNELS if ch.task == case_to_task[case]}
         assert set(scores) == own  # each validation case is scored on its own task only
+        # ... and was predicted with its own task's head: its map holds no other task's labels
+        own_labels = {0, *mots_tasks.TASKS[case_to_task[case]].label_map.values()}
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(fold / "validation" / f"{case}.nii.gz")))
+        assert set(np.unique(written).tolist()) <= own_labels, case
     assert (fold / "progress.png").is_file()
 
 
@@ -81,3 +85,30 @@ def test_resume_with_c_restores_network_logger_and_validation(mots_pretrained):
     assert "Validation Dice per task" in log
     ckpt = torch.load(mots_pretrained["checkpoint"], map_location="cpu", weights_only=False)
     assert len(ckpt["logging"]["dice_per_class_or_region"][0]) == mots_tasks.NUM_OUTPUT_CHANNELS
+
+
+def test_predict_tasks_writes_each_task_map_and_evaluate_mots_scores_them(mots_pretrained, tmp_path):
+    ws = mots_pretrained["workspace"]
+    images = tmp_path / "images"
+    images.mkdir()
+    cases = ["liver_000", "kidney_000"]
+    for case in cases:
+        shutil.copy(ws.raw / MOTS_NAME / "imagesTr" / f"{case}_0000.nii.gz", images)
+    out = tmp_path / "per_task"
+    ws.cli("predict-tasks", "-i", images, "-o", out, "-d", MOTS_ID, "-tr", TINY_MOTS, "-f", "0", "-device", "cpu",
+           "--disable-tta", "--tasks", "liver", "kidney", "hepatic_vessel")
+    for task in ("liver", "kidney", "hepatic_vessel"):
+        assert sorted(p.name for p in (out / task).iterdir()) == [f"{c}.nii.gz" for c in sorted(cases)]
+        allowed = {0, *mots_tasks.TASK_BY_NAME[task].label_map.values()}
+        for case in cases:
+            written = sitk.ReadImage(str(out / task / f"{case}.nii.gz"))
+            source = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
+            assert written.GetSize() == source.GetSize() and written.GetSpacing() == source.GetSpacing()
+            assert set(np.unique(sitk.GetArrayFromImage(written)).tolist()) <= allowed
+    from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder
+
+    case_to_task = mots_tasks.read_case_to_task(mots_pretrained["dataset_json"])
+    result = evaluate_partial_label_folder(out, ws.raw / MOTS_NAME / "labelsTr", case_to_task, with_hd95=True)
+    assert result["layout"] == "per_task_folders" and sorted(result["per_case"]) == sorted(cases)
+    assert set(result["per_case"]["kidney_000"]) == {"kidney", "kidney_tumor"}
+    assert set(result["hd95_per_case"]["liver_000"]) == {"liver", "liver_tumor"}

@@ -368,39 +368,58 @@ def test_official_layout_without_samples_uses_the_majority_vote(tmp_path):
     assert case["mass"] == {"dice": 0.0, "surface_dice": 0.0}
 
 
-def test_official_layout_with_samples_for_only_some_cases_is_an_error(tmp_path):
+def test_official_layout_case_without_samples_is_an_error_only_when_predicted(tmp_path):
     _make_official_layout(tmp_path)
     other = tmp_path / "kits21" / "data" / "case_00001"
     write_labels(other / "aggregated_MAJ_seg.nii.gz", np.zeros((4, 4, 4), np.uint8))
-    with pytest.raises(FileNotFoundError, match=r"case_00001.*sample_segmentations\.py"):
+    results = evaluate_kits21(tmp_path / "pred", tmp_path / "kits21")  # case_00001 is not predicted: fine
+    assert results["gt_mode"] == "kits21_samples" and list(results["per_case"]) == ["case_00000"]
+    write_labels(tmp_path / "pred" / "case_00001.nii.gz", np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(FileNotFoundError, match=r"case_00001: neither segmentations/.*--use-maj-voting-as-gt"):
         evaluate_kits21(tmp_path / "pred", tmp_path / "kits21")
+    majority = evaluate_kits21(tmp_path / "pred", tmp_path / "kits21", reference="majority")
+    assert majority["gt_mode"] == "kits21_majority_vote" and majority["num_cases"] == 2
 
 
-def test_missing_and_unexpected_predictions_are_listed(tmp_path):
+def test_subset_of_predictions_is_scored_and_missing_cases_listed(tmp_path, capsys):
+    from nnunet_transfer.cli.main import main
+
     labels = cube((6, 6, 6), (1, 1, 1), 3)
     for case_id in ("case_00000", "case_00001", "case_00002"):
         write_labels(tmp_path / "gt" / f"{case_id}.nii.gz", labels)
     write_labels(tmp_path / "pred" / "case_00001.nii.gz", labels)
-    with pytest.raises(FileNotFoundError, match=r"2 of 3 reference cases.*case_00000, case_00002"):
-        evaluate_kits21(tmp_path / "pred", tmp_path / "gt")
+    results = evaluate_kits21(tmp_path / "pred", tmp_path / "gt")
+    assert list(results["per_case"]) == ["case_00001"] and results["num_cases"] == 1
+    assert results["num_reference_cases"] == 3
+    assert results["missing_predictions"] == ["case_00000", "case_00002"]
+    assert "2 reference cases have no prediction" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match=r"2 of 3 reference cases.*case_00000, case_00002.*--require-all"):
+        evaluate_kits21(tmp_path / "pred", tmp_path / "gt", require_all=True)
+    assert main(["evaluate", "kits21", str(tmp_path / "pred"), str(tmp_path / "gt"), "--require-all"]) == 1
+    assert "have no prediction" in capsys.readouterr().err
+    assert main(["evaluate", "kits21", str(tmp_path / "pred"), str(tmp_path / "gt")]) == 0
+    assert json.loads((tmp_path / "pred" / "kits_metrics.json").read_text())["num_cases"] == 1
 
-    write_labels(tmp_path / "pred" / "case_00000.nii.gz", labels)
-    write_labels(tmp_path / "pred" / "case_00002.nii.gz", labels)
     write_labels(tmp_path / "pred" / "case_00009.nii.gz", labels)
     with pytest.raises(FileNotFoundError, match=r"have no reference.*case_00009"):
         evaluate_kits21(tmp_path / "pred", tmp_path / "gt")
 
 
-def test_geometry_mismatch_and_bad_labels_name_the_files(tmp_path):
+def test_geometry_size_mismatch_fails_other_differences_warn_and_use_the_prediction_spacing(tmp_path, capsys):
     labels = cube((6, 6, 6), (1, 1, 1), 3)
+    shifted = cube((6, 6, 6), (2, 1, 1), 3)
     write_labels(tmp_path / "gt" / "case_00000.nii.gz", labels, (1.0, 1.0, 1.0))
     pred_path = write_labels(tmp_path / "pred" / "case_00000.nii.gz", labels[:, :, :5])
-    with pytest.raises(ValueError, match=r"case_00000\.nii\.gz and reference .*gt.*case_00000\.nii\.gz.*size"):
+    with pytest.raises(ValueError, match=r"case_00000\.nii\.gz \(size.*reference .*gt.*case_00000\.nii\.gz"):
         evaluate_kits21(tmp_path / "pred", tmp_path / "gt")
 
-    write_labels(pred_path, labels, (1.0, 1.0, 1.5))
-    with pytest.raises(ValueError, match=r"not on the same voxel grid \(spacing"):
-        evaluate_kits21(tmp_path / "pred", tmp_path / "gt")
+    write_labels(pred_path, shifted, (2.5, 1.0, 1.0))  # spacing (z, y, x) differs from the reference's
+    results = evaluate_kits21(tmp_path / "pred", tmp_path / "gt")
+    assert results["per_case"]["case_00000"] == kits_case_metrics(shifted, labels, (2.5, 1.0, 1.0))
+    assert results["per_case"]["case_00000"] != kits_case_metrics(shifted, labels, (1.0, 1.0, 1.0))
+    [warning] = results["warnings"]
+    assert warning.startswith("case_00000: prediction spacing (1.0, 1.0, 2.5) differs") and "official" in warning
+    assert "WARNING: case_00000: prediction spacing" in capsys.readouterr().out
 
     bad = labels.copy()
     bad[0, 0, 0] = 7

@@ -182,6 +182,24 @@ def test_medicalnet_recipe_puts_pretrained_tensors_at_a_tenth(planned, medicalne
     assert lrs[id(params["decoder.seg_layers.0.weight"])] == pytest.approx(1e-2)
 
 
+def test_medicalnet_sgd_is_medicalnets_train_py(planned, medicalnet_file):
+    from nnunet_transfer.trainers.med3d import Med3DFinetuneTrainer_MedicalNetSGD
+
+    plans_file = plan_arch(DATASET_ID, "med3d-resnet10", weights=str(medicalnet_file), preprocess=False)
+    trainer = _trainer(Med3DFinetuneTrainer_MedicalNetSGD, planned, plans_file.stem)
+    trainer.transfer_report = trainer._load_pretrained()
+    optimizer, scheduler = trainer.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["momentum"] == 0.9 and not optimizer.defaults["nesterov"]
+    assert optimizer.defaults["weight_decay"] == 1e-3
+    params = dict(trainer.network.named_parameters())
+    for epoch in (0, 10):
+        scheduler.step(epoch)  # nnU-Net steps the scheduler at the start of every epoch, as train.py does
+        lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        assert lrs[id(params["encoder.conv1.weight"])] == pytest.approx(1e-3 * 0.99 ** (epoch + 1))
+        assert lrs[id(params["decoder.seg_layers.0.weight"])] == pytest.approx(1e-1 * 0.99 ** (epoch + 1))
+
+
 @pytest.mark.parametrize("arch", ["plain", "med3d-resnet10"])
 def test_mleam_trainer_loss_is_nnunet_loss_plus_weighted_edge_terms(planned, arch):
     from nnunet_transfer.trainers.mleam import MLEAMLoss, MLEAMTrainer_paper

@@ -145,6 +145,25 @@ def test_kits_like_plans_use_paper_blocks_and_respect_memory_target(nnunet_dirs)
     assert np.prod(patches[24]) > np.prod(patches[8])
 
 
+def test_paper_planner_keeps_four_downsampling_stages(nnunet_dirs):
+    from nnunet_transfer.planning import ResUNetASPPPaperPlanner
+
+    folder = make_raw_dataset(nnunet_dirs["nnUNet_raw"], 905, "KiTSPaper", n_cases=2, shape=(8, 8, 8),
+                              num_training=300)
+    write_fingerprint(nnunet_dirs["nnUNet_preprocessed"], folder, [(380 + 20 * i, 512, 512) for i in range(3)],
+                      [(0.78125,) * 3] * 3)
+    plans = json.loads(plan_experiment(905, "ResUNetASPPPaperPlanner").read_text())
+    assert PLANNERS["ResUNetASPPPaperPlanner"] is ResUNetASPPPaperPlanner
+    assert plans["plans_name"] == "nnUNetResUNetASPPPaperPlans"
+    cfg = plans["configurations"]["3d_fullres"]
+    kw = cfg["architecture"]["arch_kwargs"]
+    # the paper: full-resolution stage, then four downsampling stages with 2, 3, 5, 2 extra blocks
+    assert kw["n_stages"] == 5 and kw["n_blocks_per_stage"] == [1, 3, 4, 6, 3]
+    assert len(kw["strides"]) == len(kw["kernel_sizes"]) == len(kw["features_per_stage"]) == 5
+    assert len(kw["n_conv_per_stage_decoder"]) == 4
+    assert all(p % np.prod([s[i] for s in kw["strides"]]) == 0 for i, p in enumerate(cfg["patch_size"]))
+
+
 def test_static_estimate_equals_network_count():
     kw = {"n_stages": 4, "features_per_stage": [4, 8, 16, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
           "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],

@@ -280,10 +280,10 @@ def test_kits21_layout_labels_and_samples(kits21):
     inst_re = re.compile(r"^(kidney|tumor|cyst)_instance-\d+_annotation-[123]\.nii\.gz$")
     seen_labels = set()
     for case in summary["cases"]:
-        d = out / "data" / case
+        d = out / "kits21" / "data" / case  # the git clone's layout (kits21/configuration/paths.py)
         top = {p.name for p in d.iterdir()}
         assert top == {"imaging.nii.gz", "aggregated_MAJ_seg.nii.gz", "aggregated_OR_seg.nii.gz",
-                       "aggregated_AND_seg.nii.gz", "segmentations", "segmentation_samples"}
+                       "aggregated_AND_seg.nii.gz", "segmentations"}
         img, arr = _read(d / "imaging.nii.gz")
         maj_img, maj = _read(d / "aggregated_MAJ_seg.nii.gz")
         _same_geometry(img, maj_img)
@@ -295,25 +295,40 @@ def test_kits21_layout_labels_and_samples(kits21):
         _, and_ = _read(d / "aggregated_AND_seg.nii.gz")
         assert (or_ > 0)[maj > 0].all() and (maj > 0)[and_ > 0].all()
         assert all(inst_re.match(p.name) for p in (d / "segmentations").iterdir())
-        assert {p.name for p in (d / "segmentation_samples").iterdir()} == {"group_0", "group_1", "group_2"}
-        for group in (d / "segmentation_samples").iterdir():
-            samples = sorted(group.iterdir())
-            assert len(samples) == 3 and all(name_re.match(p.name) for p in samples), [p.name for p in samples]
-            diffs = []
-            for p in samples:
-                s_img, s = _read(p)
-                _same_geometry(img, s_img)
-                assert set(np.unique(s)) <= {0, 1, 2, 3}
-                diffs.append(int((s != maj).sum()))
-            assert max(diffs) > 0, f"{group}: every sample equals the MAJ map"
     assert 3 in seen_labels, "no synthetic KiTS21 case has a cyst"
+
+
+def test_kits21_samples_written_like_the_official_sampler(tmp_path):
+    from nnunet_transfer.evaluation.kits_samples import sample_segmentations
+
+    summary = synth_kits21(tmp_path / "k", cases=1, seed=0, shape=SMALL, groups=2)
+    d = tmp_path / "k" / "kits21" / "data" / summary["cases"][0]
+    name_re = re.compile(r"^kidney(_i\d+a[123])+_cyst(_i\d+a[123])*_tumor(_i\d+a[123])+\.nii\.gz$")
+    expected = sample_segmentations(d, num_groups=2)
+    assert len(expected) == 6  # 3 annotators per instance
+    img, _ = _read(d / "imaging.nii.gz")
+    _, maj = _read(d / "aggregated_MAJ_seg.nii.gz")
+    diffs = []
+    for sample in expected:
+        s_img, s = _read(d / "segmentation_samples" / f"group_{sample.group}" / sample.name)
+        assert name_re.match(sample.name)
+        _same_geometry(img, s_img)
+        assert set(np.unique(s)) <= {0, 1, 2, 3}
+        diffs.append(int((s != maj).sum()))
+    assert max(diffs) > 0, "every sample equals the MAJ map"
+
+    from nnunet_transfer.cli.main import main
+
+    assert main(["synth", "kits21", str(tmp_path / "cli"), "--cases", "1", "--shape", *map(str, SMALL),
+                 "--groups", "1"]) == 0
+    assert len(list((tmp_path / "cli" / "kits21/data/case_00000/segmentation_samples/group_0").iterdir())) == 3
 
 
 def test_kits21_overlaps_mots_kits19(tmp_path, kits21):
     out, _ = kits21
     mots = synth_mots(tmp_path / "m", cases=1, seed=0)
     assert (Path(mots["sources"]["KiTS19"]["images"][0]).read_bytes()
-            == (out / "data/case_00000/imaging.nii.gz").read_bytes())
+            == (out / "kits21/data/case_00000/imaging.nii.gz").read_bytes())
 
 
 def test_kits19_and_kits23_layouts(tmp_path):

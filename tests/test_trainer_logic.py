@@ -45,3 +45,24 @@ def test_balanced_sampling_follows_inverse_sqrt_of_task_size():
     assert per_case["a0"] == 8 and per_case["b0"] == 16  # sqrt(100/25) = 2
     share = Counter(case_to_task[i] for i in repeated)
     assert share[0] / share[1] == pytest.approx((100 / 25) ** 0.5)  # task share ~ sqrt(n_task)
+
+
+def test_negative_log_soft_dice_wraps_nnunets_dice_term():
+    import torch
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    from nnunet_transfer.losses.log_dice import NegativeLogSoftDice
+    from nnunet_transfer.trainers.recipes import FrozenEncoderTrainer, FrozenEncoderTrainer_logDice
+
+    torch.manual_seed(0)
+    dice_only = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=0,
+                               weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+    logits = torch.randn(2, 3, 4, 6, 6, requires_grad=True)
+    target = torch.randint(0, 3, (2, 1, 4, 6, 6))
+    negative_dice = dice_only(logits, target)
+    loss = NegativeLogSoftDice(dice_only)(logits, target)
+    torch.testing.assert_close(loss, -torch.log(-negative_dice))
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    assert not FrozenEncoderTrainer.log_dice and FrozenEncoderTrainer_logDice.log_dice

@@ -27,6 +27,7 @@ the channel order the dataset's ``regions_class_order`` expects (see :mod:`nnune
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -34,8 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: logit written into channels of tasks that were not evaluated (sigmoid == 0, finite in float16)
-NOT_EVALUATED_LOGIT = -1.0e4
+#: logit written into channels of tasks that were not evaluated: sigmoid == 0 in float32 and float16, and small
+#: enough in magnitude that nnU-Net's float16 sliding-window sum stays finite (its Gaussian weights, peak 10, sum
+#: to a few tens at most over overlapping tiles: a few thousand << 65504; -1e4 overflowed to -inf), so a
+#: task-conditioned prediction can go through nnU-Net's predictor
+NOT_EVALUATED_LOGIT = -100.0
+#: what the controller's global average pooling reads: the raw bottleneck, or DoDNet's GroupNorm + ReLU of it
+CONTROLLER_POOLING = ("raw", "groupnorm_relu")
 
 _CONV_BY_NDIM = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -103,14 +109,23 @@ class DynamicHeadNetwork(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, num_tasks: int,
                  head_channel_index: Sequence[int], head_in_channels: int = 8,
-                 head_hidden_channels: Sequence[int] = (8, 8), head_out_channels: int = 2):
+                 head_hidden_channels: Sequence[int] = (8, 8), head_out_channels: int = 2,
+                 controller_pooling: str = "raw"):
         super().__init__()
+        if controller_pooling not in CONTROLLER_POOLING:
+            raise ValueError(f"controller_pooling must be one of {CONTROLLER_POOLING}, got {controller_pooling!r}")
         self.encoder = encoder
         self.decoder = decoder
         self.num_tasks = num_tasks
         self.head = DynamicHead(head_in_channels, head_hidden_channels, head_out_channels)
         bottleneck_channels = int(encoder.output_channels[-1])
         self.controller = nn.Linear(bottleneck_channels + num_tasks, self.head.num_params)
+        #: DoDNet pools GroupNorm(16) + ReLU of the bottleneck ("groupnorm_relu"); "raw" pools the encoder output
+        #: itself (our default, kept so existing MOTS checkpoints load: the norm adds parameters ``gap_norm.*``)
+        self.controller_pooling = controller_pooling
+        if controller_pooling == "groupnorm_relu":
+            self.gap_norm = nn.Sequential(nn.GroupNorm(math.gcd(16, bottleneck_channels), bottleneck_channels),
+                                          nn.ReLU())
         index = torch.as_tensor(list(head_channel_index), dtype=torch.long)
         if int(index.max()) >= num_tasks * head_out_channels:
             raise ValueError("head_channel_index refers to a head output that does not exist")
@@ -136,6 +151,8 @@ class DynamicHeadNetwork(nn.Module):
 
     def task_parameters(self, bottleneck: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """Controller: pooled bottleneck + one-hot task -> head parameters, (N, T, num_params)."""
+        if self.controller_pooling == "groupnorm_relu":
+            bottleneck = self.gap_norm(bottleneck)
         pooled = bottleneck.flatten(2).mean(-1)  # global average pooling, (N, C)
         n, t = tasks.shape
         code = F.one_hot(tasks, self.num_tasks).to(pooled.dtype)  # (N, T, num_tasks)
@@ -162,22 +179,29 @@ class DynamicHeadNetwork(nn.Module):
         if self.task_ids is None:
             tasks = torch.arange(self.num_tasks, device=x.device).expand(n, -1)
         else:
-            if tuple(self.task_ids.shape) != (n,):
-                raise ValueError(f"task_ids must have shape ({n},), got {tuple(self.task_ids.shape)}")
-            tasks = self.task_ids.to(x.device)[:, None]
+            task_ids = self.task_ids
+            if tuple(task_ids.shape) == (1,) and n > 1:  # one case's tiles predicted in a batch
+                task_ids = task_ids.expand(n)
+            if tuple(task_ids.shape) != (n,):
+                raise ValueError(f"task_ids must have shape ({n},), got {tuple(task_ids.shape)}")
+            tasks = task_ids.to(x.device)[:, None]
         out = self._head_outputs(x, tasks)
+        own_task = None if self.task_ids is None else tasks[:, 0]
         if isinstance(out, list):
-            return [self._to_output_channels(o) for o in out]
-        return self._to_output_channels(out)
+            return [self._to_output_channels(o, own_task) for o in out]
+        return self._to_output_channels(out, own_task)
 
-    def _to_output_channels(self, head_out: torch.Tensor) -> torch.Tensor:
-        """(N, T, K, *spatial) head outputs -> (N, output channels, *spatial) in nnU-Net region order."""
+    def _to_output_channels(self, head_out: torch.Tensor, task_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(N, T, K, *spatial) head outputs -> (N, output channels, *spatial) in nnU-Net region order.
+
+        ``task_ids`` (N,): one task per sample (T = 1), whose K outputs go to its own channels; every other
+        channel is "not evaluated" (:data:`NOT_EVALUATED_LOGIT`). None: all tasks (T = num_tasks).
+        """
         n, t, k, *spatial = head_out.shape
         flat = head_out.reshape(n, t * k, *spatial)
-        if self.task_ids is None:
+        if task_ids is None:
             return flat.index_select(1, self.head_channel_index)
-        # one task per sample: its K outputs go to its own channels, everything else is "not evaluated"
-        own = self.channel_task[None, :] == self.task_ids.to(flat.device)[:, None]  # (N, C)
+        own = self.channel_task[None, :] == task_ids.to(flat.device)[:, None]  # (N, C)
         own = own.reshape(n, -1, *([1] * len(spatial)))
         per_channel = flat.index_select(1, self.head_channel_index % k)  # (N, C, *spatial)
         return torch.where(own, per_channel, torch.full_like(per_channel, NOT_EVALUATED_LOGIT))

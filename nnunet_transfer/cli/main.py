@@ -37,7 +37,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         synthetic.synth_mots(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None, **sizes)
     elif args.kind == "kits21":
         synthetic.synth_kits21(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None,
-                               layout=args.layout, **sizes)
+                               layout=args.layout, groups=args.groups, **sizes)
     else:
         synthetic.synth_kvasir(args.out, seed=args.seed, size=tuple(args.shape[-2:]) if args.shape else (64, 64),
                                **sizes)
@@ -50,7 +50,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         from nnunet_transfer.data.convert_mots import convert_mots
 
         folder = convert_mots(args.source, args.d, name=args.name or "MOTS", split_file=args.split,
-                              tasks=args.tasks, num_workers=args.np)
+                              tasks=args.tasks, num_workers=args.np, geometry_mismatch=args.geometry_mismatch)
     elif args.kind in ("kits21", "kits"):
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
 
@@ -59,7 +59,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             return 0
         folder = convert_kits(args.source, args.d, name=args.name or "KiTS21",
                               exclude_mots_overlap=args.exclude_mots_overlap,
-                              only_mots_overlap=args.only_mots_overlap, num_workers=args.np)
+                              only_mots_overlap=args.only_mots_overlap, num_workers=args.np,
+                              geometry_mismatch=args.geometry_mismatch)
     else:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
@@ -74,18 +75,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         out_json = args.o or str(Path(args.pred_dir) / "kits_metrics.json")
         results = evaluate_kits21(args.pred_dir, args.gt_dir, output_json=out_json, output_csv=args.csv,
-                                  num_workers=args.np)
+                                  num_workers=args.np, require_all=args.require_all,
+                                  reference="majority" if args.use_maj_voting_as_gt else "auto")
         print(format_table(results))
         print(f"metrics written to {out_json}")
         return 0
     from nnunet_transfer.data.mots_tasks import read_case_to_task
     from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
 
+    if not args.dataset_json:
+        raise ValueError("evaluate mots needs --dataset-json (the MOTS dataset.json with the case-to-task map)")
     dataset_json = json.loads(Path(args.dataset_json).read_text())
     out_json = args.o or str(Path(args.pred_dir) / "summary_per_task.json")
     results = evaluate_partial_label_folder(args.pred_dir, args.gt_dir, read_case_to_task(dataset_json),
-                                            dataset_json.get("file_ending", ".nii.gz"), output_json=out_json)
-    print(format_task_table(results["mean"]))
+                                            dataset_json.get("file_ending", ".nii.gz"), output_json=out_json,
+                                            with_hd95=True, convention=args.conventions,
+                                            postprocessing=args.postprocess)
+    setting = f"conventions {args.conventions}, post-processing {args.postprocess or 'none'}"
+    print(format_task_table(results["mean"], f"Dice per task ({setting})"))
+    print(format_task_table(results["hd95_mean"], f"HD95 per task (mm; {setting})"))
     print(f"metrics written to {out_json}")
     return 0
 
@@ -199,6 +207,16 @@ def _cmd_predict_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict_tasks(args: argparse.Namespace) -> int:
+    from nnunet_transfer.inference.predict_tasks import predict_tasks
+
+    written = predict_tasks(args.i, args.o, args.d, args.c, args.tr, args.f, tasks=args.tasks, plans=args.p,
+                            checkpoint=args.chk, device=args.device, use_mirroring=not args.disable_tta,
+                            tile_step_size=args.step_size, postprocess=args.postprocess)
+    print(f"wrote {len(written)} per-task label maps to {Path(args.o).resolve()}/<task>/")
+    return 0
+
+
 def _cmd_verify_weights(args: argparse.Namespace) -> int:
     from nnunet_transfer.pretrained.registry import verify_checkpoint
 
@@ -230,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs="+", help="volume shape z y x (kvasir: height width)")
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
+    p.add_argument("--groups", type=int, default=None,
+                   help="kits21 only: also write segmentation_samples/ with this many groups, as the official "
+                        "sample_segmentations.py would (a fresh clone has none)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("convert", help="convert an official dataset layout into an nnU-Net raw dataset")
@@ -242,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-mots-overlap", action="store_true", help="kits21: leave out the KiTS19 cases")
     p.add_argument("--only-mots-overlap", action="store_true", help="kits21: only the KiTS19 cases")
     p.add_argument("--list-mots-overlap", action="store_true", help="kits21: print the overlapping case ids")
+    p.add_argument("--geometry-mismatch", choices=["error", "use-image", "skip"], default="error",
+                   help="mots, kits21: what an image/label header mismatch does: error (default), use-image (write "
+                        "the label with the image's geometry when the array sizes agree; LiTS case 53) or skip "
+                        "(leave the case out); both are listed in the summary")
     p.add_argument("-np", type=int, default=1, help="worker processes")
     p.set_defaults(func=_cmd_convert)
 
@@ -251,7 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gt_dir")
     p.add_argument("-o", help="output JSON")
     p.add_argument("--csv", help="kits21: also write a CSV")
+    p.add_argument("--require-all", action="store_true",
+                   help="kits21: fail when a reference case has no prediction (default: score the predictions given "
+                        "and list the reference cases without one)")
+    p.add_argument("--use-maj-voting-as-gt", action="store_true",
+                   help="kits21: score against aggregated_MAJ_seg.nii.gz instead of the sampled segmentations "
+                        "(the official option of the same name)")
     p.add_argument("--dataset-json", help="mots: dataset.json holding the case-to-task map")
+    p.add_argument("--conventions", choices=["ours", "dodnet"], default="ours",
+                   help="mots: empty-mask rules: ours (Dice/HD95 undefined when empty, left out of the means) or "
+                        "DoDNet's postp.py (Dice 2|P&R|/(|P|+|R|+1), HD95 0 / 373.13 for empty masks)")
+    p.add_argument("--postprocess", choices=["dodnet"], default=None,
+                   help="mots: DoDNet's post-processing first (largest components, tumour inside the organ, "
+                        "tumour components <= 50 voxels removed)")
     p.add_argument("-np", type=int, default=1)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -361,6 +398,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True)
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
     p.set_defaults(func=_cmd_predict_export)
+
+    p = sub.add_parser("predict-tasks", help="MOTS model: one label map per case and task (OUT/<task>/<case>), "
+                                             "each from the task's own head, so overlapping structures are kept")
+    p.add_argument("-i", required=True, help="input folder (CASE_0000.nii.gz)")
+    p.add_argument("-o", required=True, help="output folder; maps go to OUT/<task>/CASE.nii.gz")
+    p.add_argument("-d", required=True, help="dataset id or name of the MOTS model")
+    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-tr", default="MOTSPretrainTrainer")
+    p.add_argument("-p", default="nnUNetPlans")
+    p.add_argument("-f", nargs="+", default=["0"], help="folds to ensemble (or all)")
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("--tasks", nargs="+", help="only these tasks (liver kidney hepatic_vessel ...; default all)")
+    p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--disable-tta", action="store_true", help="no mirroring (faster)")
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
+    p.add_argument("--postprocess", choices=["dodnet"], default=None,
+                   help="DoDNet's post-processing of each task's map (largest components, small tumours removed)")
+    p.set_defaults(func=_cmd_predict_tasks)
 
     p = sub.add_parser("verify-weights", help="check a downloaded MedicalNet checkpoint against the registry")
     p.add_argument("path")

@@ -2,7 +2,9 @@
 
 Source layout (``SOURCE`` is the folder given; one sub-folder per task, named after ``MOTSTask.source``)::
 
-    SOURCE/LiTS/volume-N.nii[.gz] + segmentation-N.nii[.gz]     (also one folder down, e.g. 'Training Batch 1/')
+    SOURCE/LiTS/volume-N.nii[.gz] + segmentation-N.nii[.gz]     (at any depth below LiTS/: the training zips
+                                                                 extract to media/nas/01_Datasets/CT/LITS/
+                                                                 Training Batch 1|2/)
     SOURCE/KiTS19/case_XXXXX/imaging.nii.gz + segmentation.nii.gz (also SOURCE/KiTS19/data/case_XXXXX)
     SOURCE/Task08_HepaticVessel, Task07_Pancreas, Task10_Colon, Task06_Lung, Task09_Spleen:
         MSD layout imagesTr/NAME.nii.gz + labelsTr/NAME.nii.gz (macOS '._*' files are ignored)
@@ -29,6 +31,9 @@ Split files (``split_file``), for a train/test split such as DoDNet's:
   ...) or after a task's source folder, the case from ``case_XXXXX`` or the number ending the file name. A
   file whose name contains ``test`` lists test cases, otherwise training cases; the partner file (``train`` <->
   ``test`` in the name) next to it is read too if it exists. Blank lines and ``#`` comments are ignored.
+  DoDNet's newer lists (``data_list/MOTS/MOTS_{train,test}.txt``) hold bare ids instead: ``liver_0`` (LiTS
+  volume-0), ``kidney_00000`` (KiTS19 case_00000), ``hepaticvessel_001``, ``pancreas_001``, ``colon_001``,
+  ``lung_001``, ``spleen_9`` (MSD file stems); the prefix names the task, as in DoDNet's ``MOTSDataset.py``.
 
 Training cases go to imagesTr/labelsTr, test cases to imagesTs + labelsTs (kept for evaluation). Entries for
 tasks that are not converted are ignored; an entry for a converted task that matches no case is an error.
@@ -37,17 +42,19 @@ tasks that are not converted are ignored; an entry for a converted task that mat
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from nnunet_transfer.data.convert_kits import case_folders, scan_kits_cases
 from nnunet_transfer.data.errors import ConversionError, raise_if_problems
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY, TASKS, MOTSTask, nnunet_region_labels
-from nnunet_transfer.data.raw_dataset import (NIFTI_ENDINGS, convert_volume_case, flatten, is_hidden, nifti_stem,
-                                              relative_posix, run_cases, staged_dataset, target_dataset_folder,
-                                              trailing_number, volume_jobs, write_dataset_json)
+from nnunet_transfer.data.raw_dataset import (GEOMETRY_POLICIES, NIFTI_ENDINGS, check_case_geometries,
+                                              convert_volume_case, flatten, is_hidden, nifti_stem, relative_posix,
+                                              run_cases, staged_dataset, target_dataset_folder, trailing_number,
+                                              volume_jobs, warn_identity_affines, write_dataset_json)
 
 PathLike = Union[str, Path]
 CaseKey = Union[int, str]
@@ -58,13 +65,19 @@ ALTERNATIVE_FOLDERS: Dict[int, Tuple[str, ...]] = {
     3: ("3Pancreas",), 4: ("4Colon",), 5: ("5Lung",), 6: ("6Spleen",),
 }
 _LAYOUT_HELP = {
-    "lits": "volume-N.nii[.gz] with segmentation-N.nii[.gz], directly or one folder down",
+    "lits": "volume-N.nii[.gz] with segmentation-N.nii[.gz], at any depth (e.g. media/nas/01_Datasets/CT/LITS/"
+            "Training Batch 1/)",
     "kits": "case_XXXXX/imaging.nii.gz with case_XXXXX/segmentation.nii.gz (directly or under data/)",
     "msd": "imagesTr/NAME.nii.gz with labelsTr/NAME.nii.gz",
 }
 _LITS_FILE = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$")
 _DODNET_FOLDER = re.compile(r"^(\d)[A-Za-z]+$")
 _KITS_CASE = re.compile(r"^case_(\d+)$")
+#: the case-id prefixes of DoDNet's newer list files (data_list/MOTS/MOTS_{train,test}.txt: ``liver_0``,
+#: ``kidney_00000``, ``hepaticvessel_001``, ``spleen_9``; its MOTSDataset.py tells the task by these names)
+DODNET_ID_PREFIXES: Dict[str, int] = {"liver": 0, "kidney": 1, "hepaticvessel": 2, "pancreas": 3, "colon": 4,
+                                      "lung": 5, "spleen": 6}
+_DODNET_ID = re.compile(r"^(" + "|".join(DODNET_ID_PREFIXES) + r")_(\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -100,14 +113,24 @@ def _task_folder(source: Path, task: MOTSTask) -> Optional[Path]:
     return None
 
 
+def _lits_files(folder: Path) -> Iterator[Path]:
+    """Every ``volume-N`` / ``segmentation-N`` file at any depth below ``folder`` (sorted, hidden folders skipped).
+
+    The two LiTS training zips extract to ``media/nas/01_Datasets/CT/LITS/Training Batch 1|2/``.
+    """
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d) and d != "__MACOSX")
+        for name in sorted(files):
+            if _LITS_FILE.match(name):
+                yield Path(root) / name
+
+
 def _scan_lits(folder: Path, task: MOTSTask) -> Tuple[List[MotsCase], List[str]]:
-    dirs = [folder] + sorted(d for d in folder.iterdir() if d.is_dir() and not is_hidden(d.name))
     found: Dict[str, Dict[int, List[Path]]] = {"volume": {}, "segmentation": {}}
-    for d in dirs:
-        for f in sorted(d.iterdir()):
-            m = _LITS_FILE.match(f.name)
-            if m and f.is_file():
-                found[m.group(1)].setdefault(int(m.group(2)), []).append(f)
+    for f in _lits_files(folder):
+        m = _LITS_FILE.match(f.name)
+        if f.is_file():
+            found[m.group(1)].setdefault(int(m.group(2)), []).append(f)
     cases, problems = [], []
     for n in sorted(set(found["volume"]) | set(found["segmentation"])):
         vols, segs = found["volume"].get(n, []), found["segmentation"].get(n, [])
@@ -118,7 +141,7 @@ def _scan_lits(folder: Path, task: MOTSTask) -> Tuple[List[MotsCase], List[str]]
                          for what, files in (("image", vols), ("label", segs)) if len(files) > 1]
         if not segs:
             case_problems.append(f"label segmentation-{n}.nii[.gz] is missing for image {vols[0]} "
-                                 f"(searched {folder} and its sub-folders)")
+                                 f"(searched {folder} and all folders below it)")
         cases.append(MotsCase(task, n, vols[0], segs[0] if segs else None, tuple(case_problems)))
     return cases, problems
 
@@ -264,6 +287,9 @@ def _parse_entry(entry: str) -> Tuple[Optional[int], Optional[CaseKey]]:
     if not parts:
         return None, None
     if len(parts) == 1:
+        bare = _DODNET_ID.match(nifti_stem(parts[0]) or parts[0])
+        if bare:
+            return DODNET_ID_PREFIXES[bare.group(1).lower()], int(bare.group(2))
         for t in sorted(TASKS, key=lambda t: -len(t.name)):
             if parts[0].startswith(f"{t.name}_"):
                 rest = parts[0][len(t.name) + 1:]
@@ -304,6 +330,7 @@ def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: P
                 by_path[relative_posix(p, source)] = c.case_id
     by_key = {(c.task.index, c.key): c.case_id for c in cases}
     problems: List[str] = []
+    other_tasks: Dict[str, int] = {}
 
     def resolve(entries: Sequence[str], role: str) -> List[str]:
         ids = []
@@ -324,6 +351,8 @@ def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: P
                 else:
                     problems.append(f"split file {spec.origin}: {role} entry '{raw}' matches no case found in "
                                     f"{source} (task {TASKS[task_index].name})")
+            else:
+                other_tasks[TASKS[task_index].name] = other_tasks.get(TASKS[task_index].name, 0) + 1
         return ids
 
     test = resolve(spec.test, "test")
@@ -335,6 +364,9 @@ def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: P
     both = sorted(set(train) & set(test))
     if both:
         problems.append(f"split file {spec.origin} lists {len(both)} case(s) as both train and test: {both[:10]}")
+    if other_tasks:
+        print(f"MOTS split {spec.origin}: ignoring the entries of tasks not converted ("
+              + ", ".join(f"{name}: {n}" for name, n in sorted(other_tasks.items())) + ")", flush=True)
     roles = {c.case_id: "excluded" for c in cases}
     roles.update({i: "train" for i in train})
     roles.update({i: "test" for i in test})
@@ -345,16 +377,25 @@ def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: P
 
 
 def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_file: Optional[PathLike] = None,
-                 tasks: Optional[Sequence[str]] = None, num_workers: int = 1) -> Path:
+                 tasks: Optional[Sequence[str]] = None, num_workers: int = 1,
+                 geometry_mismatch: str = "error") -> Path:
     """Convert the MOTS sources under ``source`` into ``$nnUNet_raw/DatasetXXX_Name``; returns that folder.
 
     ``tasks`` limits the conversion to some of the seven tasks (names, source folders or indices);
     ``split_file`` sends some cases to imagesTs/labelsTs (formats in the module docstring). Every case is
     checked (readable files, 3D volumes, label values allowed for its task, image/label geometry); all problems
     are reported together in one :class:`ConversionError` and then nothing is written.
+
+    ``geometry_mismatch`` decides what an image/label header mismatch does (LiTS case 53's label carries an
+    identity header, nnU-Net issue #2751): ``"error"`` (default), ``"use-image"`` (write the label with the
+    image's geometry when the array sizes agree) or ``"skip"`` (leave the case out); both are printed in the
+    summary and recorded in dataset.json. Cases whose image has an identity affine (LiTS volumes 28-47) are
+    converted with a warning naming each case.
     """
     source = Path(source)
     selected = select_tasks(tasks)
+    if geometry_mismatch not in GEOMETRY_POLICIES:
+        raise ConversionError(f"geometry_mismatch must be one of {GEOMETRY_POLICIES}, got {geometry_mismatch!r}")
     target = target_dataset_folder(dataset_id, name)
     spec = read_split_file(split_file) if split_file is not None else None
     if not source.is_dir():
@@ -371,6 +412,9 @@ def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_fi
     used = [c for c in cases if roles[c.case_id] != "excluded"]
     problems += [p for c in used for p in c.problems]
     used = [c for c in used if not c.problems]
+    geometry = check_case_geometries([(c.case_id, c.image, c.label) for c in used], geometry_mismatch)
+    used = [c for c in used if c.case_id not in set(geometry.skipped)]
+    warn_identity_affines(geometry.identity_affine, "MOTS")
     excluded = sorted(i for i, r in roles.items() if r == "excluded")
     train = [c for c in used if roles[c.case_id] == "train"]
     test = [c for c in used if roles[c.case_id] == "test"]
@@ -383,7 +427,7 @@ def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_fi
     labels, regions_class_order = nnunet_region_labels()
     with staged_dataset(target) as stage:
         jobs = volume_jobs([(c.case_id, c.image, c.label, roles[c.case_id] == "test") for c in used], stage,
-                           lambda case_id: task_of[case_id].label_map)
+                           lambda case_id: task_of[case_id].label_map, geometry.use_image_geometry)
         problems += flatten(run_cases(convert_volume_case, jobs, num_workers, title=target.name))
         raise_if_problems(problems, f"converting MOTS from {source} to {target.name} failed, nothing was written")
         write_dataset_json(
@@ -401,5 +445,8 @@ def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_fi
                 "test_cases": [c.case_id for c in test],
                 "excluded_cases": excluded,
                 "split_file": Path(split_file).name if split_file is not None else None,
+                "geometry_mismatch": geometry.to_json(),
             }})
+    for line in geometry.summary_lines():
+        print(f"MOTS {line}", flush=True)
     return target

@@ -251,6 +251,9 @@ class VolumeCase:
     image_out: Path
     label_out: Optional[Path]
     label_map: Tuple[Tuple[int, int], ...]
+    #: False: the label's spacing/origin/direction are not checked, it is written with the image's geometry
+    #: (``--geometry-mismatch use-image``; the array sizes must still agree)
+    check_label_geometry: bool = True
 
 
 def _sitk_message(err: BaseException) -> str:
@@ -273,12 +276,23 @@ def read_volume(path: Path) -> Tuple[Any, Optional[str]]:
         return None, f"cannot read {path} (is it a complete, uncorrupted NIfTI file?): SimpleITK: {_sitk_message(e)}"
 
 
-def geometry_problems(image: Any, image_path: Path, label: Any, label_path: Path) -> List[str]:
-    """Differences in size, spacing, origin or direction between image and label beyond the tolerances."""
-    problems: List[str] = []
-    both = f"image {image_path} and label {label_path}"
+def size_problems(image: Any, image_path: Path, label: Any, label_path: Path) -> List[str]:
+    """A size difference between image and label (the one geometry difference no header fix can repair)."""
     if image.GetSize() != label.GetSize():
-        return [f"size mismatch between {both}: {image.GetSize()} vs {label.GetSize()} voxels"]
+        return [f"size mismatch between image {image_path} and label {label_path}: {image.GetSize()} vs "
+                f"{label.GetSize()} voxels (--geometry-mismatch skip leaves such a case out)"]
+    return []
+
+
+def geometry_problems(image: Any, image_path: Path, label: Any, label_path: Path) -> List[str]:
+    """Differences in size, spacing, origin or direction between image and label beyond the tolerances.
+
+    ``image`` and ``label`` are SimpleITK images or ``ImageFileReader`` objects after ``ReadImageInformation``.
+    """
+    problems: List[str] = size_problems(image, image_path, label, label_path)
+    if problems:
+        return problems
+    both = f"image {image_path} and label {label_path}"
     sp_i, sp_l = np.array(image.GetSpacing()), np.array(label.GetSpacing())
     if not np.allclose(sp_i, sp_l, rtol=SPACING_RTOL, atol=0):
         problems.append(f"spacing mismatch between {both}: {tuple(sp_i)} vs {tuple(sp_l)}")
@@ -289,8 +303,96 @@ def geometry_problems(image: Any, image_path: Path, label: Any, label_path: Path
     if not np.allclose(d_i, d_l, rtol=0, atol=DIRECTION_ATOL):
         problems.append(f"direction mismatch between {both}: {tuple(np.round(d_i, 6))} vs {tuple(np.round(d_l, 6))}")
     if problems:
-        problems[-1] += " (fix the header of the label file or re-export it on the image's grid)"
+        problems[-1] += (" (fix the header of the label file or re-export it on the image's grid; or pass "
+                         "--geometry-mismatch use-image to write the label with the image's geometry when the header, "
+                         "not the voxels, is wrong, or --geometry-mismatch skip to leave the case out)")
     return problems
+
+
+def read_header(path: Path) -> Optional[Any]:
+    """The header of a volume (a SimpleITK ``ImageFileReader`` after ``ReadImageInformation``), None if unreadable.
+
+    Unreadable files are reported by the full conversion of the case; this cheap pass reads no voxel data.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader
+
+
+def has_identity_affine(header: Any) -> bool:
+    """Spacing 1, origin 0 and identity direction: a header that was most likely never filled in."""
+    dim = len(header.GetSize())
+    return (np.allclose(header.GetSpacing(), 1.0, rtol=0, atol=1e-6)
+            and np.allclose(header.GetOrigin(), 0.0, rtol=0, atol=1e-6)
+            and np.allclose(header.GetDirection(), np.eye(dim).ravel(), rtol=0, atol=1e-6))
+
+
+GEOMETRY_POLICIES = ("error", "use-image", "skip")
+
+
+@dataclass
+class GeometryReport:
+    """What :func:`check_case_geometries` decided under a ``--geometry-mismatch`` policy, per case."""
+
+    policy: str
+    use_image_geometry: List[str]
+    skipped: List[str]
+    identity_affine: List[str]
+
+    def summary_lines(self) -> List[str]:
+        lines = []
+        if self.use_image_geometry:
+            lines.append(f"--geometry-mismatch use-image: {len(self.use_image_geometry)} labels written with their "
+                         f"image's geometry: {', '.join(self.use_image_geometry)}")
+        if self.skipped:
+            lines.append(f"--geometry-mismatch skip: {len(self.skipped)} cases left out: {', '.join(self.skipped)}")
+        return lines
+
+    def to_json(self) -> dict:
+        return {"policy": self.policy, "label_geometry_from_image": self.use_image_geometry,
+                "skipped": self.skipped, "identity_affine": self.identity_affine}
+
+
+def check_case_geometries(cases: Sequence[Tuple[str, Path, Optional[Path]]], policy: str) -> GeometryReport:
+    """Read the image and label headers of ``(case_id, image, label)`` cases and apply a ``--geometry-mismatch``
+    policy to the cases whose geometries differ.
+
+    ``error``: nothing is decided here; the conversion of the case reports the mismatch (its message names the
+    option). ``use-image``: a label whose array size equals the image's is written with the image's geometry
+    (a size mismatch stays an error). ``skip``: a case with any mismatch is left out. Cases whose image has an
+    identity affine (spacing 1, origin 0: LiTS volumes 28-47) are listed for a warning; they are converted.
+    """
+    if policy not in GEOMETRY_POLICIES:
+        raise ConversionError(f"--geometry-mismatch must be one of {', '.join(GEOMETRY_POLICIES)}, got {policy!r}")
+    report = GeometryReport(policy, [], [], [])
+    for case_id, image_path, label_path in cases:
+        image = read_header(image_path)
+        if image is None:
+            continue  # unreadable: reported by the conversion of the case
+        if has_identity_affine(image):
+            report.identity_affine.append(case_id)
+        label = read_header(label_path) if label_path is not None else None
+        if label is None or not geometry_problems(image, image_path, label, label_path):
+            continue
+        if policy == "skip":
+            report.skipped.append(case_id)
+        elif policy == "use-image" and not size_problems(image, image_path, label, label_path):
+            report.use_image_geometry.append(case_id)
+    return report
+
+
+def warn_identity_affines(case_ids: Sequence[str], title: str) -> None:
+    """Print one warning per case whose image header is the identity (spacing 1 mm, origin 0)."""
+    for case_id in case_ids:
+        print(f"{title} WARNING: {case_id}: the image header has an identity affine (spacing 1, 1, 1 mm, origin 0; "
+              f"LiTS volumes 28-47 ship like this), so nnU-Net plans with 1 mm voxels for it; converted as it is",
+              flush=True)
 
 
 def label_values(arr: np.ndarray) -> np.ndarray:
@@ -363,7 +465,8 @@ def convert_volume_case(job: VolumeCase) -> List[str]:
         problems.append(f"image {job.image} contains NaN values; replace them (e.g. by the minimum intensity)")
     remapped = None
     if label is not None:
-        problems += geometry_problems(image, job.image, label, job.label)
+        problems += (geometry_problems(image, job.image, label, job.label) if job.check_label_geometry
+                     else size_problems(image, job.image, label, job.label))
         arr, err = integer_label_array(sitk.GetArrayViewFromImage(label), job.label)
         if err:
             problems.append(err)
@@ -393,12 +496,15 @@ def convert_volume_case(job: VolumeCase) -> List[str]:
 
 
 def volume_jobs(cases: Sequence[Tuple[str, Path, Optional[Path], bool]], stage: Path,
-                label_map: Union[Mapping[int, int], Callable[[str], Mapping[int, int]]]) -> List[VolumeCase]:
+                label_map: Union[Mapping[int, int], Callable[[str], Mapping[int, int]]],
+                use_image_geometry: Sequence[str] = ()) -> List[VolumeCase]:
     """Build :class:`VolumeCase` jobs for ``(case_id, image, label, is_test)`` tuples into a staging folder.
 
     Training cases go to imagesTr/labelsTr, test cases to imagesTs/labelsTs (labels kept for evaluation).
-    ``label_map`` is one map for all cases or a function of the case id.
+    ``label_map`` is one map for all cases or a function of the case id. Labels of the cases in
+    ``use_image_geometry`` are written with the image's geometry without a header check.
     """
+    use_image = set(use_image_geometry)
     jobs = []
     for case_id, image, label, is_test in cases:
         images_dir, labels_dir = ("imagesTs", "labelsTs") if is_test else ("imagesTr", "labelsTr")
@@ -407,7 +513,8 @@ def volume_jobs(cases: Sequence[Tuple[str, Path, Optional[Path], bool]], stage: 
             case_id=case_id, image=image, label=label,
             image_out=stage / images_dir / f"{case_id}_0000.nii.gz",
             label_out=(stage / labels_dir / f"{case_id}.nii.gz") if label is not None else None,
-            label_map=tuple(sorted((int(k), int(v)) for k, v in lm.items()))))
+            label_map=tuple(sorted((int(k), int(v)) for k, v in lm.items())),
+            check_label_geometry=case_id not in use_image))
     return jobs
 
 

@@ -325,10 +325,11 @@ def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0,
 # ----------------------------------------------------------------------------------------------------------
 
 KITS_LAYOUTS = ("kits21", "kits19", "kits23")
+#: where each layout's git clone keeps the case folders
+KITS_CASE_ROOT = {"kits21": "kits21/data", "kits19": "data", "kits23": "dataset"}
 #: first KiTS21 case id that is not a KiTS19 case
 KITS21_FIRST_NEW_CASE = 210
 _KITS_LABEL = {"kidney": 1, "tumor": 2, "cyst": 3}
-_ANNOTATORS = 3
 
 
 def kits_case_ids(cases: int, layout: str = "kits21") -> List[int]:
@@ -369,21 +370,20 @@ def _kits_compose(kidneys: Sequence[np.ndarray], cysts: Sequence[np.ndarray], tu
 
 
 def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Optional[Tuple[int, int, int]] = None,
-                 layout: str = "kits21", groups: int = 3) -> dict:
-    """Write synthetic KiTS cases in the official layout of the KiTS21 (default), KiTS19 or KiTS23 repository.
+                 layout: str = "kits21", groups: Optional[int] = None) -> dict:
+    """Write synthetic KiTS cases in the layout of a KiTS21 (default), KiTS19 or KiTS23 git clone.
 
-    ``kits21`` (labels 0 background, 1 kidney, 2 tumor, 3 cyst)::
+    ``kits21`` (labels 0 background, 1 kidney, 2 tumor, 3 cyst), as a clone of ``neheller/kits21`` after its
+    ``get_imaging`` script ran (the cases live in the package folder, ``kits21/configuration/paths.py``)::
 
-        data/case_XXXXX/imaging.nii.gz
-        data/case_XXXXX/aggregated_{MAJ,OR,AND}_seg.nii.gz
-        data/case_XXXXX/segmentations/{kidney,tumor,cyst}_instance-{k}_annotation-{a}.nii.gz
-        data/case_XXXXX/segmentation_samples/group_{g}/kidney_i1a2_i2a3_cyst_i1a1_tumor_i1a3.nii.gz
+        kits21/data/case_XXXXX/imaging.nii.gz
+        kits21/data/case_XXXXX/aggregated_{MAJ,OR,AND}_seg.nii.gz
+        kits21/data/case_XXXXX/segmentations/{kidney,tumor,cyst}_instance-{k}_annotation-{a}.nii.gz
 
     The instance annotations are three per instance (exact, dilated, eroded by one voxel, in random order), so
-    the majority vote (``aggregated_MAJ_seg``) is the phantom truth, OR/AND are unions/intersections, and each
-    sampled segmentation (one annotation per instance, chosen like the official ``sample_segmentations.py``:
-    a random offset per instance and group, then ``annotation (offset + i) % 3`` for sample i) differs from the
-    MAJ map. The real release has 5 groups; ``groups`` defaults to 3 to keep tests small.
+    the majority vote (``aggregated_MAJ_seg``) is the phantom truth and OR/AND are unions/intersections. The clone
+    has no ``segmentation_samples/`` (the official ``sample_segmentations.py`` writes them; ``evaluate kits21``
+    builds the same samples in memory); ``groups=G`` also writes them as that script would, with G groups.
 
     ``kits19``: ``data/case_XXXXX/imaging.nii.gz + segmentation.nii.gz`` (labels 0, 1, 2; cysts are kidney).
     ``kits23``: ``dataset/case_XXXXX/imaging.nii.gz + segmentation.nii.gz`` (labels 0..3) and
@@ -401,10 +401,11 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
     if layout not in KITS_LAYOUTS:
         raise ValueError(f"layout must be one of {KITS_LAYOUTS}, got {layout!r}")
     cases = _check_count("cases", cases, 1, 2 * 90 if layout != "kits19" else KITS21_FIRST_NEW_CASE)
-    groups = _check_count("groups", groups, 1)
+    if groups is not None:
+        groups = _check_count("groups", groups, 1)
     shape = _shape(shape)
     out = _Output(out_dir, layout, seed)
-    top = "dataset" if layout == "kits23" else "data"
+    top = KITS_CASE_ROOT[layout]
     ids = kits_case_ids(cases, layout)
     images, labels = [], []
     for cid in ids:
@@ -434,7 +435,8 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
             per_inst = {n: [pick.reduce(np.stack(v)) for v in annos[n]] for n in annos}
             seg = _kits_compose(per_inst["kidney"], per_inst["cyst"], per_inst["tumor"], shape)
             out.image(f"{case}/aggregated_{agg}_seg.nii.gz", seg, ph.geometry, slice_first=True)
-        _write_kits21_samples(out, case, annos, groups, ph.geometry, shape, rng)
+        if groups is not None:
+            _write_kits21_samples(out, case, groups)
     out.finish(layout=layout, cases=cases, shape=list(shape), groups=groups)
     print(f"synth_kits21: {cases} {layout} cases ({', '.join(f'case_{c:05d}' for c in ids)}) -> {out.root / top}",
           flush=True)
@@ -445,23 +447,15 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
             "images": images, "labels": labels, "files": sorted(out.files)}
 
 
-def _write_kits21_samples(out: _Output, case: str, annos: Dict[str, List[List[np.ndarray]]], groups: int,
-                          geometry: Geometry, shape: Tuple[int, int, int], rng: np.random.Generator) -> None:
-    """``segmentation_samples/group_{g}/...``: per group, one composed map per annotator offset."""
-    for g in range(groups):
-        offsets = {n: [int(rng.integers(_ANNOTATORS)) for _ in annos[n]] for n in ("kidney", "tumor", "cyst")}
-        for i in range(_ANNOTATORS):
-            chosen: Dict[str, List[np.ndarray]] = {}
-            fname = ""
-            for n in ("kidney", "cyst", "tumor"):  # the official file-name order
-                fname += ("_" if fname else "") + n
-                chosen[n] = []
-                for k, variants in enumerate(annos[n]):
-                    a = (offsets[n][k] + i) % _ANNOTATORS
-                    chosen[n].append(variants[a])
-                    fname += f"_i{k + 1}a{a + 1}"
-            seg = _kits_compose(chosen["kidney"], chosen["cyst"], chosen["tumor"], shape)
-            out.image(f"{case}/segmentation_samples/group_{g}/{fname}.nii.gz", seg, geometry, slice_first=True)
+def _write_kits21_samples(out: _Output, case: str, groups: int) -> None:
+    """``segmentation_samples/group_{g}/...`` as the official ``sample_segmentations.py`` writes them."""
+    import SimpleITK as sitk
+
+    from nnunet_transfer.evaluation.kits_samples import build_segmentation, sample_segmentations
+
+    for sample in sample_segmentations(out.root / case, groups):
+        path = out.path(f"{case}/segmentation_samples/group_{sample.group}/{sample.name}")
+        sitk.WriteImage(build_segmentation(sample), str(path))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -31,15 +31,25 @@ import json
 import math
 import multiprocessing
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 from surface_distance import lookup_tables
+
+from nnunet_transfer.data.convert_kits import case_folders, kits_case_roots, searched_folders_text
+from nnunet_transfer.evaluation.kits_samples import (
+    INSTANCE_DIR,
+    NUMBER_OF_GROUPS,
+    SampledSegmentation,
+    build_segmentation,
+    has_instance_annotations,
+    sample_segmentations,
+)
 
 HECS: dict[str, tuple[int, ...]] = {
     "kidney_and_mass": (1, 2, 3),
@@ -67,6 +77,12 @@ KITS21_FILE_ENDING = ".nii.gz"
 GT_MODE_LABELS = "labels_folder"
 GT_MODE_SAMPLES = "kits21_samples"
 GT_MODE_MAJORITY = "kits21_majority_vote"
+
+# which reference an official kits21 data folder gives: samples when the case folders allow it, else the majority
+REFERENCE_AUTO = "auto"
+REFERENCE_SAMPLES = "samples"
+REFERENCE_MAJORITY = "majority"
+REFERENCE_CHOICES = (REFERENCE_AUTO, REFERENCE_SAMPLES, REFERENCE_MAJORITY)
 
 # geometry agreement required between a prediction and its reference (NIfTI stores float32 headers)
 _SPACING_ATOL_MM = 1e-3
@@ -296,52 +312,81 @@ def _read_label_image(path: Path) -> tuple[np.ndarray, _Geometry]:
             f"{path}: expected a 3D single-channel label image, got dimension {image.GetDimension()} with "
             f"{image.GetNumberOfComponentsPerPixel()} components per voxel"
         )
-    geometry = _Geometry(
+    return _as_label_array(sitk.GetArrayFromImage(image), str(path)), _geometry_of(image)
+
+
+def _geometry_of(image: sitk.Image) -> _Geometry:
+    return _Geometry(
         size=tuple(image.GetSize()),
         spacing=tuple(image.GetSpacing()),
         origin=tuple(image.GetOrigin()),
         direction=tuple(image.GetDirection()),
     )
-    return _as_label_array(sitk.GetArrayFromImage(image), str(path)), geometry
 
 
-def _check_same_geometry(pred_path: Path, pred: _Geometry, ref_path: Path, ref: _Geometry) -> None:
-    """Raise if a prediction is not on its reference's voxel grid (the metric compares voxel by voxel)."""
-    problems = []
+def _check_same_grid(pred_path: Path, pred: _Geometry, ref_name: str, ref: _Geometry, case_id: str) -> list[str]:
+    """Raise if prediction and reference differ in size; return warnings for other geometry differences.
+
+    Like the official ``compute_metrics_for_case`` only the array shapes must agree: a different spacing is
+    reported (the prediction's spacing is used), and so are a different origin or direction.
+    """
     if pred.size != ref.size:
-        problems.append(f"size {pred.size} vs {ref.size}")
-    else:
-        if not np.allclose(pred.spacing, ref.spacing, rtol=0, atol=_SPACING_ATOL_MM):
-            problems.append(f"spacing {pred.spacing} vs {ref.spacing}")
-        if not np.allclose(pred.origin, ref.origin, rtol=0, atol=_ORIGIN_ATOL_MM):
-            problems.append(f"origin {pred.origin} vs {ref.origin}")
-        if not np.allclose(pred.direction, ref.direction, rtol=0, atol=_DIRECTION_ATOL):
-            problems.append(f"direction {pred.direction} vs {ref.direction}")
-    if problems:
         raise ValueError(
-            f"prediction {pred_path} and reference {ref_path} are not on the same voxel grid "
-            f"({'; '.join(problems)}, SimpleITK x,y,z order). Predictions must keep the geometry of the "
-            f"case's imaging.nii.gz (nnU-Net's predictions do); check that the file belongs to this case "
-            f"and was not resampled or reoriented."
+            f"prediction {pred_path} (size {pred.size}) and reference {ref_name} (size {ref.size}, SimpleITK "
+            f"x,y,z order) are not on the same voxel grid. Predictions must keep the geometry of the case's "
+            f"imaging.nii.gz (nnU-Net's predictions do); check that the file belongs to this case and was not "
+            f"resampled or reoriented."
         )
+    warnings = []
+    for what, a, b, atol in (("spacing", pred.spacing, ref.spacing, _SPACING_ATOL_MM),
+                             ("origin", pred.origin, ref.origin, _ORIGIN_ATOL_MM),
+                             ("direction", pred.direction, ref.direction, _DIRECTION_ATOL)):
+        if not np.allclose(a, b, rtol=0, atol=atol):
+            warnings.append(
+                f"{case_id}: prediction {what} {tuple(round(v, 6) for v in a)} differs from reference {ref_name} "
+                f"{what} {tuple(round(v, 6) for v in b)}" + (" (computed with the prediction's spacing, as the "
+                                                               "official compute_metrics_for_case does)"
+                                                               if what == "spacing" else ""))
+    return warnings
+
+
+def _read_reference(reference: Reference) -> tuple[np.ndarray, _Geometry, str]:
+    """A reference label map: a label file, or a sample composed from instance annotations."""
+    if isinstance(reference, SampledSegmentation):
+        image = build_segmentation(reference)
+        name = f"{reference.folder} sample group_{reference.group}/{reference.name}"
+        return _as_label_array(sitk.GetArrayFromImage(image), name), _geometry_of(image), name
+    array, geometry = _read_label_image(reference)
+    return array, geometry, str(reference)
+
+
+def _evaluate_case(case_id: str, pred_path: Path, references: Sequence[Reference]
+                   ) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """(metrics averaged over the references, geometry warnings) of one case."""
+    if len(references) == 0:
+        raise ValueError(f"no reference files given for prediction {pred_path}")
+    prediction, pred_geometry = _read_label_image(pred_path)
+    per_reference, warnings = [], []
+    for reference in references:
+        ref_array, ref_geometry, ref_name = _read_reference(reference)
+        for w in _check_same_grid(pred_path, pred_geometry, ref_name, ref_geometry, case_id):
+            if w not in warnings:
+                warnings.append(w)
+        per_reference.append(kits_case_metrics(prediction, ref_array, pred_geometry.spacing[::-1]))
+    return _mean_metrics(per_reference), warnings
 
 
 def evaluate_case_files(pred_path: str | Path, ref_paths: Sequence[str | Path]) -> dict[str, dict[str, float]]:
     """KiTS21 metrics of one prediction file, averaged (plain mean) over one or more reference files.
 
-    Spacing is taken from the reference image, in the array's axis order. Each reference must share the
-    prediction's voxel grid.
+    As in the official ``compute_metrics_for_case``, the spacing is the prediction's (in the array's axis order)
+    and only the array sizes must agree; other geometry differences are printed as warnings.
     """
-    if len(ref_paths) == 0:
-        raise ValueError(f"no reference files given for prediction {pred_path}")
     pred_path = Path(pred_path)
-    prediction, pred_geometry = _read_label_image(pred_path)
-    per_reference = []
-    for ref_path in map(Path, ref_paths):
-        reference, ref_geometry = _read_label_image(ref_path)
-        _check_same_geometry(pred_path, pred_geometry, ref_path, ref_geometry)
-        per_reference.append(kits_case_metrics(prediction, reference, ref_geometry.spacing[::-1]))
-    return _mean_metrics(per_reference)
+    metrics, warnings = _evaluate_case(pred_path.name, pred_path, [Path(p) for p in ref_paths])
+    for w in warnings:
+        print(f"WARNING: {w}", flush=True)
+    return metrics
 
 
 def _mean_metrics(results: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -353,12 +398,17 @@ def _mean_metrics(results: Sequence[dict[str, dict[str, float]]]) -> dict[str, d
 # --------------------------------------------------------------------------------------------------------------
 
 
+Reference = Union[Path, SampledSegmentation]
+
+
 @dataclass(frozen=True)
 class _ReferenceSet:
     mode: str  # one of GT_MODE_*
     root: Path
-    files: dict[str, list[Path]]  # case id -> reference files (sorted)
+    files: dict[str, list[Reference]]  # case id -> references (a case's score is their mean)
     note: str = ""
+    #: case id -> why this case cannot be scored in this mode (an error only if it has a prediction)
+    unusable: dict[str, str] = field(default_factory=dict)
 
 
 def _sample_files(case_dir: Path) -> list[Path]:
@@ -375,18 +425,18 @@ def _sample_files(case_dir: Path) -> list[Path]:
 
 
 def _kits21_case_dirs(gt_dir: Path) -> tuple[Path, list[Path]] | None:
-    """Find the official ``data`` folder at gt_dir, gt_dir/data or gt_dir/kits21/data; return it and its cases."""
-    for root in (gt_dir, gt_dir / "data", gt_dir / "kits21" / "data"):
-        if not root.is_dir():
-            continue
-        cases = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("case_"))
+    """The first of :func:`kits_case_roots` (the converter's search order) that holds case folders."""
+    for root in kits_case_roots(gt_dir):
+        cases = case_folders(root)
         if cases:
             return root, cases
     return None
 
 
-def _find_references(gt_dir: Path, file_ending: str) -> _ReferenceSet:
+def _find_references(gt_dir: Path, file_ending: str, reference: str = REFERENCE_AUTO) -> _ReferenceSet:
     """Detect the reference layout: a flat folder of label files, or the official kits21 data folder."""
+    if reference not in REFERENCE_CHOICES:
+        raise ValueError(f"reference must be one of {REFERENCE_CHOICES}, got {reference!r}")
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"reference folder {gt_dir} does not exist")
     label_files = sorted(p for p in gt_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
@@ -398,47 +448,64 @@ def _find_references(gt_dir: Path, file_ending: str) -> _ReferenceSet:
             f"pass either a folder of label files named like the predictions or the kits21 data folder"
         )
     if label_files:
-        files = {p.name[: -len(file_ending)]: [p] for p in label_files}
+        if reference != REFERENCE_AUTO:
+            raise ValueError(f"{gt_dir} is a folder of label files; reference={reference!r} needs the kits21 "
+                             f"data folder (or a clone of the kits21 repository)")
+        files: dict[str, list[Reference]] = {p.name[: -len(file_ending)]: [p] for p in label_files}
         return _ReferenceSet(GT_MODE_LABELS, gt_dir, files)
     if official is None:
         raise FileNotFoundError(
             f"no references found in {gt_dir}: expected label files named like the predictions "
-            f"(e.g. case_00000{file_ending}, nnU-Net labelsTr style) or the official kits21 data folder "
-            f"(case_XXXXX/{KITS21_MAJORITY_FILE} and {KITS21_SAMPLES_DIR}/group_*/*{KITS21_FILE_ENDING})"
+            f"(e.g. case_00000{file_ending}, nnU-Net labelsTr style) or the official kits21 case folders "
+            f"(case_XXXXX/ with {INSTANCE_DIR}/, {KITS21_MAJORITY_FILE} or {KITS21_SAMPLES_DIR}/) in "
+            f"{searched_folders_text(kits_case_roots(gt_dir))}"
         )
 
     root, case_dirs = official
-    samples = {c.name: _sample_files(c) for c in case_dirs}
+    on_disk = {c.name: _sample_files(c) for c in case_dirs}
+    instances = {c.name for c in case_dirs if has_instance_annotations(c)}
     majority = {c.name: c / KITS21_MAJORITY_FILE for c in case_dirs if (c / KITS21_MAJORITY_FILE).is_file()}
-    annotated = [c.name for c in case_dirs if samples[c.name] or c.name in majority]
+    annotated = [c.name for c in case_dirs if on_disk[c.name] or c.name in instances or c.name in majority]
     if not annotated:
         raise FileNotFoundError(
-            f"kits21 data folder {root} has case folders but none holds {KITS21_MAJORITY_FILE} or "
-            f"{KITS21_SAMPLES_DIR}/group_*/*{KITS21_FILE_ENDING}"
+            f"kits21 data folder {root} has case folders but none holds {INSTANCE_DIR}/ instance annotations, "
+            f"{KITS21_MAJORITY_FILE} or {KITS21_SAMPLES_DIR}/group_*/*{KITS21_FILE_ENDING}"
         )
     skipped = len(case_dirs) - len(annotated)
-    note = f"{skipped} case folders without annotations ignored" if skipped else ""
-    with_samples = [c for c in annotated if samples[c]]
-    if with_samples:
-        without = [c for c in annotated if not samples[c]]
-        if without:
-            raise FileNotFoundError(
-                f"kits21 data folder {root}: {len(without)} annotated cases have no sampled annotations in "
-                f"{KITS21_SAMPLES_DIR}/ ({_listing(without)}) while {len(with_samples)} have. Generate them for "
-                f"all cases with kits21/annotation/sample_segmentations.py, or remove {KITS21_SAMPLES_DIR}/ "
-                f"everywhere to evaluate against {KITS21_MAJORITY_FILE}."
-            )
-        return _ReferenceSet(GT_MODE_SAMPLES, root, {c: samples[c] for c in annotated}, note)
-    note = "; ".join(
-        n
-        for n in (
-            note,
-            f"no {KITS21_SAMPLES_DIR}/ found, so the majority vote {KITS21_MAJORITY_FILE} is the reference "
-            f"(official --use_maj_voting_as_gt; the official test-set evaluation uses the samples)",
-        )
-        if n
-    )
-    return _ReferenceSet(GT_MODE_MAJORITY, root, {c: [majority[c]] for c in annotated}, note)
+    notes = [f"{skipped} case folders without annotations ignored"] if skipped else []
+    can_sample = [c for c in annotated if on_disk[c] or c in instances]
+    use_samples = reference == REFERENCE_SAMPLES or (reference == REFERENCE_AUTO and can_sample)
+    if not use_samples:
+        unusable = {c: f"no {KITS21_MAJORITY_FILE}" for c in annotated if c not in majority}
+        notes.append(f"the majority vote {KITS21_MAJORITY_FILE} is the reference (official --use_maj_voting_as_gt; "
+                     f"the official test-set evaluation uses the sampled segmentations)"
+                     if reference == REFERENCE_MAJORITY else
+                     f"no {INSTANCE_DIR}/ or {KITS21_SAMPLES_DIR}/ found, so the majority vote "
+                     f"{KITS21_MAJORITY_FILE} is the reference (official --use_maj_voting_as_gt)")
+        return _ReferenceSet(GT_MODE_MAJORITY, root, {c: [majority[c]] for c in annotated if c in majority},
+                             "; ".join(notes), unusable)
+
+    by_case = {c.name: c for c in case_dirs}
+    files = {}
+    sampling_problems = {}
+    for c in can_sample:
+        if on_disk[c]:
+            files[c] = on_disk[c]
+            continue
+        try:
+            files[c] = sample_segmentations(by_case[c], NUMBER_OF_GROUPS)
+        except FileNotFoundError as err:  # an error only if the case is predicted
+            sampling_problems[c] = str(err)
+    generated = sum(1 for c in files if not on_disk[c])
+    if generated:
+        notes.append(f"{generated} cases sampled from their {INSTANCE_DIR}/ instance annotations "
+                     f"({NUMBER_OF_GROUPS} groups, seeded with the case number, as the official "
+                     f"sample_segmentations.py)")
+    if len(files) - generated:
+        notes.append(f"{len(files) - generated} cases read from {KITS21_SAMPLES_DIR}/")
+    unusable = {c: sampling_problems.get(c, f"neither {INSTANCE_DIR}/ instance annotations nor {KITS21_SAMPLES_DIR}/")
+                for c in annotated if c not in files}
+    return _ReferenceSet(GT_MODE_SAMPLES, root, files, "; ".join(notes), unusable)
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -458,58 +525,86 @@ def evaluate_kits21(
     output_csv: str | Path | None = None,
     num_workers: int = 1,
     file_ending: str = ".nii.gz",
+    require_all: bool = False,
+    reference: str = REFERENCE_AUTO,
 ) -> dict:
     """Evaluate a folder of KiTS21 predictions (``case_XXXXX<file_ending>``) against references.
 
     ``gt_dir`` is either a folder of label files named like the predictions (nnU-Net ``labelsTr`` style) or the
-    official kits21 ``data`` folder (or a parent of it). In the official layout the sampled annotations
-    (``segmentation_samples/group*/*.nii.gz``) are the reference and a case's score is the mean over them; if
-    no case has samples, ``aggregated_MAJ_seg.nii.gz`` is used. The mode used is printed and stored as
-    ``"gt_mode"``. Every reference case needs a prediction and every prediction a reference.
+    official kits21 case folders (``kits21/data`` of a clone, or the clone itself: the folders of
+    :func:`~nnunet_transfer.data.convert_kits.kits_case_roots` are searched). In the official layout the sampled
+    segmentations are the reference and a case's score is their mean: read from ``segmentation_samples/group*/``
+    where the official sampler wrote them, otherwise built from the case's ``segmentations/`` instance
+    annotations exactly as that sampler does (:mod:`.kits_samples`); with neither, or with
+    ``reference="majority"``, ``aggregated_MAJ_seg.nii.gz`` is used. The mode is printed and stored as
+    ``"gt_mode"``.
+
+    Like the official evaluation, the predictions given are scored: reference cases without a prediction (one
+    fold, a subset such as the MOTS overlap) are listed in ``"missing_predictions"`` and printed, and are an
+    error only with ``require_all``. A prediction without a reference is an error. Metrics use the prediction's
+    spacing; geometry differences other than size are warnings naming the case (``"warnings"``).
     ``num_workers > 1`` evaluates cases in spawned processes (like nnU-Net's evaluation), so a calling script
     must run it under ``if __name__ == "__main__":``.
 
-    Returns ``{"gt_mode": .., "num_cases": .., "mean": {hec: {"dice", "surface_dice"}},
-    "per_case": {case_id: {hec: {"dice", "surface_dice"}}}}`` with cases sorted by id; optionally writes it as
-    JSON and a per-case CSV.
+    Returns ``{"gt_mode", "num_cases", "num_reference_cases", "missing_predictions", "warnings", "mean": {hec:
+    {"dice", "surface_dice"}}, "per_case": {case_id: {hec: {"dice", "surface_dice"}}}}`` with cases sorted by
+    id; optionally writes it as JSON and a per-case CSV.
     """
     if not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_dir} does not exist")
-    references = _find_references(Path(gt_dir), file_ending)
+    references = _find_references(Path(gt_dir), file_ending, reference)
     predictions = {
         p.name[: -len(file_ending)]: p
         for p in sorted(pred_dir.iterdir())
         if p.is_file() and p.name.endswith(file_ending)
     }
-    missing = sorted(set(references.files) - set(predictions))
-    if missing:
+    if not predictions:
+        raise FileNotFoundError(f"no predictions (<case_id>{file_ending}) in {pred_dir}")
+    unusable = sorted(c for c in predictions if c in references.unusable)
+    if unusable:
         raise FileNotFoundError(
-            f"{len(missing)} of {len(references.files)} reference cases in {references.root} have no prediction "
-            f"in {pred_dir} (expected <case_id>{file_ending}): {_listing(missing)}. Predict them, or point "
-            f"gt_dir at a folder holding only the references of the cases you predicted."
-        )
+            f"{len(unusable)} predicted cases have no usable reference in mode '{references.mode}' in "
+            f"{references.root}: " + "; ".join(f"{c}: {references.unusable[c]}" for c in unusable[:_MAX_LISTED])
+            + (". Pass --use-maj-voting-as-gt (reference='majority') to score against the majority vote."
+               if references.mode == GT_MODE_SAMPLES else "."))
     unexpected = sorted(set(predictions) - set(references.files))
     if unexpected:
         raise FileNotFoundError(
             f"{len(unexpected)} predictions in {pred_dir} have no reference in {references.root}: "
             f"{_listing(unexpected)}. Remove them or evaluate against a reference folder that holds these cases."
         )
+    missing = sorted(set(references.files) - set(predictions))
+    if missing and require_all:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(references.files)} reference cases in {references.root} have no prediction "
+            f"in {pred_dir} (expected <case_id>{file_ending}): {_listing(missing)}. Predict them, or leave out "
+            f"--require-all (require_all) to score only the cases predicted."
+        )
 
-    case_ids = sorted(references.files)
+    case_ids = sorted(predictions)
     print(
-        f"KiTS21 evaluation: {len(case_ids)} cases, reference mode '{references.mode}' ({references.root})"
-        + (f"; {references.note}" if references.note else ""),
+        f"KiTS21 evaluation: {len(case_ids)} of {len(references.files)} reference cases, reference mode "
+        f"'{references.mode}' ({references.root})" + (f"; {references.note}" if references.note else ""),
         flush=True,
     )
+    if missing:
+        print(f"KiTS21 evaluation: {len(missing)} reference cases have no prediction in {pred_dir} and are not "
+              f"scored: {_listing(missing)}", flush=True)
     jobs = {c: (predictions[c], references.files[c]) for c in case_ids}
     per_case_unordered = _run_cases(jobs, num_workers)
-    per_case = {c: per_case_unordered[c] for c in case_ids}
+    per_case = {c: per_case_unordered[c][0] for c in case_ids}
+    warnings = [w for c in case_ids for w in per_case_unordered[c][1]]
+    for w in warnings:
+        print(f"WARNING: {w}", flush=True)
     results = {
         "gt_mode": references.mode,
         "num_cases": len(case_ids),
+        "num_reference_cases": len(references.files),
+        "missing_predictions": missing,
+        "warnings": warnings,
         "mean": _mean_metrics(list(per_case.values())),
         "per_case": per_case,
     }
@@ -520,26 +615,27 @@ def evaluate_kits21(
     return results
 
 
-def _run_cases(
-    jobs: dict[str, tuple[Path, list[Path]]], num_workers: int
-) -> dict[str, dict[str, dict[str, float]]]:
+CaseResult = tuple[dict[str, dict[str, float]], list[str]]
+
+
+def _run_cases(jobs: dict[str, tuple[Path, list[Reference]]], num_workers: int) -> dict[str, CaseResult]:
     """Evaluate every case (in worker processes if num_workers > 1) with a progress counter."""
     total = len(jobs)
-    done: dict[str, dict[str, dict[str, float]]] = {}
+    done: dict[str, CaseResult] = {}
 
     def report(case_id: str) -> None:
         print(f"KiTS21 evaluation: {len(done)}/{total} cases done ({case_id})", flush=True)
 
     if num_workers == 1 or total == 1:
-        for case_id, (pred_path, ref_paths) in jobs.items():
-            done[case_id] = evaluate_case_files(pred_path, ref_paths)
+        for case_id, (pred_path, refs) in jobs.items():
+            done[case_id] = _evaluate_case(case_id, pred_path, refs)
             report(case_id)
         return done
 
     # spawn (like nnU-Net's own evaluation): safe even if the caller has threads (torch) running
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(num_workers, total), mp_context=context) as pool:
-        futures = {pool.submit(evaluate_case_files, p, r): c for c, (p, r) in jobs.items()}
+        futures = {pool.submit(_evaluate_case, c, p, r): c for c, (p, r) in jobs.items()}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -575,6 +671,8 @@ def format_table(results: dict) -> str:
     """Human-readable table of the per-HEC mean Dice and Surface Dice (plus their average over HECs)."""
     mean = results["mean"]
     header = f"KiTS21 evaluation: {results.get('num_cases', len(results.get('per_case', {})))} cases"
+    if results.get("missing_predictions"):
+        header += f" ({len(results['missing_predictions'])} reference cases without prediction not scored)"
     if "gt_mode" in results:
         header += f", reference mode '{results['gt_mode']}'"
     name_width = max(len(h) for h in [*HECS, "average"])

@@ -34,6 +34,9 @@ from nnunet_transfer.architectures.res_unet_aspp import DEFAULT_ASPP_RATES, ResU
 #: topologies often have 5-6 downsamplings) repeat the last count. The planner cuts this to the number of
 #: stages its topology search gives.
 PAPER_ENCODER_BLOCKS: Tuple[int, ...] = (1, 3, 4, 6, 3) + (3,) * 8
+#: The paper's encoder has exactly four downsampling stages (5 resolution levels): what the paper-topology
+#: planner keeps of the topology nnU-Net's search gives.
+PAPER_NUM_STAGES = 5
 #: One decoder residual block per stage (paper).
 PAPER_DECODER_BLOCKS: Tuple[int, ...] = (1,) * 12
 
@@ -53,6 +56,8 @@ class ResUNetASPPPlanner(ResEncUNetPlanner):
     #: ASPP dilation rates written into the plans (a subclass may change them; the memory estimate during the
     #: patch search assumes the default rates, which changes it by well under 1 %: the ASPP runs at the bottleneck)
     aspp_rates: Tuple[int, ...] = DEFAULT_ASPP_RATES
+    #: keep only the paper's four downsampling stages (:class:`ResUNetASPPPaperPlanner`)
+    paper_topology: bool = False
 
     def __init__(self, dataset_name_or_id: Union[str, int],
                  gpu_memory_target_in_gb: float = 8,
@@ -93,7 +98,42 @@ class ResUNetASPPPlanner(ResEncUNetPlanner):
         plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
                                                    approximate_n_voxels_dataset, _cache)
         plan['architecture']['arch_kwargs']['aspp_rates'] = list(self.aspp_rates)
+        if self.paper_topology:
+            plan['architecture']['arch_kwargs'] = paper_topology(plan['architecture']['arch_kwargs'])
         return plan
+
+
+class ResUNetASPPPaperPlanner(ResUNetASPPPlanner):
+    """:class:`ResUNetASPPPlanner` with the paper's topology: four downsampling stages (blocks 1, 3, 4, 6, 3).
+
+    nnU-Net's topology search gives as many stages as the patch allows (usually 6 in 3D, i.e. 5 downsamplings);
+    this planner keeps the first :data:`PAPER_NUM_STAGES` of them. The patch and batch size come from the search
+    for the deeper network (the dropped stages are the smallest, so the memory estimate only shrinks).
+    """
+
+    paper_topology = True
+
+    def __init__(self, dataset_name_or_id: Union[str, int],
+                 gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = 'DefaultPreprocessor',
+                 plans_name: str = 'nnUNetResUNetASPPPaperPlans',
+                 overwrite_target_spacing: Union[List[float], Tuple[float, ...], None] = None,
+                 suppress_transpose: bool = False):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose)
+
+
+def paper_topology(arch_kwargs: dict, num_stages: int = PAPER_NUM_STAGES) -> dict:
+    """Plans arch kwargs cut to the first ``num_stages`` resolution levels (per-stage lists shortened)."""
+    kw = dict(arch_kwargs)
+    n = min(int(kw['n_stages']), num_stages)
+    kw['n_stages'] = n
+    for key in ('features_per_stage', 'kernel_sizes', 'strides', 'n_blocks_per_stage'):
+        if isinstance(kw.get(key), (list, tuple)):
+            kw[key] = list(kw[key])[:n]
+    if isinstance(kw.get('n_conv_per_stage_decoder'), (list, tuple)):
+        kw['n_conv_per_stage_decoder'] = list(kw['n_conv_per_stage_decoder'])[:n - 1]
+    return kw
 
 
 def estimate_conv_feature_map_elements(patch_size: Tuple[int, ...], num_classes: int, arch_kwargs: dict) -> int:

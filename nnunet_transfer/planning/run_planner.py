@@ -22,12 +22,13 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
 )
 
 from nnunet_transfer.discovery import nnunet_folder
-from nnunet_transfer.planning.res_unet_aspp_planner import ResUNetASPPPlanner
+from nnunet_transfer.planning.res_unet_aspp_planner import ResUNetASPPPaperPlanner, ResUNetASPPPlanner
 
 #: planner name -> class, for ``nnunet-transfer plan -pl NAME``; nnU-Net's own planners are listed too so that
 #: one command plans every network of a comparison
 PLANNERS: Dict[str, Type[ExperimentPlanner]] = {
     "ResUNetASPPPlanner": ResUNetASPPPlanner,
+    "ResUNetASPPPaperPlanner": ResUNetASPPPaperPlanner,
     "ExperimentPlanner": ExperimentPlanner,
     "ResEncUNetPlanner": ResEncUNetPlanner,
     "nnUNetPlannerResEncM": nnUNetPlannerResEncM,

@@ -8,15 +8,17 @@ Every trainer listed in ``__all__`` is re-exported there, so the class nnU-Net u
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.localization import LocalizationPretrainTrainer
 from nnunet_transfer.trainers.med3d import (Med3DFinetuneTrainer, Med3DFinetuneTrainer_frozenEncoder,
-                                            Med3DFinetuneTrainer_MedicalNet)
+                                            Med3DFinetuneTrainer_MedicalNet, Med3DFinetuneTrainer_MedicalNetSGD)
 from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
-from nnunet_transfer.trainers.mots_pretrain import MOTSPretrainTrainer, MOTSPretrainTrainerBalanced
-from nnunet_transfer.trainers.recipes import AttentionUNetTrainer, FrozenEncoderTrainer
+from nnunet_transfer.trainers.mots_pretrain import (MOTSPretrainTrainer, MOTSPretrainTrainerBalanced,
+                                                   MOTSPretrainTrainerDoDNetPooling)
+from nnunet_transfer.trainers.recipes import AttentionUNetTrainer, FrozenEncoderTrainer, FrozenEncoderTrainer_logDice
 
 __all__ = [
     "AttentionUNetTrainer",
     "FrozenEncoderTrainer",
+    "FrozenEncoderTrainer_logDice",
     "FineTuneTrainer",
     "KiTS21HECTrainer",
     "KiTS21HECTrainer_100epochs",
@@ -25,7 +27,9 @@ __all__ = [
     "MLEAMTrainer_paper",
     "Med3DFinetuneTrainer",
     "Med3DFinetuneTrainer_MedicalNet",
+    "Med3DFinetuneTrainer_MedicalNetSGD",
     "Med3DFinetuneTrainer_frozenEncoder",
     "MOTSPretrainTrainer",
     "MOTSPretrainTrainerBalanced",
+    "MOTSPretrainTrainerDoDNetPooling",
 ]

@@ -69,6 +69,26 @@ class WarmupPolyLRScheduler(torch.optim.lr_scheduler._LRScheduler):
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
 
+class ExponentialLRScheduler(WarmupPolyLRScheduler):
+    """``initial_lr * gamma ** (epoch + 1)`` per epoch (after the linear warm-up), honouring ``lr_scale`` groups.
+
+    MedicalNet's ``train.py`` calls ``ExponentialLR(gamma=0.99).step()`` at the start of every epoch, before
+    training it, so its first epoch already runs at ``gamma`` times the base rate; hence the ``+ 1``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, gamma: float = 0.99,
+                 warmup_steps: int = 0):
+        if not 0 < gamma <= 1:
+            raise ValueError(f"ExponentialLRScheduler: gamma must be in (0, 1], got {gamma}")
+        self.gamma = gamma
+        super().__init__(optimizer, initial_lr, max_steps=0, warmup_steps=warmup_steps)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        return self.gamma ** (step - self.warmup_steps + 1)
+
+
 def pretrained_weights_argument(argv: Sequence[str] = tuple(sys.argv)) -> Optional[str]:
     """The file given to ``nnUNetv2_train -pretrained_weights`` in this process, if any."""
     argv = list(argv)

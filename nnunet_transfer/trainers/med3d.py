@@ -16,6 +16,12 @@ tensors learn at ``medicalnet_pretrained_lr`` (1e-3, the Med3D paper's fine-tuni
 SGD (momentum 0.99) and poly schedule. MedicalNet's ``train.py`` uses 100x on SGD with momentum 0.9 at 1e-3; with
 nnU-Net's momentum of 0.99 that would put the new layers at 0.1, which diverges, so the factor is a class attribute
 rather than a copy of that number.
+
+MedicalNet's own optimiser (``medicalnet_optimizer = True``, variant :class:`Med3DFinetuneTrainer_MedicalNetSGD`):
+``train.py`` exactly: SGD with momentum 0.9 (no Nesterov) and weight decay 1e-3, pretrained tensors at 1e-3 and
+new layers at 100x (0.1), ``ExponentialLR(gamma=0.99)`` stepped once per epoch before it
+(:class:`~nnunet_transfer.trainers.finetune.ExponentialLRScheduler`). nnU-Net's loss, data pipeline and epoch length
+stay (MedicalNet trains with cross-entropy only).
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ from typing import List, Optional
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_transfer.trainers.finetune import FineTuneTrainer
+from nnunet_transfer.trainers.finetune import ExponentialLRScheduler, FineTuneTrainer
 from nnunet_transfer.utils.modules import unwrap_network
 
-__all__ = ["Med3DFinetuneTrainer", "Med3DFinetuneTrainer_MedicalNet", "Med3DFinetuneTrainer_frozenEncoder",
-           "network_deep_supervision_scales"]
+__all__ = ["Med3DFinetuneTrainer", "Med3DFinetuneTrainer_MedicalNet", "Med3DFinetuneTrainer_MedicalNetSGD",
+           "Med3DFinetuneTrainer_frozenEncoder", "network_deep_supervision_scales"]
 
 
 def network_deep_supervision_scales(trainer: nnUNetTrainer) -> Optional[List[List[float]]]:
@@ -59,6 +65,11 @@ class Med3DFinetuneTrainer(FineTuneTrainer):
     medicalnet_recipe: bool = False
     medicalnet_pretrained_lr: float = 1e-3
     medicalnet_new_layer_lr_multiplier: float = 10.0
+    #: MedicalNet's optimiser and schedule (train.py): SGD momentum 0.9, weight decay 1e-3, ExponentialLR 0.99
+    medicalnet_optimizer: bool = False
+    medicalnet_momentum: float = 0.9
+    medicalnet_weight_decay: float = 1e-3
+    medicalnet_lr_gamma: float = 0.99
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -71,6 +82,19 @@ class Med3DFinetuneTrainer(FineTuneTrainer):
             self.initial_lr = self.medicalnet_pretrained_lr * self.medicalnet_new_layer_lr_multiplier
             self.pretrained_lr_factor = 1.0 / self.medicalnet_new_layer_lr_multiplier
 
+    def make_optimizer(self, param_groups: List[dict]) -> torch.optim.Optimizer:
+        if not self.medicalnet_optimizer:
+            return super().make_optimizer(param_groups)
+        return torch.optim.SGD(param_groups, lr=self.initial_lr, momentum=self.medicalnet_momentum,
+                               weight_decay=self.medicalnet_weight_decay)
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        if self.medicalnet_optimizer:
+            scheduler = ExponentialLRScheduler(optimizer, self.initial_lr, self.medicalnet_lr_gamma,
+                                               self.lr_warmup_epochs)
+        return optimizer, scheduler
+
     def _get_deep_supervision_scales(self):
         return network_deep_supervision_scales(self)
 
@@ -79,6 +103,15 @@ class Med3DFinetuneTrainer_MedicalNet(Med3DFinetuneTrainer):
     """MedicalNet's learning-rate split: pretrained encoder at 1e-3, new layers at 1e-2."""
 
     medicalnet_recipe = True
+
+
+class Med3DFinetuneTrainer_MedicalNetSGD(Med3DFinetuneTrainer):
+    """MedicalNet's ``train.py`` optimiser: SGD momentum 0.9, weight decay 1e-3, encoder 1e-3, new layers 100x,
+    ExponentialLR 0.99 per epoch."""
+
+    medicalnet_recipe = True
+    medicalnet_new_layer_lr_multiplier = 100.0
+    medicalnet_optimizer = True
 
 
 class Med3DFinetuneTrainer_frozenEncoder(Med3DFinetuneTrainer):

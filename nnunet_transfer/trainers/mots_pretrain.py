@@ -8,8 +8,9 @@ on a dataset made by ``nnunet-transfer convert mots``. What differs from ``nnUNe
   own deep-supervision wrapper;
 * each train/validation step conditions network and loss on the batch's tasks, read from the case-to-task map
   the converter stored in dataset.json, then runs nnU-Net's own step;
-* validation Dice is reported per task (log and progress.png); after the final validation a
-  ``summary_per_task.json`` scores each validation case on its own task only.
+* validation Dice is reported per task (log and progress.png); the final validation predicts each case with its
+  own task's head only (as DoDNet's evaluation: other tasks' regions cannot overwrite its labels in the written
+  label map), and ``summary_per_task.json`` scores each validation case on its own task.
 
 Optimiser and schedule are nnU-Net's defaults, which are DoDNet's: SGD, momentum 0.99, Nesterov, lr 1e-2, poly 0.9.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -56,6 +58,24 @@ def balanced_sampling_list(identifiers: List[str], case_to_task: Dict[str, int],
     return repeated
 
 
+def build_mots_network(configuration_manager: ConfigurationManager, num_input_channels: int,
+                       num_output_channels: int, enable_deep_supervision: bool = True,
+                       controller_pooling: str = "raw") -> DynamicHeadNetwork:
+    """The plans' backbone with 8 output features and DoDNet's dynamic head (``controller_pooling``: see
+    :class:`DynamicHeadNetwork`)."""
+    if num_output_channels != mots_tasks.NUM_OUTPUT_CHANNELS:
+        raise RuntimeError(f"the MOTS network has {mots_tasks.NUM_OUTPUT_CHANNELS} output regions, "
+                           f"the plans/dataset ask for {num_output_channels}")
+    backbone = get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
+        num_input_channels, HEAD_IN_CHANNELS, allow_init=True, deep_supervision=enable_deep_supervision)
+    return DynamicHeadNetwork(backbone.encoder, backbone.decoder, mots_tasks.NUM_TASKS,
+                              mots_tasks.head_channel_index(), head_in_channels=HEAD_IN_CHANNELS,
+                              controller_pooling=controller_pooling)
+
+
 class MOTSPretrainTrainer(nnUNetTrainer):
     """Multi-task partial-label pretraining with DoDNet's dynamic head."""
 
@@ -80,16 +100,8 @@ class MOTSPretrainTrainer(nnUNetTrainer):
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        if num_output_channels != mots_tasks.NUM_OUTPUT_CHANNELS:
-            raise RuntimeError(f"the MOTS network has {mots_tasks.NUM_OUTPUT_CHANNELS} output regions, "
-                               f"the plans/dataset ask for {num_output_channels}")
-        backbone = get_network_from_plans(
-            configuration_manager.network_arch_class_name,
-            configuration_manager.network_arch_init_kwargs,
-            configuration_manager.network_arch_init_kwargs_req_import,
-            num_input_channels, HEAD_IN_CHANNELS, allow_init=True, deep_supervision=enable_deep_supervision)
-        return DynamicHeadNetwork(backbone.encoder, backbone.decoder, mots_tasks.NUM_TASKS,
-                                  mots_tasks.head_channel_index(), head_in_channels=HEAD_IN_CHANNELS)
+        return build_mots_network(configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision)
 
     def _do_i_compile(self) -> bool:
         # the per-step task conditioning is a tensor attribute of the network; keep it out of torch.compile's guards
@@ -150,8 +162,35 @@ class MOTSPretrainTrainer(nnUNetTrainer):
                                + ", ".join(f"{mots_tasks.TASKS[t].name}={n}" for t, n in sorted(counts.items())))
         return balanced_sampling_list(identifiers, self.case_to_task, self.balanced_sampling_resolution)
 
+    def _task_conditioned_dataset_class(self) -> type:
+        """The trainer's dataset class whose ``load_case`` also conditions the network on the case's task.
+
+        nnU-Net's final validation loads one case, predicts it with the sliding window, then loads the next; with
+        this class each case is predicted with its own task's head only (DoDNet's evaluation), so its label map
+        is not overwritten by other tasks' regions (a hepatic-vessel tumour firing on a liver tumour).
+        """
+        trainer = self
+
+        class TaskConditionedDataset(self.dataset_class):  # type: ignore[misc, valid-type]
+            def load_case(self, identifier: str):
+                loaded = super().load_case(identifier)
+                unwrap_network(trainer.network).task_ids = trainer.tasks_of([identifier])
+                return loaded
+
+        TaskConditionedDataset.__name__ = f"TaskConditioned{self.dataset_class.__name__}"
+        return TaskConditionedDataset
+
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
-        super().perform_actual_validation(save_probabilities)
+        """nnU-Net's final validation with every case predicted on its own task, then the per-task summary."""
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        dataset_class = self.dataset_class
+        self.dataset_class = self._task_conditioned_dataset_class()
+        try:
+            with unwrap_network(self.network).conditioned_on(None):  # restores "all tasks" afterwards
+                super().perform_actual_validation(save_probabilities)
+        finally:
+            self.dataset_class = dataset_class
         if self.local_rank != 0:
             return
         validation_folder = Path(self.output_folder) / "validation"
@@ -169,3 +208,16 @@ class MOTSPretrainTrainerBalanced(MOTSPretrainTrainer):
     """MOTS pretraining with task-balanced sampling: P(case) ~ 1/sqrt(cases of its task) (MultiTalent)."""
 
     task_balanced_sampling = True
+
+
+class MOTSPretrainTrainerDoDNetPooling(MOTSPretrainTrainer):
+    """MOTS pretraining whose controller reads GroupNorm(16) + ReLU + global average pooling of the bottleneck,
+    as DoDNet's ``self.GAP`` (the default trainer pools the raw encoder output; its checkpoints lack ``gap_norm.*``).
+    """
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        return build_mots_network(configuration_manager, num_input_channels, num_output_channels,
+                                  enable_deep_supervision, controller_pooling="groupnorm_relu")

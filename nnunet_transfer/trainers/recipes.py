@@ -20,6 +20,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_transfer.architectures.attention_unet import GATE_KEY_PREFIX
+from nnunet_transfer.losses.log_dice import NegativeLogSoftDice
+from nnunet_transfer.losses.wrapping import with_base_loss
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS
 
@@ -28,9 +30,15 @@ ATTENTION_UNET = "nnunet_transfer.architectures.attention_unet.AttentionUNet"
 
 
 class FrozenEncoderTrainer(FineTuneTrainer):
-    """Encoder frozen for the whole run; soft Dice only; Adam (paper: phase 2 of localisation pretraining)."""
+    """Encoder frozen for the whole run; soft Dice only; Adam (paper: phase 2 of localisation pretraining).
+
+    The loss is nnU-Net's negative soft Dice; ``log_dice = True`` (:class:`FrozenEncoderTrainer_logDice`) uses
+    the paper's negative log soft Dice instead.
+    """
 
     freeze_encoder = True
+    #: minimise -log(soft Dice) (the paper) instead of -soft Dice (nnU-Net's Dice term)
+    log_dice: bool = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -44,7 +52,13 @@ class FrozenEncoderTrainer(FineTuneTrainer):
         loss = super()._build_loss()
         base = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
         base.weight_ce = 0.0  # nnU-Net's compound losses skip the cross-entropy term at weight 0: soft Dice only
-        return loss
+        return with_base_loss(loss, NegativeLogSoftDice(base)) if self.log_dice else loss
+
+
+class FrozenEncoderTrainer_logDice(FrozenEncoderTrainer):
+    """:class:`FrozenEncoderTrainer` with the paper's loss, the negative log soft Dice."""
+
+    log_dice = True
 
 
 class _EarlyStop(Exception):
