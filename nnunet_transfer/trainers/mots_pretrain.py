@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -33,6 +32,7 @@ from nnunet_transfer.data import mots_tasks
 from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
 from nnunet_transfer.losses.partial_label import PartialLabelDiceBCELoss
 from nnunet_transfer.losses.wrapping import with_base_loss
+from nnunet_transfer.trainers.guarded import GuardedTrainer
 from nnunet_transfer.trainers.progress import RegionDiceLocalLogger
 from nnunet_transfer.utils.modules import unwrap_network
 
@@ -56,7 +56,7 @@ def balanced_sampling_list(identifiers: List[str], case_to_task: Dict[str, int],
     return repeated
 
 
-class MOTSPretrainTrainer(nnUNetTrainer):
+class MOTSPretrainTrainer(GuardedTrainer):
     """Multi-task partial-label pretraining with DoDNet's dynamic head."""
 
     #: sample each case with probability proportional to 1 / sqrt(cases of its task) (see the Balanced variant)
