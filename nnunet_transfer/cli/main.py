@@ -1,8 +1,9 @@
 """``nnunet-transfer``: the commands that sit beside nnU-Net's own ``nnUNetv2_*`` commands.
 
 Each subcommand imports its implementation lazily so that ``nnunet-transfer env`` (run in every new shell) stays
-instant. Errors the user can fix (missing files, bad data, unset variables) are printed as one clear message with
-exit code 1, without a traceback; ``--debug`` shows the traceback.
+instant. Errors the user can fix (:class:`~nnunet_transfer.errors.NnUNetTransferError`, missing files, bad data,
+unset variables, a full disk) are printed as one clear message with exit code 1, without a traceback; ``--debug``
+shows the traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -45,11 +46,28 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the dataset name each converter uses without --name
+DEFAULT_DATASET_NAMES = {"mots": "MOTS", "kits21": "KiTS21", "kvasir": "KvasirSEG"}
+
+
+def _prepare_conversion(args: argparse.Namespace) -> None:
+    """Before converting: clean up what killed conversions left, and refuse to replace an existing dataset
+    without --force."""
+    from nnunet_transfer.data.existing_dataset import refuse_to_replace, remove_stale_staging
+    from nnunet_transfer.data.raw_dataset import dataset_folder_name, nnunet_raw_dir
+
+    raw = nnunet_raw_dir()
+    remove_stale_staging(raw)
+    refuse_to_replace(raw / dataset_folder_name(args.d, args.name or DEFAULT_DATASET_NAMES[args.kind]), args.force)
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
+    if not getattr(args, "list_mots_overlap", False):
+        _prepare_conversion(args)
     if args.kind == "mots":
         from nnunet_transfer.data.convert_mots import convert_mots
 
-        folder = convert_mots(args.source, args.d, name=args.name or "MOTS", split_file=args.split,
+        folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"], split_file=args.split,
                               tasks=args.tasks, num_workers=args.np)
     elif args.kind in ("kits21", "kits"):
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
@@ -57,13 +75,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         if args.list_mots_overlap:
             print("\n".join(list_mots_overlap(args.source)))
             return 0
-        folder = convert_kits(args.source, args.d, name=args.name or "KiTS21",
+        folder = convert_kits(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kits21"],
                               exclude_mots_overlap=args.exclude_mots_overlap,
                               only_mots_overlap=args.only_mots_overlap, num_workers=args.np)
     else:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
-        folder = convert_kvasir(args.source, args.d, name=args.name or "KvasirSEG", num_workers=args.np)
+        folder = convert_kvasir(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kvasir"],
+                                num_workers=args.np)
     print(f"nnU-Net raw dataset written to {folder}")
     return 0
 
@@ -191,7 +210,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_predict_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.export import install_and_predict
 
-    out = install_and_predict(args.zip, args.i, args.o, device=args.device)
+    out = install_and_predict(args.zip, args.i, args.o, device=args.device, force=args.force)
     print(f"predictions written to {out}")
     return 0
 
@@ -240,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only-mots-overlap", action="store_true", help="kits21: only the KiTS19 cases")
     p.add_argument("--list-mots-overlap", action="store_true", help="kits21: print the overlapping case ids")
     p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.add_argument("--force", action="store_true", help="replace an existing dataset of the same id and name")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("evaluate", help="score a prediction folder")
@@ -344,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", required=True)
     p.add_argument("-o", required=True)
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--force", action="store_true", help="replace a different model of the same name in "
+                                                        "$nnUNet_results")
     p.set_defaults(func=_cmd_predict_export)
 
     p = sub.add_parser("verify-weights", help="check a downloaded MedicalNet checkpoint against the registry")
@@ -353,16 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: exceptions that mean "the user's input is wrong", printed without a traceback
+#: exceptions that mean "the user's input is wrong", printed without a traceback (OSError: a full disk, missing
+#: permissions, a file where a folder should be)
 def _user_errors() -> tuple:
-    errors: List[type] = [FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, RuntimeError]
-    try:
-        from nnunet_transfer.data.errors import ConversionError
+    from nnunet_transfer.errors import NnUNetTransferError
 
-        errors.append(ConversionError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (NnUNetTransferError, OSError, ValueError, KeyError, RuntimeError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

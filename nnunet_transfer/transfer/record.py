@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
+from nnunet_transfer.pretrained.safe_load import load_state_dict_file
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
 RECORD_KEY = "pretrained_weights"
@@ -98,6 +99,8 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
         checkpoint = Path(record.checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
+        # open it now (safely), so an empty, damaged or booby-trapped file fails here and not when training starts
+        load_state_dict_file(checkpoint)
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)
