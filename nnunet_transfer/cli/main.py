@@ -100,13 +100,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from nnunet_transfer.data.mots_tasks import read_case_to_task
     from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
 
-    dataset_json = json.loads(Path(args.dataset_json).read_text())
+    dataset_json = json.loads(_mots_dataset_json(args).read_text())
     out_json = args.o or str(Path(args.pred_dir) / "summary_per_task.json")
     results = evaluate_partial_label_folder(args.pred_dir, args.gt_dir, read_case_to_task(dataset_json),
                                             dataset_json.get("file_ending", ".nii.gz"), output_json=out_json)
     print(format_task_table(results["mean"]))
     print(f"metrics written to {out_json}")
     return 0
+
+
+def _mots_dataset_json(args: argparse.Namespace) -> Path:
+    """``--dataset-json``, else the dataset.json next to the reference folder (``.../DatasetXXX/labelsTr``)."""
+    from nnunet_transfer.errors import NnUNetTransferError
+
+    if args.dataset_json:
+        return Path(args.dataset_json)
+    candidate = Path(args.gt_dir).resolve().parent / "dataset.json"
+    if candidate.is_file():
+        return candidate
+    raise NnUNetTransferError(
+        f"evaluate mots needs the case-to-task map of the converted MOTS dataset, and {candidate} does not exist",
+        file=candidate, fix="pass --dataset-json $nnUNet_raw/DatasetXXX_MOTS/dataset.json")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

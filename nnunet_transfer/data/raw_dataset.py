@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 import numpy as np
 
 from nnunet_transfer.data.errors import ConversionError
+from nnunet_transfer.data.nifti_integrity import nifti_problem
 
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
@@ -268,9 +269,11 @@ def read_volume(path: Path) -> Tuple[Any, Optional[str]]:
     if not path.is_file():
         return None, f"file {path} does not exist"
     try:
-        return sitk.ReadImage(str(path)), None
+        image = sitk.ReadImage(str(path))
     except RuntimeError as e:  # SimpleITK reports unreadable/corrupt files as RuntimeError
         return None, f"cannot read {path} (is it a complete, uncorrupted NIfTI file?): SimpleITK: {_sitk_message(e)}"
+    problem = nifti_problem(path)  # SimpleITK reads truncated files (zeros) and NaN/inf voxels (as 0) silently
+    return (None, problem) if problem is not None else (image, None)
 
 
 def geometry_problems(image: Any, image_path: Path, label: Any, label_path: Path) -> List[str]:

@@ -8,13 +8,31 @@ positive. Here each case is scored only on the organ and tumor channels of its o
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, Iterable, Mapping, Optional
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunet_transfer.data.mots_tasks import OUTPUT_CHANNELS, TASKS
+from nnunet_transfer.data.nifti_integrity import check_nifti
+from nnunet_transfer.errors import NnUNetTransferError
+
+#: label values a MOTS prediction or reference may hold: background and the unified labels of all tasks
+ALLOWED_LABELS = frozenset({0, *(v for t in TASKS for v in t.label_map.values())})
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    """A label map, checked to be complete and to hold only MOTS label values."""
+    check_nifti(path)
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    unknown = sorted(set(np.unique(arr).tolist()) - ALLOWED_LABELS)
+    if unknown:
+        raise NnUNetTransferError(f"{path} holds label values {unknown[:10]} that no MOTS task has (allowed: "
+                                  f"{sorted(ALLOWED_LABELS)})", file=path,
+                                  fix="predict with the MOTS model (nnUNetv2_predict writes the unified labels)")
+    return arr
 
 
 def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -25,11 +43,16 @@ def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case_to_task: Mapping[str, int],
                                   file_ending: str = ".nii.gz",
-                                  output_json: Optional[str | Path] = None) -> Dict[str, dict]:
+                                  output_json: Optional[str | Path] = None,
+                                  expected_cases: Optional[Iterable[str]] = None) -> Dict[str, dict]:
     """Dice of each case's own task channels, per case and averaged per channel.
 
-    Returns ``{"per_case": {case: {channel_name: dice}}, "mean": {channel_name: mean dice}}``; cases of a task that
-    are missing from ``pred_dir`` raise, cases without a known task raise (naming the case and the fix).
+    Returns ``{"per_case": {case: {channel_name: dice}}, "mean": {channel_name: mean dice},
+    "missing_predictions": [case, ...]}``. Predictions without a reference or without a known task raise (naming
+    the case and the fix), as do files that are truncated or hold label values no MOTS task has; references
+    without a prediction are listed (and warned about on stderr), since scoring a subset (one fold's validation
+    cases) is legitimate but must not go unnoticed. ``expected_cases``: the cases that should have a prediction
+    (default: every reference case with a task).
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     predictions = sorted(p for p in pred_dir.iterdir() if p.name.endswith(file_ending))
@@ -44,18 +67,25 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
         gt_file = gt_dir / pred_file.name
         if not gt_file.is_file():
             raise FileNotFoundError(f"reference {gt_file} for prediction {pred_file} does not exist")
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_file)))
-        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_file)))
+        pred = _read_labels(pred_file)
+        ref = _read_labels(gt_file)
         if pred.shape != ref.shape:
             raise ValueError(f"prediction {pred_file} has shape {pred.shape}, reference {gt_file} {ref.shape}")
         task = case_to_task[case]
         per_case[case] = {ch.name: _dice(np.isin(pred, ch.region), np.isin(ref, ch.region))
                           for ch in OUTPUT_CHANNELS if ch.task == task}
+    if expected_cases is None:
+        expected_cases = [g.name[: -len(file_ending)] for g in gt_dir.iterdir() if g.name.endswith(file_ending)]
+    missing = sorted(c for c in set(expected_cases) if c in case_to_task and c not in per_case)
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... (+{len(missing) - 10})" if len(missing) > 10 else "")
+        print(f"WARNING: {len(missing)} reference case(s) in {gt_dir} have no prediction in {pred_dir} and are not "
+              f"scored ({len(per_case)} scored): {shown}", file=sys.stderr)
     mean = {}
     for ch in OUTPUT_CHANNELS:
         values = [v[ch.name] for v in per_case.values() if ch.name in v and not np.isnan(v[ch.name])]
         mean[ch.name] = float(np.mean(values)) if values else float("nan")
-    result = {"per_case": per_case, "mean": mean}
+    result = {"per_case": per_case, "mean": mean, "missing_predictions": missing}
     if output_json is not None:
         Path(output_json).write_text(json.dumps(result, indent=2, allow_nan=True))
     return result

@@ -160,7 +160,8 @@ class MOTSPretrainTrainer(GuardedTrainer):
             return
         result = evaluate_partial_label_folder(validation_folder, gt_folder, self.case_to_task,
                                                self.dataset_json["file_ending"],
-                                               output_json=validation_folder / "summary_per_task.json")
+                                               output_json=validation_folder / "summary_per_task.json",
+                                               expected_cases=self.do_split()[1])
         self.print_to_log_file("Validation Dice per task (each case scored on its own task only):\n"
                                + format_task_table(result["mean"]), add_timestamp=False)
 
