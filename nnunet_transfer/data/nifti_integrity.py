@@ -28,6 +28,26 @@ def _open_stream(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
+#: what reading a damaged gzip stream raises
+STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+
+
+def _damaged(path: Path, error: BaseException) -> str:
+    return (f"{path} is damaged or truncated ({type(error).__name__}: {error}); copy or download it again"
+            + (f" (gzip -t {path.name} shows the same)" if path.name.endswith(".gz") else ""))
+
+
+def _stream_problem(path: Path) -> Optional[str]:
+    """The damage of ``path``'s (gzip) stream, read to its end, or None."""
+    try:
+        with _open_stream(path) as stream:
+            while stream.read(CHUNK):
+                pass
+    except STREAM_ERRORS as e:
+        return _damaged(path, e)
+    return None
+
+
 def nifti_problem(path: Union[str, Path], check_finite: bool = True) -> Optional[str]:
     """A one-line problem naming ``path`` (truncated, damaged gzip stream, NaN/inf voxels), or None when the file
     is complete. Files that are not ``.nii``/``.nii.gz`` are not checked (None)."""
@@ -40,7 +60,8 @@ def nifti_problem(path: Union[str, Path], check_finite: bool = True) -> Optional
         proxy = nib.load(str(path)).dataobj
         offset, dtype, shape = int(proxy.offset), np.dtype(proxy.dtype), tuple(proxy.shape)
     except Exception as e:  # nibabel raises many types for a bad header; the message names the file either way
-        return f"cannot read the NIfTI header of {path} ({type(e).__name__}: {e}); is it a complete NIfTI file?"
+        return _stream_problem(path) or (f"cannot read the NIfTI header of {path} ({type(e).__name__}: {e}); is it "
+                                         "a complete NIfTI file?")
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     finite = check_finite and dtype.kind == "f"
     position, carry, bad = 0, b"", 0
@@ -58,9 +79,8 @@ def nifti_problem(path: Union[str, Path], check_finite: bool = True) -> Optional
                     values = np.frombuffer(data[:usable], dtype=dtype)
                     bad += int(values.size - np.count_nonzero(np.isfinite(values)))
                     carry = data[usable:]
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-        return (f"{path} is damaged or truncated ({type(e).__name__}: {e}); copy or download it again "
-                f"(gzip -t {path.name} shows the same)")
+    except STREAM_ERRORS as e:
+        return _damaged(path, e)
     if position < expected:
         return (f"{path} is truncated: its header describes {expected:,} bytes ({'x'.join(map(str, shape))} voxels "
                 f"of {dtype}) but it holds {position:,}; copy or download it again")

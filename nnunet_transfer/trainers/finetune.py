@@ -125,6 +125,8 @@ class FineTuneTrainer(GuardedTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.transfer_report: Optional[TransferReport] = None
         self._frozen: Optional[Set[str]] = None
+        #: the file nnU-Net's -pretrained_weights path loaded in this run (given now, or again after --c), or None
+        self._weights_file: Optional[str] = None
 
     # ------------------------------------------------------------------ pretrained weights
     @property
@@ -152,7 +154,7 @@ class FineTuneTrainer(GuardedTrainer):
             if reloaded is not None:
                 return reloaded
         record = read_record(self.configuration_manager.configuration)
-        argument = self.pretrained_weights_file
+        argument = self._weights_file = self.pretrained_weights_file
         if argument is not None:
             if record is not None:
                 self.print_to_log_file(f"WARNING: -pretrained_weights {argument} overrides the plans' record "
@@ -182,6 +184,7 @@ class FineTuneTrainer(GuardedTrainer):
         check_pretrained_weights_file(path)
         self.print_to_log_file(f"--c without a checkpoint: nnU-Net starts afresh; loading the pretrained weights "
                                f"{path} again (sha256 unchanged)")
+        self._weights_file = str(path)
         return nnunet_pretrained_weights_report(network, path)
 
     def on_train_start(self) -> None:
@@ -193,8 +196,8 @@ class FineTuneTrainer(GuardedTrainer):
 
     def _save_source(self) -> None:
         """Write :data:`SOURCE_FILE`: where this run's weights came from (see :meth:`_reload_after_interrupted_start`)."""
-        if self.pretrained_weights_file is not None:
-            path = Path(self.pretrained_weights_file).resolve()
+        if self._weights_file is not None:
+            path = Path(self._weights_file).resolve()
             source = {"mode": "argument", "path": str(path), "sha256": sha256_of_file(path)}
         else:
             source = {"mode": "record"}
