@@ -47,6 +47,7 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 
 import nnunet_transfer
+from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, ext_trainer_value
 from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
@@ -305,7 +306,6 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
     when the trainer's code must be shipped separately. Returns the path of the zip.
     """
     from nnunetv2.model_sharing.model_export import export_pretrained_model
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     configurations = [str(c) for c in configurations]
@@ -327,7 +327,7 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
         if not os.environ.get(RESULTS_VARIABLE):
             raise RuntimeError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
         results = Path(os.environ[RESULTS_VARIABLE]).resolve()
-        dataset_name = maybe_convert_to_dataset_name(dataset)
+        dataset_name = resolve_dataset_name(dataset)
         model_dirs = {c: Path(get_output_folder(dataset_name, trainer, plans, c)).resolve() for c in configurations}
         for c, model_dir in model_dirs.items():
             _check_model_folder(model_dir, c, trainer, folds, checkpoint)
@@ -573,14 +573,16 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
     configurations = manifest["configurations"]
     if configuration is None:
         if len(configurations) != 1:
-            raise ValueError(f"{zip_path} holds configurations {configurations}; choose one with configuration=")
+            raise ValueError(f"{zip_path} holds configurations {configurations}; choose one with -c CONFIGURATION "
+                             f"(Python: configuration=)")
         configuration = configurations[0]
     elif configuration not in configurations:
         raise ValueError(f"configuration {configuration!r} is not in {zip_path} (it has {configurations})")
     use_folds = [_fold_value(f) for f in (manifest["folds"] if folds is None else folds)]
     unknown = [f for f in use_folds if f not in manifest["folds"]]
     if unknown or not use_folds:
-        raise ValueError(f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']})")
+        raise ValueError(f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']}); "
+                         f"choose with -f (Python: folds=)")
 
     with contextlib.ExitStack() as stack:
         if workspace is not None:

@@ -342,3 +342,22 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(doctor, "run_doctor", bug)
     with pytest.raises(TypeError):
         main(["doctor"])
+
+
+def test_a_misspelled_dataset_name_gets_a_close_match(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "res"))
+    _plans(tmp_path / "pre", "Dataset601_KiTS21")
+    assert main(["export", "-d", "Dataset601_KiTS2l", "-tr", "nnUNetTrainer", "-o", str(tmp_path / "m.zip")]) == 1
+    assert "did you mean 'Dataset601_KiTS21'" in capsys.readouterr().err
+
+
+def test_align_plans_refuses_a_bad_pretrained_file_before_writing_plans(tmp_path, monkeypatch):
+    from nnunet_transfer.transfer.align import align_plans
+
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    bad = damaged_checkpoints(tmp_path / "bad")["text"]
+    with pytest.raises(NnUNetTransferError, match=str(bad)):
+        align_plans(600, 601, pretrained_checkpoint=str(bad))
+    assert not (tmp_path / "pre").exists()

@@ -224,7 +224,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_predict_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.export import install_and_predict
 
-    out = install_and_predict(args.zip, args.i, args.o, device=args.device, force=args.force)
+    out = install_and_predict(args.zip, args.i, args.o, device=args.device, force=args.force,
+                              configuration=args.c, folds=args.f)
     print(f"predictions written to {out}")
     return 0
 
@@ -378,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", required=True)
     p.add_argument("-o", required=True)
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("-c", default=None, help="configuration (needed when the zip holds several)")
+    p.add_argument("-f", nargs="+", default=None, help="folds to use (default: all exported folds)")
     p.add_argument("--force", action="store_true", help="replace a different model of the same name in "
                                                         "$nnUNet_results")
     p.set_defaults(func=_cmd_predict_export)

@@ -77,9 +77,9 @@ def write_json_atomic(path: Union[str, Path], data: Mapping) -> None:
 
 def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
     """``$nnUNet_preprocessed/DatasetXXX_Name/<plans>.json``, checked to exist."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_transfer.dataset_lookup import dataset_name
 
-    path = nnunet_folder("nnUNet_preprocessed") / maybe_convert_to_dataset_name(dataset) / f"{plans}.json"
+    path = nnunet_folder("nnUNet_preprocessed") / dataset_name(dataset) / f"{plans}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; plan the dataset first (nnUNetv2_plan_and_preprocess -d "
                                 f"{dataset}) or align it (nnunet-transfer align-plans)")
