@@ -219,3 +219,18 @@ def test_a_damaged_safetensors_file_is_refused_naming_it(tmp_path):
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     with pytest.raises(UnreadableCheckpointError, match=str(path)):
         read_checkpoint_file(path)
+
+
+@pytest.mark.parametrize("fmt", ["nnunet_zip", "legacy_pickle", "raw_pickle", "misnamed_safetensors"])
+def test_every_reader_of_checkpoints_refuses_a_booby_trapped_file(fmt, trap, capsys):
+    from nnunet_transfer.cli.main import main
+    from nnunet_transfer.pretrained.registry import verify_checkpoint
+    from nnunet_transfer.transfer.weights import nnunet_pretrained_weights_report, transfer_weights
+
+    files, _ = trap
+    network = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3))
+    for read in (lambda p: transfer_weights(network, p), lambda p: nnunet_pretrained_weights_report(network, p)):
+        with pytest.raises(NnUNetTransferError, match=files[fmt].name):
+            read(files[fmt])
+    assert not verify_checkpoint(files[fmt]).ok
+    assert main(["verify-weights", str(files[fmt])]) == 1
