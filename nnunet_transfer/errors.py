@@ -15,7 +15,7 @@ import difflib
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
-__all__ = ["NnUNetTransferError", "close_matches", "did_you_mean"]
+__all__ = ["NnUNetTransferError", "MissingEntryError", "close_matches", "did_you_mean"]
 
 
 class NnUNetTransferError(Exception):
@@ -29,6 +29,13 @@ class NnUNetTransferError(Exception):
         self.fix = fix
         text = message if not fix or fix in message else f"{message.rstrip('. ')}. Fix: {fix}"
         super().__init__(text)
+
+    def __str__(self) -> str:  # the message as is, also for the KeyError subclasses (KeyError would quote it)
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingEntryError(NnUNetTransferError, KeyError):
+    """A name the user gave (a configuration, a case, a record) is not in the file that should hold it."""
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:

@@ -232,7 +232,7 @@ def _check_model_folder(model_dir: Path, configuration: str, trainer: str, folds
         if not ckpt.is_file():
             raise FileNotFoundError(
                 f"{ckpt} is missing: fold {fold} of {configuration!r} is not trained to the end; finish it or "
-                f"export only the trained folds (folds=...)"
+                f"export only the trained folds (-f FOLD ..., Python: folds=...)"
             )
         for name, fix in (("progress.png", "it is written during training"),
                           ("validation/summary.json", f"run the validation: nnUNetv2_train ... {fold} --val")):
@@ -605,8 +605,8 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
                     if manifest["trainer_source"] == "nnunet_transfer" else
                     f"its code (module {manifest['trainer_module']}) was not shipped in the zip: put it in a folder "
                     f"listed in nnUNet_extTrainer")
-            raise LookupError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not available; "
-                              f"{hint}") from exc
+            raise TrainerNotFoundError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not "
+                                       f"available; {hint}") from exc
 
         dataset_json = json.loads((model_dir / "dataset.json").read_text())
         cases = _input_cases(input_dir, dataset_json)

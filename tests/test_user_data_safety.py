@@ -333,14 +333,15 @@ def test_doctor_says_when_nnunet_raw_is_a_file(tmp_path, monkeypatch):
     assert not ok and "is a file, not a folder" in message and "mkdir" not in message
 
 
-def test_unexpected_exceptions_keep_their_traceback(monkeypatch):
+@pytest.mark.parametrize("bug_type", [TypeError, KeyError, AttributeError])
+def test_unexpected_exceptions_keep_their_traceback(bug_type, monkeypatch):
     import nnunet_transfer.doctor as doctor
 
     def bug() -> int:
-        raise TypeError("a bug, not the user's fault")
+        raise bug_type("a bug, not the user's fault")
 
     monkeypatch.setattr(doctor, "run_doctor", bug)
-    with pytest.raises(TypeError):
+    with pytest.raises(bug_type):
         main(["doctor"])
 
 

@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple:
     from nnunet_transfer.errors import NnUNetTransferError
 
-    return (NnUNetTransferError, OSError, ValueError, KeyError, RuntimeError)
+    return (NnUNetTransferError, OSError, ValueError, RuntimeError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -409,7 +409,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return func(args)
     except _user_errors() as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        message = str(e)
         print(f"nnunet-transfer {args.command}: error: {message}", file=sys.stderr)
         return 1
 

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from nnunet_transfer.data.mots_tasks import OUTPUT_CHANNELS, TASKS
 from nnunet_transfer.data.nifti_integrity import check_nifti
-from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.errors import MissingEntryError, NnUNetTransferError
 
 #: label values a MOTS prediction or reference may hold: background and the unified labels of all tasks
 ALLOWED_LABELS = frozenset({0, *(v for t in TASKS for v in t.label_map.values())})
@@ -62,7 +62,7 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
     for pred_file in predictions:
         case = pred_file.name[: -len(file_ending)]
         if case not in case_to_task:
-            raise KeyError(f"case {case!r} ({pred_file}) has no task in the dataset's case_to_task map; was the "
+            raise MissingEntryError(f"case {case!r} ({pred_file}) has no task in the dataset's case_to_task map; was the "
                            "dataset converted with `nnunet-transfer convert mots`?")
         gt_file = gt_dir / pred_file.name
         if not gt_file.is_file():

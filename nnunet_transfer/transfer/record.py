@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
+from nnunet_transfer.errors import MissingEntryError
 from nnunet_transfer.pretrained.safe_load import load_state_dict_file
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
@@ -91,7 +92,7 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
     plans_file = Path(plans_file)
     plans = json.loads(plans_file.read_text())
     if configuration not in plans.get("configurations", {}):
-        raise KeyError(f"{plans_file} has no configuration {configuration!r} "
+        raise MissingEntryError(f"{plans_file} has no configuration {configuration!r} "
                        f"(has: {sorted(plans.get('configurations', {}))})")
     if record is None:
         plans["configurations"][configuration].pop(RECORD_KEY, None)
