@@ -67,8 +67,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     if args.kind == "mots":
         from nnunet_transfer.data.convert_mots import convert_mots
 
-        folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"], split_file=args.split,
-                              tasks=args.tasks, num_workers=args.np)
+        folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"],
+                              split_file=args.split, tasks=args.tasks, num_workers=args.np)
     elif args.kind in ("kits21", "kits"):
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
 

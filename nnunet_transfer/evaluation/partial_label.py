@@ -62,8 +62,8 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
     for pred_file in predictions:
         case = pred_file.name[: -len(file_ending)]
         if case not in case_to_task:
-            raise MissingEntryError(f"case {case!r} ({pred_file}) has no task in the dataset's case_to_task map; was the "
-                           "dataset converted with `nnunet-transfer convert mots`?")
+            raise MissingEntryError(f"case {case!r} ({pred_file}) has no task in the dataset's case_to_task map; "
+                                    "was the dataset converted with `nnunet-transfer convert mots`?")
         gt_file = gt_dir / pred_file.name
         if not gt_file.is_file():
             raise FileNotFoundError(f"reference {gt_file} for prediction {pred_file} does not exist")

@@ -159,7 +159,8 @@ def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | Non
     try:
         rec = record if isinstance(record, PretrainedCheckpoint) else get_checkpoint(record or path.name)
     except KeyError as exc:
-        report.add("registered", False, f"{exc.args[0]}; pass --record NAME (Python: record='NAME') if you renamed the file")
+        report.add("registered", False,
+                   f"{exc.args[0]}; pass --record NAME (Python: record='NAME') if you renamed the file")
         rec = None
     else:
         report.record = rec

@@ -41,7 +41,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_pretrained_weights_file
-from nnunet_transfer.trainers.nnunet_train_argv import pretrained_weights_argument  # noqa: F401 (old location)
 from nnunet_transfer.transfer.record import read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
 from nnunet_transfer.utils.hashing import sha256_of_file
@@ -195,7 +194,8 @@ class FineTuneTrainer(GuardedTrainer):
             self._save_source()
 
     def _save_source(self) -> None:
-        """Write :data:`SOURCE_FILE`: where this run's weights came from (see :meth:`_reload_after_interrupted_start`)."""
+        """Write :data:`SOURCE_FILE`: where this run's weights came from (read by
+        :meth:`_reload_after_interrupted_start`)."""
         if self._weights_file is not None:
             path = Path(self._weights_file).resolve()
             source = {"mode": "argument", "path": str(path), "sha256": sha256_of_file(path)}
