@@ -384,13 +384,17 @@ def read_manifest(zip_path: PathLike) -> dict:
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise FileNotFoundError(f"model zip {zip_path} does not exist")
-    with zipfile.ZipFile(zip_path, "r") as zf:
-        if MANIFEST_NAME not in zf.namelist():
-            raise ValueError(
-                f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
-                f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
-            )
-        manifest = json.loads(zf.read(MANIFEST_NAME))
+    try:
+        with zipfile.ZipFile(zip_path, "r") as zf:
+            if MANIFEST_NAME not in zf.namelist():
+                raise ValueError(
+                    f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
+                    f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
+                )
+            manifest = json.loads(zf.read(MANIFEST_NAME))
+    except (zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise NnUNetTransferError(f"{zip_path} is not a readable model zip ({type(exc).__name__}: {exc})",
+                                  file=zip_path, fix="download or export the model zip again") from exc
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_VERSION:
         raise ValueError(
             f"{zip_path}: manifest format {manifest.get('format')!r} version {manifest.get('format_version')!r} "

@@ -362,3 +362,13 @@ def test_align_plans_refuses_a_bad_pretrained_file_before_writing_plans(tmp_path
     with pytest.raises(NnUNetTransferError, match=str(bad)):
         align_plans(600, 601, pretrained_checkpoint=str(bad))
     assert not (tmp_path / "pre").exists()
+
+
+def test_predict_export_of_a_file_that_is_no_zip_is_one_line(tmp_path, capsys):
+    bogus = tmp_path / "model.zip"
+    bogus.write_bytes(b"not a zip")
+    (tmp_path / "in").mkdir()
+    assert main(["predict-export", str(bogus), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
+                 "-device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a readable model zip" in err and "Traceback" not in err

@@ -51,14 +51,12 @@ DEFAULT_DATASET_NAMES = {"mots": "MOTS", "kits21": "KiTS21", "kvasir": "KvasirSE
 
 
 def _prepare_conversion(args: argparse.Namespace) -> None:
-    """Before converting: clean up what killed conversions left, and refuse to replace an existing dataset
-    without --force."""
-    from nnunet_transfer.data.existing_dataset import refuse_to_replace, remove_stale_staging
+    """Before converting: refuse to replace an existing dataset without --force (the converters replace it)."""
+    from nnunet_transfer.data.existing_dataset import refuse_to_replace
     from nnunet_transfer.data.raw_dataset import dataset_folder_name, nnunet_raw_dir
 
-    raw = nnunet_raw_dir()
-    remove_stale_staging(raw)
-    refuse_to_replace(raw / dataset_folder_name(args.d, args.name or DEFAULT_DATASET_NAMES[args.kind]), args.force)
+    target = nnunet_raw_dir() / dataset_folder_name(args.d, args.name or DEFAULT_DATASET_NAMES[args.kind])
+    refuse_to_replace(target, args.force)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 import numpy as np
 
 from nnunet_transfer.data.errors import ConversionError
+from nnunet_transfer.data.existing_dataset import remove_stale_staging
 from nnunet_transfer.data.nifti_integrity import nifti_problem
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -131,10 +132,12 @@ def staged_dataset(target: PathLike) -> Iterator[Path]:
     the old one: a dataset folder is never half written, and only between those two renames is there none (if
     the second rename fails the old one is moved back). On any exception (or ``KeyboardInterrupt``) inside the
     ``with`` block the staging folder is deleted and ``target`` is untouched. A process killed with SIGKILL can
-    leave a hidden ``.DatasetXXX_Name.staging-PID-*`` folder behind; it is never read and may be deleted.
+    leave a hidden ``.DatasetXXX_Name.staging-PID-*`` folder behind; the next conversion into the same folder
+    removes it (:func:`~nnunet_transfer.data.existing_dataset.remove_stale_staging`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target.parent)  # what conversions killed with SIGKILL left behind
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = target.parent / f".{target.name}.staging-{token}"
     staging.mkdir()
