@@ -152,6 +152,8 @@ class FineTuneTrainer(GuardedTrainer):
             reloaded = self._reload_after_interrupted_start(network)
             if reloaded is not None:
                 return reloaded
+            for stale in (self.report_path, self.report_path.with_suffix(".txt")):  # rewritten if weights load now
+                stale.unlink(missing_ok=True)
         record = read_record(self.configuration_manager.configuration)
         argument = self._weights_file = self.pretrained_weights_file
         if argument is not None:
