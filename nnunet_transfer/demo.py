@@ -380,7 +380,7 @@ def run_demo(config: DemoConfig) -> dict:
     progress(f"synthetic MOTS sources ({config.mots_cases} cases x 7 sources), conversion, planning")
     ws.cli("synth", "mots", ws.root / "sources" / "MOTS", "--cases", config.mots_cases, "--seed", config.data_seed,
            "--shape", *shape)
-    ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS")
+    ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS", "--force")
     ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
     plans = write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features)
     arch = json.loads(plans.read_text())["configurations"]["3d_fullres"]
@@ -401,7 +401,7 @@ def run_demo(config: DemoConfig) -> dict:
              f"{config.val_cases} validation, {config.test_cases} held out), conversion, align-plans, splits")
     ws.cli("synth", "kits21", ws.root / "sources" / "kits21", "--cases", config.kits_cases, "--seed",
            config.data_seed + 1, "--shape", *shape)
-    ws.cli("convert", "kits21", ws.root / "sources" / "kits21", "-d", KITS_ID, "--name", "DemoKiTS21")
+    ws.cli("convert", "kits21", ws.root / "sources" / "kits21", "-d", KITS_ID, "--name", "DemoKiTS21", "--force")
     ws.cli("align-plans", "-s", MOTS_ID, "-t", KITS_ID, "-sp", DEMO_PLANS, "-tp", ALIGNED_PLANS)
     case_ids = [f"case_{c:05d}" for c in kits_case_ids(config.kits_cases)]
     splits, test = demo_splits(case_ids, config.target_cases, config.val_cases, config.test_cases)

@@ -24,6 +24,9 @@ def check_paths() -> List[Tuple[bool, str]]:
         if not value:
             results.append((False, f"{var} is not set. Fix: export {var}=/path/to/{var} "
                                    f"(or eval \"$(nnunet-transfer env --workspace DIR)\")"))
+        elif os.path.exists(value) and not os.path.isdir(value):
+            results.append((False, f"{var}={value} is a file, not a folder. Fix: point {var} at a folder "
+                                   f"(export {var}=/path/to/{var})"))
         elif not os.path.isdir(value):
             results.append((False, f"{var}={value} does not exist. Fix: mkdir -p {value}"))
         elif not os.access(value, os.W_OK):

@@ -13,7 +13,10 @@ receiver without nnunet-transfer can still install it with nnU-Net alone. We add
   checkpoint, the exact predict commands) and ``README_predict.txt`` at the root of the zip.
 
 :func:`install_and_predict` installs a zip with nnU-Net's installer (into a temporary ``nnUNet_results`` when
-none is given), verifies the checksums, makes our trainers discoverable and runs ``nnUNetPredictor``.
+none is given), makes our trainers discoverable and runs ``nnUNetPredictor``. :func:`install_model` extracts the
+zip into a hidden staging folder inside ``nnUNet_results`` first, verifies every checkpoint there (checksum of the
+manifest, data-only load) and only then renames the model folders into place: a refused zip leaves nothing behind,
+and an existing, different model of the same name is replaced only with ``force``.
 
 Safety: nnU-Net's predictor fully unpickles checkpoints (no weights-only restriction). Before handing one to it we
 load it with ``torch.load(weights_only=True)``, allowing only numpy's scalar and numeric dtype reconstructors (nnU-Net
@@ -32,7 +35,9 @@ import importlib.metadata
 import json
 import os
 import shlex
+import shutil
 import tempfile
+import uuid
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -42,8 +47,11 @@ from typing import Iterator, Optional, Sequence, Union
 import torch
 
 import nnunet_transfer
+from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, ext_trainer_value
-from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError, read_checkpoint_file
+from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
+from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
+                                                  read_checkpoint_file)
 from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
 
 __all__ = [
@@ -67,8 +75,16 @@ RESULTS_VARIABLE = "nnUNet_results"
 PathLike = Union[str, os.PathLike]
 
 
-class ChecksumMismatchError(RuntimeError):
+class ChecksumMismatchError(NnUNetTransferError, RuntimeError):
     """An installed checkpoint's sha256 differs from the one recorded in the export manifest."""
+
+
+class ModelExistsError(NnUNetTransferError, FileExistsError):
+    """Installing would replace a different model of the same name in ``nnUNet_results`` (pass ``force``)."""
+
+
+class TrainerNotFoundError(NnUNetTransferError, LookupError):
+    """nnU-Net cannot find a trainer class of this name."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,6 +108,23 @@ def _nnunet_environment(results_dir: Optional[Path] = None) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _trainer_names() -> list[str]:
+    """Names of nnU-Net's and our trainer classes (for close-match suggestions)."""
+    import nnunetv2.training.nnUNetTrainer as nnunet_trainers
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    import nnunet_transfer.trainers as ours
+
+    names = set(ours.__all__)
+    folder = Path(nnunet_trainers.__file__).parent
+    for path in folder.rglob("*.py"):  # class names only, from the source text: importing them all is slow
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("class ") and "(" in line:
+                names.add(line[6:line.index("(")].strip())
+    names.add(nnUNetTrainer.__name__)
+    return sorted(names)
 
 
 @dataclass(frozen=True)
@@ -121,9 +154,10 @@ def find_trainer(trainer_name: str) -> TrainerInfo:
         try:
             cls = recursive_find_trainer_class_by_name(trainer_name)
         except RuntimeError as exc:
-            raise LookupError(
-                f"nnU-Net cannot find the trainer class {trainer_name!r} (searched nnunetv2.training.nnUNetTrainer "
-                f"and nnUNet_extTrainer={os.environ.get(EXT_TRAINER_VARIABLE, '')!r}). Check the name, or add the "
+            raise TrainerNotFoundError(
+                f"nnU-Net cannot find the trainer class {trainer_name!r}{did_you_mean(trainer_name, _trainer_names())}"
+                f" (searched nnunetv2.training.nnUNetTrainer and "
+                f"nnUNet_extTrainer={os.environ.get(EXT_TRAINER_VARIABLE, '')!r}). Check the name, or add the "
                 f"folder holding its module to nnUNet_extTrainer; the receiver of the model will need it as well."
             ) from exc
     module = cls.__module__
@@ -144,7 +178,7 @@ def _load_data_only(path: Path) -> dict:
     """Load an nnU-Net checkpoint with ``weights_only=True`` (plus numpy numbers); refuse anything else."""
     try:
         obj = read_checkpoint_file(path)
-    except (UnsafeCheckpointError, RuntimeError, EOFError) as exc:  # foreign objects, or a damaged file
+    except (UnsafeCheckpointError, UnreadableCheckpointError) as exc:  # foreign objects, or a damaged file
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UnsafeCheckpointError(
             f"refused to use checkpoint {path}: it does not load as plain data with torch.load(weights_only=True) "
@@ -198,7 +232,7 @@ def _check_model_folder(model_dir: Path, configuration: str, trainer: str, folds
         if not ckpt.is_file():
             raise FileNotFoundError(
                 f"{ckpt} is missing: fold {fold} of {configuration!r} is not trained to the end; finish it or "
-                f"export only the trained folds (folds=...)"
+                f"export only the trained folds (-f FOLD ..., Python: folds=...)"
             )
         for name, fix in (("progress.png", "it is written during training"),
                           ("validation/summary.json", f"run the validation: nnUNetv2_train ... {fold} --val")):
@@ -272,7 +306,6 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
     when the trainer's code must be shipped separately. Returns the path of the zip.
     """
     from nnunetv2.model_sharing.model_export import export_pretrained_model
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     configurations = [str(c) for c in configurations]
@@ -294,7 +327,7 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
         if not os.environ.get(RESULTS_VARIABLE):
             raise RuntimeError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
         results = Path(os.environ[RESULTS_VARIABLE]).resolve()
-        dataset_name = maybe_convert_to_dataset_name(dataset)
+        dataset_name = resolve_dataset_name(dataset)
         model_dirs = {c: Path(get_output_folder(dataset_name, trainer, plans, c)).resolve() for c in configurations}
         for c, model_dir in model_dirs.items():
             _check_model_folder(model_dir, c, trainer, folds, checkpoint)
@@ -351,13 +384,17 @@ def read_manifest(zip_path: PathLike) -> dict:
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise FileNotFoundError(f"model zip {zip_path} does not exist")
-    with zipfile.ZipFile(zip_path, "r") as zf:
-        if MANIFEST_NAME not in zf.namelist():
-            raise ValueError(
-                f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
-                f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
-            )
-        manifest = json.loads(zf.read(MANIFEST_NAME))
+    try:
+        with zipfile.ZipFile(zip_path, "r") as zf:
+            if MANIFEST_NAME not in zf.namelist():
+                raise ValueError(
+                    f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
+                    f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
+                )
+            manifest = json.loads(zf.read(MANIFEST_NAME))
+    except (zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise NnUNetTransferError(f"{zip_path} is not a readable model zip ({type(exc).__name__}: {exc})",
+                                  file=zip_path, fix="download or export the model zip again") from exc
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_VERSION:
         raise ValueError(
             f"{zip_path}: manifest format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
@@ -376,22 +413,77 @@ def _check_members(zip_path: Path) -> None:
                 raise ValueError(f"{zip_path}: member {name!r} would be written outside the results folder")
 
 
-def _verify_checksums(results: Path, manifest: dict, zip_path: Path) -> None:
-    for member, expected in manifest["checkpoint_sha256"].items():
-        path = results / member
+def _verify_staged(staging: Path, manifest: dict, zip_path: Path) -> None:
+    """Every checkpoint extracted into ``staging`` is listed in the manifest, has its sha256 and loads as data."""
+    listed = manifest["checkpoint_sha256"]
+    for member, expected in listed.items():
+        path = staging / member
         if not path.is_file():
             raise FileNotFoundError(f"{zip_path}: checkpoint {member} listed in {MANIFEST_NAME} is not in the zip")
         actual = sha256_of_file(path)
         if actual != expected:
             raise ChecksumMismatchError(
                 f"checkpoint {member} from {zip_path} is corrupted or was replaced: sha256 {actual} but the "
-                f"manifest says {expected}. Download or export the model zip again."
-            )
+                f"manifest says {expected}. Download or export the model zip again.", file=zip_path)
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        member = path.relative_to(staging).as_posix()
+        if path.suffix in (".pth", ".pt", ".model") and member not in listed:
+            raise UnsafeCheckpointError(f"{zip_path}: checkpoint {member} is not listed in {MANIFEST_NAME}; "
+                                        "nnU-Net would unpickle it unchecked", file=zip_path,
+                                        fix="export the model again with nnunet-transfer export")
+        if path.suffix in (".pth", ".pt", ".model"):
+            _load_data_only(path)
+        elif path.suffix in (".pkl", ".pickle"):
+            # nnU-Net's postprocessing unpickles these fully; postprocessing.json next to them holds the same
+            warnings.warn(f"{zip_path}: {member} is a pickle that nnU-Net would load with a full unpickle; "
+                          "it is not installed", stacklevel=3)
+            path.unlink()
 
 
-def install_model(zip_path: PathLike, results_dir: PathLike) -> dict:
-    """Install an exported zip into ``results_dir`` with nnU-Net's installer and verify the checkpoint checksums;
-    return the manifest. Existing files of the same model in ``results_dir`` are overwritten."""
+def _same_content(new: Path, old: Path) -> bool:
+    """True when every file under ``new`` exists under ``old`` with the same bytes (and both are the same kind)."""
+    if new.is_file() or old.is_file():
+        return new.is_file() and old.is_file() and sha256_of_file(new) == sha256_of_file(old)
+    for path in new.rglob("*"):
+        if path.is_file():
+            other = old / path.relative_to(new)
+            if not other.is_file() or sha256_of_file(path) != sha256_of_file(other):
+                return False
+    return True
+
+
+def _publish(staged: Path, target: Path, force: bool) -> None:
+    """Rename ``staged`` to ``target``; an existing different ``target`` only with ``force`` (then it is removed
+    after the new one is in place); an identical one is kept."""
+    if target.exists() or target.is_symlink():
+        if _same_content(staged, target):
+            return
+        if not force:
+            raise ModelExistsError(
+                f"{target} already holds a different model; installing would replace it", file=target,
+                fix="pass --force (predict-export) / force=True to replace it, or set nnUNet_results to another "
+                    "folder")
+        old = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.rename(target, old)
+        try:
+            os.rename(staged, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staged, target)
+
+
+def install_model(zip_path: PathLike, results_dir: PathLike, *, force: bool = False) -> dict:
+    """Install an exported zip into ``results_dir`` with nnU-Net's installer; return the manifest.
+
+    The zip is extracted into a hidden staging folder inside ``results_dir``, its checkpoints are verified there
+    (manifest checksums, data-only load, no unlisted checkpoints) and only then are its dataset entries renamed
+    into place: nothing of a refused zip is installed. An existing entry with other content is replaced only with
+    ``force`` (:class:`ModelExistsError` otherwise); an identical one is left as it is.
+    """
     from nnunetv2.model_sharing.model_import import install_model_from_zip_file
 
     zip_path = Path(zip_path).resolve()
@@ -399,9 +491,16 @@ def install_model(zip_path: PathLike, results_dir: PathLike) -> dict:
     _check_members(zip_path)
     results = Path(results_dir).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    with _nnunet_environment(results):
-        install_model_from_zip_file(str(zip_path))
-    _verify_checksums(results, manifest, zip_path)
+    staging = Path(tempfile.mkdtemp(prefix=".nnunet_transfer_install-", dir=results))
+    try:
+        with _nnunet_environment(staging):
+            install_model_from_zip_file(str(zip_path))
+        _verify_staged(staging, manifest, zip_path)
+        for dataset_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
+            for entry in sorted(dataset_dir.iterdir()):
+                _publish(entry, results / dataset_dir.name / entry.name, force)
+    finally:
+        shutil.rmtree(staging)
     return manifest
 
 
@@ -441,19 +540,21 @@ def _torch_device(device: Union[str, torch.device]) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU; use device='cpu'")
+        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU; use -device cpu "
+                           f"(Python: device='cpu')")
     return dev
 
 
 def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: PathLike,
                         device: Union[str, torch.device] = "cpu", workspace: Optional[PathLike] = None,
                         folds: Optional[Sequence[Union[int, str]]] = None, *, configuration: Optional[str] = None,
-                        num_processes: int = 2, tile_step_size: float = 0.5, use_mirroring: bool = True) -> Path:
+                        num_processes: int = 2, tile_step_size: float = 0.5, use_mirroring: bool = True,
+                        force: bool = False) -> Path:
     """Install a model zip written by :func:`export_model` and segment every case of ``input_dir``.
 
-    The zip is installed with nnU-Net's installer into ``workspace/nnUNet_results`` (``workspace`` given), else
-    into ``$nnUNet_results`` (set), else into a temporary folder removed afterwards. The checkpoint checksums of
-    the manifest are verified, each checkpoint must load as plain data (see the module docstring), our trainer
+    The zip is installed with :func:`install_model` (verified before anything is installed; ``force`` replaces a
+    different model of the same name) into ``workspace/nnUNet_results`` (``workspace`` given), else
+    into ``$nnUNet_results`` (set), else into a temporary folder removed afterwards. Our trainer
     folder is added to ``nnUNet_extTrainer``, and ``nnUNetPredictor`` (``initialize_from_trained_model_folder`` +
     ``predict_from_files``) writes one segmentation per case to ``output_dir``. ``folds`` defaults to the
     exported folds; ``configuration`` must be given when the zip holds several. ``num_processes`` is nnU-Net's
@@ -476,14 +577,16 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
     configurations = manifest["configurations"]
     if configuration is None:
         if len(configurations) != 1:
-            raise ValueError(f"{zip_path} holds configurations {configurations}; choose one with configuration=")
+            raise ValueError(f"{zip_path} holds configurations {configurations}; choose one with -c CONFIGURATION "
+                             f"(Python: configuration=)")
         configuration = configurations[0]
     elif configuration not in configurations:
         raise ValueError(f"configuration {configuration!r} is not in {zip_path} (it has {configurations})")
     use_folds = [_fold_value(f) for f in (manifest["folds"] if folds is None else folds)]
     unknown = [f for f in use_folds if f not in manifest["folds"]]
     if unknown or not use_folds:
-        raise ValueError(f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']})")
+        raise ValueError(f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']}); "
+                         f"choose with -f (Python: folds=)")
 
     with contextlib.ExitStack() as stack:
         if workspace is not None:
@@ -492,7 +595,7 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             results = Path(os.environ[RESULTS_VARIABLE]).resolve()
         else:
             results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnunet_results_")))
-        install_model(zip_path, results)
+        install_model(zip_path, results, force=force)
         stack.enter_context(_nnunet_environment(results))
 
         model_dir = Path(get_output_folder(manifest["dataset"], manifest["trainer"], manifest["plans"],
@@ -506,8 +609,8 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
                     if manifest["trainer_source"] == "nnunet_transfer" else
                     f"its code (module {manifest['trainer_module']}) was not shipped in the zip: put it in a folder "
                     f"listed in nnUNet_extTrainer")
-            raise LookupError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not available; "
-                              f"{hint}") from exc
+            raise TrainerNotFoundError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not "
+                                       f"available; {hint}") from exc
 
         dataset_json = json.loads((model_dir / "dataset.json").read_text())
         cases = _input_cases(input_dir, dataset_json)

@@ -1,8 +1,9 @@
 """``nnunet-transfer``: the commands that sit beside nnU-Net's own ``nnUNetv2_*`` commands.
 
 Each subcommand imports its implementation lazily so that ``nnunet-transfer env`` (run in every new shell) stays
-instant. Errors the user can fix (missing files, bad data, unset variables) are printed as one clear message with
-exit code 1, without a traceback; ``--debug`` shows the traceback.
+instant. Errors the user can fix (:class:`~nnunet_transfer.errors.NnUNetTransferError`, missing files, bad data,
+unset variables, a full disk) are printed as one clear message with exit code 1, without a traceback; ``--debug``
+shows the traceback. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -45,26 +46,43 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the dataset name each converter uses without --name
+DEFAULT_DATASET_NAMES = {"mots": "MOTS", "kits21": "KiTS21", "kvasir": "KvasirSEG"}
+
+
+def _prepare_conversion(args: argparse.Namespace) -> None:
+    """Before converting: refuse to replace an existing dataset without --force (the converters replace it)."""
+    from nnunet_transfer.data.existing_dataset import refuse_to_replace
+    from nnunet_transfer.data.raw_dataset import dataset_folder_name, nnunet_raw_dir
+
+    target = nnunet_raw_dir() / dataset_folder_name(args.d, args.name or DEFAULT_DATASET_NAMES[args.kind])
+    refuse_to_replace(target, args.force)
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
+    if not getattr(args, "list_mots_overlap", False):
+        _prepare_conversion(args)
     if args.kind == "mots":
         from nnunet_transfer.data.convert_mots import convert_mots
 
-        folder = convert_mots(args.source, args.d, name=args.name or "MOTS", split_file=args.split,
-                              tasks=args.tasks, num_workers=args.np, geometry_mismatch=args.geometry_mismatch)
+        folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"],
+                              split_file=args.split, tasks=args.tasks, num_workers=args.np,
+                              geometry_mismatch=args.geometry_mismatch)
     elif args.kind in ("kits21", "kits"):
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
 
         if args.list_mots_overlap:
             print("\n".join(list_mots_overlap(args.source)))
             return 0
-        folder = convert_kits(args.source, args.d, name=args.name or "KiTS21",
+        folder = convert_kits(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kits21"],
                               exclude_mots_overlap=args.exclude_mots_overlap,
                               only_mots_overlap=args.only_mots_overlap, num_workers=args.np,
                               geometry_mismatch=args.geometry_mismatch)
     else:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
-        folder = convert_kvasir(args.source, args.d, name=args.name or "KvasirSEG", num_workers=args.np)
+        folder = convert_kvasir(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kvasir"],
+                                num_workers=args.np)
     print(f"nnU-Net raw dataset written to {folder}")
     return 0
 
@@ -83,9 +101,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from nnunet_transfer.data.mots_tasks import read_case_to_task
     from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
 
-    if not args.dataset_json:
-        raise ValueError("evaluate mots needs --dataset-json (the MOTS dataset.json with the case-to-task map)")
-    dataset_json = json.loads(Path(args.dataset_json).read_text())
+    dataset_json = json.loads(_mots_dataset_json(args).read_text())
     out_json = args.o or str(Path(args.pred_dir) / "summary_per_task.json")
     results = evaluate_partial_label_folder(args.pred_dir, args.gt_dir, read_case_to_task(dataset_json),
                                             dataset_json.get("file_ending", ".nii.gz"), output_json=out_json,
@@ -96,6 +112,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_task_table(results["hd95_mean"], f"HD95 per task (mm; {setting})"))
     print(f"metrics written to {out_json}")
     return 0
+
+
+def _mots_dataset_json(args: argparse.Namespace) -> Path:
+    """``--dataset-json``, else the dataset.json next to the reference folder (``.../DatasetXXX/labelsTr``)."""
+    from nnunet_transfer.errors import NnUNetTransferError
+
+    if args.dataset_json:
+        return Path(args.dataset_json)
+    candidate = Path(args.gt_dir).resolve().parent / "dataset.json"
+    if candidate.is_file():
+        return candidate
+    raise NnUNetTransferError(
+        f"evaluate mots needs the case-to-task map of the converted MOTS dataset, and {candidate} does not exist",
+        file=candidate, fix="pass --dataset-json $nnUNet_raw/DatasetXXX_MOTS/dataset.json")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -202,7 +232,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_predict_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.export import install_and_predict
 
-    out = install_and_predict(args.zip, args.i, args.o, device=args.device)
+    out = install_and_predict(args.zip, args.i, args.o, device=args.device, force=args.force,
+                              configuration=args.c, folds=args.f)
     print(f"predictions written to {out}")
     return 0
 
@@ -268,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the label with the image's geometry when the array sizes agree; LiTS case 53) or skip "
                         "(leave the case out); both are listed in the summary")
     p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.add_argument("--force", action="store_true", help="replace an existing dataset of the same id and name")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("evaluate", help="score a prediction folder")
@@ -397,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", required=True)
     p.add_argument("-o", required=True)
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("-c", default=None, help="configuration (needed when the zip holds several)")
+    p.add_argument("-f", nargs="+", default=None, help="folds to use (default: all exported folds)")
+    p.add_argument("--force", action="store_true", help="replace a different model of the same name in "
+                                                        "$nnUNet_results")
     p.set_defaults(func=_cmd_predict_export)
 
     p = sub.add_parser("predict-tasks", help="MOTS model: one label map per case and task (OUT/<task>/<case>), "
@@ -424,16 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: exceptions that mean "the user's input is wrong", printed without a traceback
+#: exceptions that mean "the user's input is wrong", printed without a traceback (OSError: a full disk, missing
+#: permissions, a file where a folder should be)
 def _user_errors() -> tuple:
-    errors: List[type] = [FileNotFoundError, FileExistsError, NotADirectoryError, ValueError, KeyError, RuntimeError]
-    try:
-        from nnunet_transfer.data.errors import ConversionError
+    from nnunet_transfer.errors import NnUNetTransferError
 
-        errors.append(ConversionError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (NnUNetTransferError, OSError, ValueError, RuntimeError)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -445,7 +477,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return func(args)
     except _user_errors() as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        message = str(e)
         print(f"nnunet-transfer {args.command}: error: {message}", file=sys.stderr)
         return 1
 

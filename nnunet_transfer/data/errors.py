@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Iterable, List, Sequence, Union
 
+from nnunet_transfer.errors import NnUNetTransferError
 
-class ConversionError(RuntimeError):
+
+class ConversionError(NnUNetTransferError, RuntimeError):
     """A dataset could not be converted; :attr:`problems` lists every problem found (one line each).
 
     When it is raised nothing has been written to ``nnUNet_raw``: the staging folder was removed and any

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 import numpy as np
 
 from nnunet_transfer.data.errors import ConversionError
+from nnunet_transfer.data.existing_dataset import remove_stale_staging
+from nnunet_transfer.data.nifti_integrity import nifti_problem
 
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
@@ -130,10 +132,12 @@ def staged_dataset(target: PathLike) -> Iterator[Path]:
     the old one: a dataset folder is never half written, and only between those two renames is there none (if
     the second rename fails the old one is moved back). On any exception (or ``KeyboardInterrupt``) inside the
     ``with`` block the staging folder is deleted and ``target`` is untouched. A process killed with SIGKILL can
-    leave a hidden ``.DatasetXXX_Name.staging-PID-*`` folder behind; it is never read and may be deleted.
+    leave a hidden ``.DatasetXXX_Name.staging-PID-*`` folder behind; the next conversion into the same folder
+    removes it (:func:`~nnunet_transfer.data.existing_dataset.remove_stale_staging`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target.parent)  # what conversions killed with SIGKILL left behind
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging = target.parent / f".{target.name}.staging-{token}"
     staging.mkdir()
@@ -271,9 +275,11 @@ def read_volume(path: Path) -> Tuple[Any, Optional[str]]:
     if not path.is_file():
         return None, f"file {path} does not exist"
     try:
-        return sitk.ReadImage(str(path)), None
+        image = sitk.ReadImage(str(path))
     except RuntimeError as e:  # SimpleITK reports unreadable/corrupt files as RuntimeError
         return None, f"cannot read {path} (is it a complete, uncorrupted NIfTI file?): SimpleITK: {_sitk_message(e)}"
+    problem = nifti_problem(path)  # SimpleITK reads truncated files (zeros) and NaN/inf voxels (as 0) silently
+    return (None, problem) if problem is not None else (image, None)
 
 
 def size_problems(image: Any, image_path: Path, label: Any, label_path: Path) -> List[str]:

@@ -50,6 +50,7 @@ from nnunet_transfer.evaluation.kits_samples import (
     has_instance_annotations,
     sample_segmentations,
 )
+from nnunet_transfer.data.nifti_integrity import check_nifti
 
 HECS: dict[str, tuple[int, ...]] = {
     "kidney_and_mass": (1, 2, 3),
@@ -303,6 +304,7 @@ class _Geometry:
 
 def _read_label_image(path: Path) -> tuple[np.ndarray, _Geometry]:
     """Read a 3D label image; return its array (z, y, x order) and its geometry (SimpleITK x, y, z order)."""
+    check_nifti(path)  # SimpleITK reads a truncated file without error, filling the rest with 0
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:

@@ -16,17 +16,35 @@ hepatic-vessel-tumour head; score such predictions only knowing that.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunet_transfer.data.mots_tasks import OUTPUT_CHANNELS, TASKS
+from nnunet_transfer.data.nifti_integrity import check_nifti
+from nnunet_transfer.errors import MissingEntryError, NnUNetTransferError
 from nnunet_transfer.evaluation.dodnet import dice, dodnet_postprocess, hd95
 
 CONVENTIONS = ("ours", "dodnet")
 POSTPROCESSING = (None, "dodnet")
+
+#: label values a MOTS prediction or reference may hold: background and the unified labels of all tasks
+ALLOWED_LABELS = frozenset({0, *(v for t in TASKS for v in t.label_map.values())})
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    """A label map, checked to be complete and to hold only MOTS label values."""
+    check_nifti(path)
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    unknown = sorted(set(np.unique(arr).tolist()) - ALLOWED_LABELS)
+    if unknown:
+        raise NnUNetTransferError(f"{path} holds label values {unknown[:10]} that no MOTS task has (allowed: "
+                                  f"{sorted(ALLOWED_LABELS)})", file=path,
+                                  fix="predict with the MOTS model (nnUNetv2_predict writes the unified labels)")
+    return arr
 
 
 def _prediction_files(pred_dir: Path, case_to_task: Mapping[str, int], file_ending: str
@@ -46,8 +64,8 @@ def _prediction_files(pred_dir: Path, case_to_task: Mapping[str, int], file_endi
         if p.is_file() and p.name.endswith(file_ending):
             case = p.name[: -len(file_ending)]
             if case not in case_to_task:
-                raise KeyError(f"case {case!r} ({p}) has no task in the dataset's case_to_task map; was the "
-                               "dataset converted with `nnunet-transfer convert mots`?")
+                raise MissingEntryError(f"case {case!r} ({p}) has no task in the dataset's case_to_task map; was "
+                                        "the dataset converted with `nnunet-transfer convert mots`?")
             files[case] = p
     return "flat", files
 
@@ -71,7 +89,8 @@ def _postprocessed(masks: Dict[str, np.ndarray], task_index: int) -> Dict[str, n
 def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case_to_task: Mapping[str, int],
                                   file_ending: str = ".nii.gz",
                                   output_json: Optional[str | Path] = None, with_hd95: bool = False,
-                                  convention: str = "ours", postprocessing: Optional[str] = None) -> Dict[str, dict]:
+                                  convention: str = "ours", postprocessing: Optional[str] = None,
+                                  expected_cases: Optional[Iterable[str]] = None) -> Dict[str, dict]:
     """Dice (and HD95) of each case's own task channels, per case and averaged per channel.
 
     ``pred_dir`` is a flat folder of per-case label maps or predict-tasks' folder per task. ``convention``:
@@ -80,8 +99,12 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
     masks; every case counts). ``postprocessing="dodnet"`` applies DoDNet's per-task post-processing first.
 
     Returns ``{"layout", "convention", "postprocessing", "per_case": {case: {channel: dice}}, "mean":
-    {channel: mean dice}}`` plus ``"hd95_per_case"`` and ``"hd95_mean"`` with ``with_hd95``. A prediction
-    without a reference or without a known task raises (naming the case and the fix).
+    {channel: mean dice}, "missing_predictions": [case, ...]}`` plus ``"hd95_per_case"`` and ``"hd95_mean"`` with
+    ``with_hd95``. Predictions without a reference or without a known task raise (naming the case and the fix), as
+    do files that are truncated or hold label values no MOTS task has; references without a prediction are listed
+    (and warned about on stderr), since scoring a subset (one fold's validation cases) is legitimate but must not go
+    unnoticed. ``expected_cases``: the cases that should have a prediction (default: every reference case with a
+    task).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
@@ -103,8 +126,8 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
         if not gt_file.is_file():
             raise FileNotFoundError(f"reference {gt_file} for prediction {pred_file} does not exist")
         ref_image = sitk.ReadImage(str(gt_file))
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_file)))
-        ref = sitk.GetArrayFromImage(ref_image)
+        pred = _read_labels(pred_file)
+        ref = _read_labels(gt_file)
         if pred.shape != ref.shape:
             raise ValueError(f"prediction {pred_file} has shape {pred.shape}, reference {gt_file} {ref.shape}")
         task = case_to_task[case]
@@ -125,8 +148,16 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
                         f"regions may have overwritten the case's own structures; predict with `nnunet-transfer "
                         f"predict-tasks` to score each task's own head")
         print(f"WARNING: {warnings[-1]}", flush=True)
+    if expected_cases is None:
+        expected_cases = [g.name[: -len(file_ending)] for g in gt_dir.iterdir() if g.name.endswith(file_ending)]
+    missing = sorted(c for c in set(expected_cases) if c in case_to_task and c not in per_case)
+    if missing:
+        shown = ", ".join(missing[:10]) + (f", ... (+{len(missing) - 10})" if len(missing) > 10 else "")
+        print(f"WARNING: {len(missing)} reference case(s) in {gt_dir} have no prediction in {pred_dir} and are not "
+              f"scored ({len(per_case)} scored): {shown}", file=sys.stderr)
     result: Dict[str, object] = {"layout": layout, "convention": convention, "postprocessing": postprocessing,
-                                 "warnings": warnings, "per_case": per_case, "mean": _channel_means(per_case)}
+                                 "warnings": warnings, "per_case": per_case, "mean": _channel_means(per_case),
+                                 "missing_predictions": missing}
     if with_hd95:
         result["hd95_per_case"] = hd95_per_case
         result["hd95_mean"] = _channel_means(hd95_per_case)

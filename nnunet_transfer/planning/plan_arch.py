@@ -37,6 +37,7 @@ from typing import Dict, Optional, Tuple
 
 from nnunet_transfer.architectures.med3d import RESNET_LAYOUTS
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
+from nnunet_transfer.errors import MissingEntryError
 from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, TransferReport, transfer_weights
 
@@ -239,7 +240,8 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     plans = json.loads(source_file.read_text())
     available = sorted(plans.get("configurations", {}))
     if configuration not in available:
-        raise KeyError(f"{source_file} has no configuration {configuration!r} (has: {available})")
+        raise MissingEntryError(f"{source_file} has no configuration {configuration!r} (has: {available})",
+                                file=source_file)
     resolved = PlansManager(copy.deepcopy(plans)).get_configuration(configuration).configuration
     for key in ("inherits_from", "next_stage", "previous_stage"):  # the new plans hold this one configuration
         resolved.pop(key, None)

@@ -25,9 +25,9 @@ from nnunet_transfer.architectures.med3d import (
     describe_architecture,
     infer_medicalnet_architecture,
 )
+from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.pretrained.safe_load import (
     CheckpointFormatError,
-    UnsafeCheckpointError,
     find_state_dict,
     read_checkpoint_file,
     strip_key_prefixes,
@@ -54,7 +54,7 @@ MEDICALNET_DOWNLOAD_SOURCES: tuple[str, ...] = (
 )
 DATA_8 = "8 datasets"
 #: Failures of reading a file that verification reports instead of raising (unsafe, corrupt, missing, ...).
-_READ_ERRORS = (UnsafeCheckpointError, CheckpointFormatError, OSError, RuntimeError, EOFError, ImportError)
+_READ_ERRORS = (NnUNetTransferError, OSError, ImportError)
 DATA_23 = "23 datasets"
 
 
@@ -159,7 +159,8 @@ def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | Non
     try:
         rec = record if isinstance(record, PretrainedCheckpoint) else get_checkpoint(record or path.name)
     except KeyError as exc:
-        report.add("registered", False, f"{exc.args[0]}; pass record='<file name>' if you renamed the file")
+        report.add("registered", False,
+                   f"{exc.args[0]}; pass --record NAME (Python: record='NAME') if you renamed the file")
         rec = None
     else:
         report.record = rec

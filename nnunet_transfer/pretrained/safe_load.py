@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -24,8 +26,17 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
+from nnunet_transfer.errors import NnUNetTransferError
+
+try:  # optional dependency; torch.load itself reads *.safetensors paths with it when installed
+    from safetensors import SafetensorError
+except ImportError:  # pragma: no cover
+    class SafetensorError(Exception):  # type: ignore[no-redef]
+        """Stand-in when safetensors is not installed (never raised)."""
+
 __all__ = [
     "UnsafeCheckpointError",
+    "UnreadableCheckpointError",
     "CheckpointFormatError",
     "LoadReport",
     "read_checkpoint_file",
@@ -44,12 +55,21 @@ STATE_DICT_CONTAINER_KEYS: tuple[str, ...] = ("state_dict", "network_weights", "
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 
 
-class UnsafeCheckpointError(RuntimeError):
+class UnsafeCheckpointError(NnUNetTransferError, RuntimeError):
     """The file holds pickled objects other than tensors and plain containers, so we refuse to load it."""
 
 
-class CheckpointFormatError(ValueError):
+class UnreadableCheckpointError(NnUNetTransferError, ValueError):
+    """The file is empty, truncated, not a checkpoint at all, or larger than it may be once decompressed."""
+
+
+class CheckpointFormatError(NnUNetTransferError, ValueError):
     """The file loads safely but does not hold a state dict in a layout we understand."""
+
+
+#: ``torch.save`` writes a zip whose members are stored, not compressed; anything decompressing to more than this
+#: many times the file's size is refused (a deflate bomb) unless the caller gives its own ``max_bytes``
+MAX_DECOMPRESSION_RATIO = 4
 
 
 def numpy_data_globals() -> list:
@@ -69,13 +89,51 @@ def numpy_data_globals() -> list:
     return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *numeric_dtypes]
 
 
-def read_checkpoint_file(path: str | Path) -> Any:
-    """Read a checkpoint file without executing pickled code and return what it holds (on the CPU).
+def _check_decompressed_size(path: Path, max_bytes: int | None) -> None:
+    """Refuse a zip checkpoint whose members decompress to more than ``max_bytes`` (default: a few times the
+    file size), before torch inflates them into memory."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy pickles and safetensors are not compressed: the file size bounds what they hold
+    limit = max_bytes if max_bytes is not None else MAX_DECOMPRESSION_RATIO * path.stat().st_size + (1 << 20)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UnreadableCheckpointError(f"{path} is a damaged zip archive ({exc})", file=path,
+                                        fix="download or copy the checkpoint again") from exc
+    if total > limit:
+        raise UnreadableCheckpointError(
+            f"refused to load {path}: it decompresses to {total:,} bytes, more than the {limit:,} bytes a "
+            f"checkpoint of this network can need (a file of {path.stat().st_size:,} bytes; torch.save does not "
+            f"compress)", file=path, fix="use the checkpoint as written by torch.save, not a re-compressed copy")
 
-    ``.safetensors`` files are read with the safetensors package; everything else with
-    ``torch.load(path, weights_only=True, map_location="cpu")``. A file that needs a full unpickle
-    (pickled classes, functions, numpy objects from old PyTorch versions) raises
-    :class:`UnsafeCheckpointError` naming the file and the offending object.
+
+def _unpickling_refusal(path: Path, exc: BaseException) -> NnUNetTransferError:
+    """The error for a file ``torch.load(weights_only=True)`` refused: foreign objects, or not a checkpoint."""
+    text = str(exc)
+    detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), None)
+    if detail is not None:
+        return UnsafeCheckpointError(
+            f"refused to load {path}: it contains pickled Python objects besides tensors "
+            f"({detail.split('. Please')[0]}). Loading it would allow the file to run arbitrary code, so "
+            f"nnunet-transfer only reads weights (torch.load weights_only=True)", file=path,
+            fix="if you trust the file's origin, re-save its tensors once in an isolated environment as a plain "
+                "dict, e.g. torch.save({'state_dict': sd}, 'clean.pth'), or as .safetensors, and load that instead")
+    detail = next((ln.strip() for ln in text.splitlines() if "Unsupported" in ln), type(exc).__name__)
+    return UnreadableCheckpointError(
+        f"refused to load {path}: it is not a PyTorch checkpoint that loads as plain data (the weights-only "
+        f"loader stopped at: {detail}); it may be damaged, another kind of file, or a pickle the safe loader "
+        f"does not accept", file=path, fix="check the file (size, download) and give a torch.save or "
+                                           ".safetensors file of the weights")
+
+
+def read_torch_file_data_only(path: str | Path, max_bytes: int | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` (numpy numbers allowed), whatever the file's suffix.
+
+    This is the check for files that nnU-Net itself later opens with a full unpickle (``-pretrained_weights``,
+    checkpoints for ``nnUNetv2_predict``): a pickle the restricted unpickler accepts references no other Python
+    object. Empty, truncated, foreign or oversized files raise :class:`UnreadableCheckpointError`, files with
+    foreign objects :class:`UnsafeCheckpointError`, both naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -83,29 +141,50 @@ def read_checkpoint_file(path: str | Path) -> Any:
             f"checkpoint file {path} does not exist; download it first (see pretrain_weights/README.md) "
             f"and pass its path"
         )
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as exc:  # optional dependency
-            raise ImportError(
-                f"{path} is a .safetensors file but the 'safetensors' package is not installed; "
-                f"install it with `pip install safetensors` or convert the file to .pth"
-            ) from exc
-        return load_file(str(path), device="cpu")
+    if path.stat().st_size == 0:
+        raise UnreadableCheckpointError(f"checkpoint file {path} is empty", file=path,
+                                        fix="copy or download it again")
+    _check_decompressed_size(path, max_bytes)
     try:
-        with torch.serialization.safe_globals(numpy_data_globals()):
+        with torch.serialization.safe_globals(numpy_data_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln),
-                      first_line).split(". Please")[0]
-        raise UnsafeCheckpointError(
-            f"refused to load {path}: it contains pickled Python objects besides tensors ({detail}). "
-            f"Loading it would allow the file to run arbitrary code, so nnunet-transfer only reads weights "
-            f"(torch.load weights_only=True). If you trust the file's origin, re-save its tensors once in an "
-            f"isolated environment as a plain dict, e.g. torch.save({{'state_dict': sd}}, 'clean.pth'), or "
-            f"as .safetensors, and load that instead."
+        raise _unpickling_refusal(path, exc) from exc
+    except (EOFError, KeyError, RuntimeError, ValueError, IndexError, UnicodeDecodeError, SafetensorError) as exc:
+        # what torch's readers raise for empty, truncated or non-checkpoint files (KeyError: a bad pickle opcode)
+        raise UnreadableCheckpointError(
+            f"cannot read checkpoint {path}: it is damaged or not a PyTorch file ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else 'no detail'})", file=path,
+            fix="copy or download it again, or save the weights with torch.save") from exc
+
+
+def read_checkpoint_file(path: str | Path, max_bytes: int | None = None) -> Any:
+    """Read a checkpoint file without executing pickled code and return what it holds (on the CPU).
+
+    ``.safetensors`` files are read with the safetensors package; everything else with
+    ``torch.load(path, weights_only=True, map_location="cpu")``. A file that needs a full unpickle
+    (pickled classes, functions, numpy objects from old PyTorch versions) raises
+    :class:`UnsafeCheckpointError` naming the file and the offending object; a damaged, empty or oversized one
+    (more than ``max_bytes`` once decompressed) :class:`UnreadableCheckpointError`.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return read_torch_file_data_only(path, max_bytes)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist; download it first and pass its path")
+    try:
+        from safetensors.torch import load_file
+    except ImportError as exc:  # optional dependency
+        raise ImportError(
+            f"{path} is a .safetensors file but the 'safetensors' package is not installed; "
+            f"install it with `pip install safetensors` or convert the file to .pth"
         ) from exc
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UnreadableCheckpointError(f"cannot read {path}: it is not a valid .safetensors file ({exc})",
+                                        file=path, fix="copy or download it again") from exc
 
 
 def find_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -276,7 +355,7 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
         if tuple(value.shape) != tuple(target.shape):
             report.shape_mismatched.append((key, tuple(value.shape), tuple(target.shape)))
             continue
-        to_load[key] = value.to(dtype=target.dtype)
+        to_load[key] = checked_cast(key, value, target, source)
     if strict_shapes and report.shape_mismatched:
         listing = "; ".join(f"{k}: checkpoint {list(c)} vs model {list(m)}" for k, c, m in report.shape_mismatched[:5])
         raise ValueError(
@@ -295,10 +374,35 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
     return report
 
 
+def checked_cast(key: str, value: torch.Tensor, target: torch.Tensor, source: str) -> torch.Tensor:
+    """``value`` in ``target``'s dtype; refuses (naming the tensor) what would silently corrupt the network.
+
+    Refused: integer or boolean values for a floating-point tensor, and NaN/inf values. A floating-point value of
+    another precision is cast with a warning (float16 -> float32 is exact; float64 -> float32 rounds).
+    """
+    if value.dtype == target.dtype:
+        cast = value
+    elif target.is_floating_point() and not value.is_floating_point():
+        raise CheckpointFormatError(
+            f"{source}: tensor {key!r} holds {value.dtype} values but the network's {key!r} is {target.dtype}; "
+            f"a checkpoint of weights holds floating-point tensors",
+            fix="check that this is the right file, or re-save the weights as floating point")
+    else:
+        if target.is_floating_point():
+            warnings.warn(f"{source}: tensor {key!r} is {value.dtype}, cast to the network's {target.dtype}",
+                          stacklevel=3)
+        cast = value.to(dtype=target.dtype)
+    if cast.is_floating_point() and not bool(torch.isfinite(cast).all()):
+        raise CheckpointFormatError(
+            f"{source}: tensor {key!r} contains NaN or infinite values",
+            fix="the checkpoint comes from a diverged training or is damaged: use another checkpoint")
+    return cast
+
+
 def _is_shape_mismatched(report: LoadReport, key: str) -> bool:
     return any(k == key for k, _, _ in report.shape_mismatched)
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """Read ``path`` safely and return its state dict with wrapper prefixes removed."""
-    return strip_key_prefixes(find_state_dict(read_checkpoint_file(path), source=str(path)))
+    return strip_key_prefixes(find_state_dict(read_checkpoint_file(path, max_bytes), source=str(path)))

@@ -20,11 +20,17 @@ Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTraine
   - ``pretrained_lr_factor``: learning rate of the pretrained parameters relative to the new ones.
 
   The stage is derived from the epoch number at the start of every epoch, so ``--c`` resumes in the right stage.
+
+* **Resuming** (``--c``): the checkpoint nnU-Net loads holds the weights, so the saved report stands. A run killed
+  before its first checkpoint has none: nnU-Net then starts afresh and refuses ``-pretrained_weights`` together with
+  ``--c``, so the trainer loads the file named in ``transfer_source.json`` again itself (after checking that its
+  sha256 is unchanged and that it loads as plain data), or stops with the command that restarts the run. A run
+  never claims weights it did not load.
 """
 
 from __future__ import annotations
 
-import sys
+import json
 from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
 
@@ -33,12 +39,19 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.trainers.guarded import GuardedTrainer, check_pretrained_weights_file
 from nnunet_transfer.transfer.record import read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
+from nnunet_transfer.utils.hashing import sha256_of_file
 from nnunet_transfer.utils.modules import unwrap_network
 
 NEW_PARAMETERS = "<new>"
 REPORT_STEM = "transfer_report"
+#: which file the weights of a run came from, and its sha256 (to load it again after an interrupted start)
+SOURCE_FILE = "transfer_source.json"
+#: nnU-Net's ``--c`` resumes from the first of these that exists in the fold folder (``maybe_load_checkpoint``)
+RESUME_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 
 
 class WarmupPolyLRScheduler(torch.optim.lr_scheduler._LRScheduler):
@@ -89,15 +102,6 @@ class ExponentialLRScheduler(WarmupPolyLRScheduler):
         return self.gamma ** (step - self.warmup_steps + 1)
 
 
-def pretrained_weights_argument(argv: Sequence[str] = tuple(sys.argv)) -> Optional[str]:
-    """The file given to ``nnUNetv2_train -pretrained_weights`` in this process, if any."""
-    argv = list(argv)
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "-pretrained_weights":
-            return argv[i + 1]
-    return None
-
-
 def frozen_parameter_names(names: Sequence[str], pretrained: Set[str], epoch: int, *, freeze_encoder: bool = False,
                            head_warmup_epochs: int = 0,
                            unfreeze_schedule: Sequence[Tuple[int, Sequence[str]]] = (),
@@ -122,7 +126,7 @@ def frozen_parameter_names(names: Sequence[str], pretrained: Set[str], epoch: in
     return frozen
 
 
-class FineTuneTrainer(nnUNetTrainer):
+class FineTuneTrainer(GuardedTrainer):
     """nnUNetTrainer + pretrained-weight transfer with a report + fine-tuning controls."""
 
     freeze_encoder: bool = False
@@ -140,6 +144,8 @@ class FineTuneTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.transfer_report: Optional[TransferReport] = None
         self._frozen: Optional[Set[str]] = None
+        #: the file nnU-Net's -pretrained_weights path loaded in this run (given now, or again after --c), or None
+        self._weights_file: Optional[str] = None
 
     # ------------------------------------------------------------------ pretrained weights
     @property
@@ -154,12 +160,22 @@ class FineTuneTrainer(nnUNetTrainer):
             self.optimizer, self.lr_scheduler = self.configure_optimizers()
         self._set_trainable_stage(0)
 
+    @property
+    def source_path(self) -> Path:
+        return Path(self.output_folder) / SOURCE_FILE
+
     def _load_pretrained(self) -> Optional[TransferReport]:
         network = unwrap_network(self.network)
         if self.logger.resume and self.report_path.is_file():
-            return TransferReport.load(self.report_path)  # resuming: the checkpoint holds the weights
+            if any((Path(self.output_folder) / name).is_file() for name in RESUME_CHECKPOINTS):
+                return TransferReport.load(self.report_path)  # resuming: the checkpoint holds the weights
+            reloaded = self._reload_after_interrupted_start(network)
+            if reloaded is not None:
+                return reloaded
+            for stale in (self.report_path, self.report_path.with_suffix(".txt")):  # rewritten if weights load now
+                stale.unlink(missing_ok=True)
         record = read_record(self.configuration_manager.configuration)
-        argument = pretrained_weights_argument()
+        argument = self._weights_file = self.pretrained_weights_file
         if argument is not None:
             if record is not None:
                 self.print_to_log_file(f"WARNING: -pretrained_weights {argument} overrides the plans' record "
@@ -169,11 +185,45 @@ class FineTuneTrainer(nnUNetTrainer):
             return None
         return transfer_from_record(network, record, self.new_layer_patterns)
 
+    def _reload_after_interrupted_start(self, network: nn.Module) -> Optional[TransferReport]:
+        """``--c`` without a checkpoint (killed in epoch 0): nnU-Net starts afresh and does not load
+        ``-pretrained_weights``. Load the file of the interrupted run again, checked; None when that run's weights
+        came from the plans' record (applied again as on any start)."""
+        restart = (f"delete {self.output_folder} and start the training again without --c "
+                   f"(nnUNetv2_train ... -pretrained_weights FILE)")
+        stale = f"{self.report_path} belongs to a run interrupted before its first checkpoint"
+        if not self.source_path.is_file():
+            raise NnUNetTransferError(f"{stale}, and {self.source_path} (which file its weights came from) is "
+                                      "missing, so they cannot be loaded again", file=self.report_path, fix=restart)
+        source = json.loads(self.source_path.read_text())
+        if source.get("mode") != "argument":
+            return None
+        path = Path(source["path"])
+        if not path.is_file() or sha256_of_file(path) != source.get("sha256"):
+            raise NnUNetTransferError(f"{stale}; its pretrained weights {path} are gone or changed since (sha256 "
+                                      f"was {source.get('sha256')})", file=path, fix=restart)
+        check_pretrained_weights_file(path)
+        self.print_to_log_file(f"--c without a checkpoint: nnU-Net starts afresh; loading the pretrained weights "
+                               f"{path} again (sha256 unchanged)")
+        self._weights_file = str(path)
+        return nnunet_pretrained_weights_report(network, path)
+
     def on_train_start(self) -> None:
         super().on_train_start()
         if self.transfer_report is not None and self.local_rank == 0:
             self.transfer_report.save(self.output_folder, REPORT_STEM)
             self.print_to_log_file("Pretrained weights:\n" + str(self.transfer_report), add_timestamp=False)
+            self._save_source()
+
+    def _save_source(self) -> None:
+        """Write :data:`SOURCE_FILE`: where this run's weights came from (read by
+        :meth:`_reload_after_interrupted_start`)."""
+        if self._weights_file is not None:
+            path = Path(self._weights_file).resolve()
+            source = {"mode": "argument", "path": str(path), "sha256": sha256_of_file(path)}
+        else:
+            source = {"mode": "record"}
+        self.source_path.write_text(json.dumps(source, indent=2))
 
     @property
     def pretrained_parameter_names(self) -> Set[str]:

@@ -49,7 +49,6 @@ import torch
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -57,6 +56,7 @@ from torch import distributed as dist
 from torch import nn
 
 from nnunet_transfer.architectures.localizer import LocalizerNetwork
+from nnunet_transfer.trainers.guarded import GuardedTrainer
 
 PathLike = Union[str, Path]
 
@@ -297,7 +297,7 @@ def _called_from_nnunet_inference() -> bool:
     return False
 
 
-class LocalizationPretrainTrainer(nnUNetTrainer):
+class LocalizationPretrainTrainer(GuardedTrainer):
     """Pretrain the plans' U-Net encoder by regressing the centre of the target in each patch (Hu et al.)."""
 
     #: foreground label whose centre is regressed; None = every label > 0 (ignore label excluded)

@@ -25,7 +25,6 @@ from typing import Dict, Iterator, List
 
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -35,6 +34,7 @@ from nnunet_transfer.data import mots_tasks
 from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
 from nnunet_transfer.losses.partial_label import PartialLabelDiceBCELoss
 from nnunet_transfer.losses.wrapping import with_base_loss
+from nnunet_transfer.trainers.guarded import GuardedTrainer
 from nnunet_transfer.trainers.progress import RegionDiceLocalLogger
 from nnunet_transfer.utils.modules import unwrap_network
 
@@ -76,7 +76,7 @@ def build_mots_network(configuration_manager: ConfigurationManager, num_input_ch
                               controller_pooling=controller_pooling)
 
 
-class MOTSPretrainTrainer(nnUNetTrainer):
+class MOTSPretrainTrainer(GuardedTrainer):
     """Multi-task partial-label pretraining with DoDNet's dynamic head."""
 
     #: sample each case with probability proportional to 1 / sqrt(cases of its task) (see the Balanced variant)
@@ -199,7 +199,8 @@ class MOTSPretrainTrainer(nnUNetTrainer):
             return
         result = evaluate_partial_label_folder(validation_folder, gt_folder, self.case_to_task,
                                                self.dataset_json["file_ending"],
-                                               output_json=validation_folder / "summary_per_task.json")
+                                               output_json=validation_folder / "summary_per_task.json",
+                                               expected_cases=self.do_split()[1])
         self.print_to_log_file("Validation Dice per task (each case scored on its own task only):\n"
                                + format_task_table(result["mean"]), add_timestamp=False)
 

@@ -19,6 +19,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
+from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.pretrained.safe_load import load_state_dict_file
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
 RECORD_KEY = "pretrained_weights"
@@ -76,9 +78,9 @@ def write_json_atomic(path: Union[str, Path], data: Mapping) -> None:
 
 def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
     """``$nnUNet_preprocessed/DatasetXXX_Name/<plans>.json``, checked to exist."""
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_transfer.dataset_lookup import dataset_name
 
-    path = nnunet_folder("nnUNet_preprocessed") / maybe_convert_to_dataset_name(dataset) / f"{plans}.json"
+    path = nnunet_folder("nnUNet_preprocessed") / dataset_name(dataset) / f"{plans}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; plan the dataset first (nnUNetv2_plan_and_preprocess -d "
                                 f"{dataset}) or align it (nnunet-transfer align-plans)")
@@ -90,7 +92,7 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
     plans_file = Path(plans_file)
     plans = json.loads(plans_file.read_text())
     if configuration not in plans.get("configurations", {}):
-        raise KeyError(f"{plans_file} has no configuration {configuration!r} "
+        raise MissingEntryError(f"{plans_file} has no configuration {configuration!r} "
                        f"(has: {sorted(plans.get('configurations', {}))})")
     if record is None:
         plans["configurations"][configuration].pop(RECORD_KEY, None)
@@ -98,6 +100,8 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
         checkpoint = Path(record.checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
+        # open it now (safely), so an empty, damaged or booby-trapped file fails here and not when training starts
+        load_state_dict_file(checkpoint)
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)
