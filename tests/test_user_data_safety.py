@@ -231,7 +231,7 @@ def test_damaged_images_are_refused_by_the_converter(raw, kits_src, tmp_path, da
 
     src = tmp_path / "kits21"
     shutil.copytree(kits_src, src)
-    image = src / "data" / "case_00000" / "imaging.nii.gz"
+    image = next(src.rglob("case_00000/imaging.nii.gz"))  # the clone layout: kits21/data/case_XXXXX/
     damage(image)
     with pytest.raises(ConversionError, match=f"{image}.*{pattern}|{pattern}"):
         convert_kits(src, 611)
