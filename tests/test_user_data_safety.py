@@ -244,7 +244,7 @@ def test_evaluate_kits21_refuses_a_truncated_prediction(kits_src, tmp_path):
     pred = tmp_path / "pred"
     pred.mkdir()
     for case in ("case_00000", "case_00210"):
-        shutil.copy(kits_src / "data" / case / "aggregated_MAJ_seg.nii.gz", pred / f"{case}.nii.gz")
+        shutil.copy(next(kits_src.rglob(f"{case}/aggregated_MAJ_seg.nii.gz")), pred / f"{case}.nii.gz")
     truncate(pred / "case_00210.nii.gz")
     with pytest.raises(NnUNetTransferError, match="case_00210.nii.gz is damaged or truncated"):
         evaluate_kits21(pred, kits_src)
