@@ -124,7 +124,8 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
         raise ValueError("give the checkpoint to record (or --remove)")
     prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
     record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
-                              description=args.description or "")
+                              description=args.description or "", adapt=not args.no_adapt,
+                              kernel_reduce=args.kernel_reduce, kernel_grow=args.kernel_grow)
     if args.exclude is not None:
         record.exclude = list(args.exclude)
     write_record(plans_file, args.c, record)
@@ -285,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-fraction", type=float, default=0.0, help="fail when less of the network is loaded")
     p.add_argument("--description", default=None)
     p.add_argument("--remove", action="store_true", help="remove the record")
+    p.add_argument("--no-adapt", action="store_true", help="load only tensors of equal shape (no kernel, stride, "
+                                                           "stage or feature-count adaptation)")
+    p.add_argument("--kernel-reduce", choices=["mean", "sum"], default="mean",
+                   help="kernel 3 -> 1 along an axis: mean (nnU-Net's rule, default) or sum of the taps")
+    p.add_argument("--kernel-grow", choices=["centre", "spread"], default="centre",
+                   help="kernel 1 -> 3 along an axis: centre placement (default) or spread")
     p.set_defaults(func=_cmd_set_pretrained)
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")

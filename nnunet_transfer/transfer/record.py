@@ -19,6 +19,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
+from nnunet_transfer.transfer.adapt import AdaptOptions
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
 RECORD_KEY = "pretrained_weights"
@@ -36,6 +37,16 @@ class PretrainedRecord:
     min_fraction: float = 0.0
     #: free text: where the checkpoint came from (MOTS pretraining, MedicalNet resnet_50_23dataset ...)
     description: str = ""
+    #: adapt tensors of other shapes (kernels, strides, stages, feature counts); False loads equal shapes only
+    adapt: bool = True
+    #: kernel size -> 1 along an axis: "mean" (nnU-Net master's rule) or "sum"
+    kernel_reduce: str = "mean"
+    #: kernel size 1 -> k along an axis: "centre" (zeros around) or "spread"
+    kernel_grow: str = "centre"
+
+    @property
+    def adapt_options(self) -> AdaptOptions:
+        return AdaptOptions(enabled=self.adapt, kernel_reduce=self.kernel_reduce, kernel_grow=self.kernel_grow)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "PretrainedRecord":
@@ -44,14 +55,17 @@ class PretrainedRecord:
             raise ValueError(f"unknown keys in the plans' {RECORD_KEY} record: {sorted(unknown)}")
         if "checkpoint" not in data:
             raise ValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
-        return cls(**dict(data))
+        record = cls(**dict(data))
+        record.adapt_options  # validates the rule names
+        return record
 
 
 def transfer_from_record(network: nn.Module, record: PretrainedRecord,
                          head_patterns: Sequence[str] = HEAD_PATTERNS) -> TransferReport:
     """Load ``record``'s checkpoint into ``network`` as a training run does (used by trainers and transfer-check)."""
     return transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map, exclude=record.exclude,
-                            head_patterns=head_patterns, min_fraction=record.min_fraction)
+                            head_patterns=head_patterns, min_fraction=record.min_fraction,
+                            adapt=record.adapt_options)
 
 
 def read_record(configuration: Mapping) -> Optional[PretrainedRecord]:
@@ -98,6 +112,7 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
         checkpoint = Path(record.checkpoint)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
+        record.adapt_options  # validates the rule names before anything is written
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)
