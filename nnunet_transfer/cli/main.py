@@ -146,6 +146,15 @@ def _cmd_transfer_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extract_encoder(args: argparse.Namespace) -> int:
+    from nnunet_transfer.transfer.encoder_export import encoder_state_dict, extract_encoder
+
+    path = extract_encoder(args.checkpoint, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite)
+    n = len(encoder_state_dict(path))
+    print(f"wrote {n} encoder tensors of {args.checkpoint} to {path}")
+    return 0
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from nnunet_transfer.planning.run_planner import PLANNERS, plan_experiment
 
@@ -302,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("-o", help="also write the report as JSON")
     p.set_defaults(func=_cmd_transfer_check)
+
+    p = sub.add_parser("extract-encoder", help="write the encoder (and stem) of a checkpoint as a plain state dict")
+    p.add_argument("checkpoint", help="any checkpoint transfer-check reads (nnU-Net, MOTS, MedicalNet, state dict)")
+    p.add_argument("-o", required=True, help="output file: .pth/.pt (torch.save of a dict of tensors) or .safetensors")
+    p.add_argument("--strip-prefix", action="store_true", help="drop the leading 'encoder.' from the key names")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_extract_encoder)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
     p.add_argument("-d", type=int, required=True)

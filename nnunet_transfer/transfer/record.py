@@ -10,8 +10,6 @@ configuration, so the plans stay valid for every stock command.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -20,6 +18,7 @@ from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.transfer.adapt import AdaptOptions
+from nnunet_transfer.utils.atomic import write_atomically
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
 RECORD_KEY = "pretrained_weights"
@@ -76,16 +75,7 @@ def read_record(configuration: Mapping) -> Optional[PretrainedRecord]:
 
 def write_json_atomic(path: Union[str, Path], data: Mapping) -> None:
     """Write JSON through a temporary file + rename, so a crash never leaves a truncated plans file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=4, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=4, sort_keys=False)))
 
 
 def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:

@@ -247,8 +247,9 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
         if tuple(state[key].shape) != tuple(value.shape):
             raise ValueError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: {key} has shape "
                              f"{tuple(state[key].shape)} there but {tuple(value.shape)} in the network. Use "
-                             f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts input "
-                             "channels, reports mismatches), then train without -pretrained_weights.")
+                             f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts kernels, "
+                             "strides, stage count, feature counts and input channels), then train without "
+                             "-pretrained_weights.")
     # loading again is idempotent: nnU-Net puts exactly these values into the network
     return transfer_weights(network, state, exclude=(".seg_layers.",), adapt=AdaptOptions(enabled=False),
                             strict_shapes=True,
