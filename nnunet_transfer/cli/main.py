@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("set-pretrained", help="write a pretrained-weights record into a dataset's plans (for "
                                               "partial or foreign checkpoints that -pretrained_weights refuses)")
-    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file (nnU-Net v2 .pth, v1 .model, nnssl, MedicalNet, "
+                                                 "state dict, .safetensors) or an nnU-Net results folder / model zip")
     p.add_argument("-d", type=int, required=True)
     p.add_argument("-c", default="3d_fullres")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_transfer_check)
 
     p = sub.add_parser("extract-encoder", help="write the encoder (and stem) of a checkpoint as a plain state dict")
-    p.add_argument("checkpoint", help="any checkpoint transfer-check reads (nnU-Net, MOTS, MedicalNet, state dict)")
+    p.add_argument("checkpoint", help="any checkpoint set-pretrained takes (file, results folder or model zip)")
     p.add_argument("-o", required=True, help="output file: .pth/.pt (torch.save of a dict of tensors) or .safetensors")
     p.add_argument("--strip-prefix", action="store_true", help="drop the leading 'encoder.' from the key names")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -100,7 +100,7 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
         plans["configurations"][configuration].pop(RECORD_KEY, None)
     else:
         checkpoint = Path(record.checkpoint)
-        if not checkpoint.is_file():
+        if not checkpoint.exists():  # a file, or an nnU-Net results folder / model zip
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
         record.adapt_options  # validates the rule names before anything is written
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})

@@ -25,7 +25,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from nnunet_transfer.pretrained.safe_load import LoadReport, load_matching, load_state_dict_file
+from nnunet_transfer.pretrained.nnunet_family import (KIND_STATE_DICT, KIND_V2, SourceCheckpoint,
+                                                      read_source_checkpoint)
+from nnunet_transfer.pretrained.safe_load import LoadReport, load_matching, strip_key_prefixes
 from nnunet_transfer.transfer.adapt import AdaptOptions, NotAdaptable, TensorRole, adapt_tensor, tensor_roles
 from nnunet_transfer.transfer.stages import match_stages
 
@@ -115,13 +117,16 @@ class TransferReport(LoadReport):
         return cls(**data)
 
 
-def read_state_dict(source: StateDictSource) -> Dict[str, torch.Tensor]:
-    """State dict from a file (safe load) or a mapping, with ``module.``/``_orig_mod.`` prefixes removed."""
+def read_source(source: StateDictSource) -> SourceCheckpoint:
+    """A checkpoint file, nnU-Net results folder/zip (read safely, in nnU-Net v2 names) or an in-memory state dict."""
     if isinstance(source, (str, Path)):
-        return load_state_dict_file(source)
-    from nnunet_transfer.pretrained.safe_load import strip_key_prefixes
+        return read_source_checkpoint(source)
+    return SourceCheckpoint("state dict", KIND_STATE_DICT, strip_key_prefixes(source))
 
-    return strip_key_prefixes(source)
+
+def read_state_dict(source: StateDictSource) -> Dict[str, torch.Tensor]:
+    """The tensors :func:`read_source` offers for transfer, with ``module.``/``_orig_mod.`` prefixes removed."""
+    return read_source(source).state_dict
 
 
 def rename_prefixes(state_dict: Mapping[str, torch.Tensor], prefix_map: Mapping[str, str]) -> Dict[str, torch.Tensor]:
@@ -200,17 +205,20 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
     usually matches nothing; silently training from scratch would waste a run).
     """
     name = source_name or (str(source) if isinstance(source, (str, Path)) else "state dict")
-    state = read_state_dict(source)
+    checkpoint = read_source(source)
+    state = checkpoint.state_dict
     if prefix_map:
         state = rename_prefixes(state, prefix_map)
-    skipped = sorted(k for k in state if any(p in k for p in exclude))
+    excluded = [k for k in state if any(p in k for p in exclude)]
+    skipped = sorted(set(excluded) | set(checkpoint.filtered))
     aliases = _alias_keys(network)  # other names of a tensor load through its first name
-    kept = {k: v for k, v in state.items() if k not in set(skipped)}
+    kept = {k: v for k, v in state.items() if k not in set(excluded)}
     surplus: List[str] = []
-    notes: List[str] = []
+    notes: List[str] = list(checkpoint.notes)
     if adapt.enabled:
         stages = match_stages(kept, network.state_dict().keys())
-        kept, surplus, notes = stages.state_dict, stages.surplus, stages.notes
+        kept, surplus = stages.state_dict, stages.surplus
+        notes += stages.notes
     kept = {k: v for k, v in kept.items() if k not in aliases}
     surplus = [k for k in surplus if not _is_alias_name(k)]
     adapters = _shape_adapters(network, kept, adapt) if adapt.enabled else {}
@@ -234,7 +242,13 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
     ``transfer-check`` can tell beforehand whether the nnU-Net path works or the plans record is needed. Loads those
     values into ``network`` (what nnU-Net does too).
     """
-    state = read_state_dict(checkpoint)
+    source = read_source(checkpoint)
+    if isinstance(checkpoint, (str, Path)) and (source.kind != KIND_V2 or not Path(checkpoint).is_file()):
+        raise ValueError(f"nnU-Net's -pretrained_weights reads only nnU-Net v2 checkpoint files; {checkpoint} is "
+                         f"{'a folder or zip' if not Path(checkpoint).is_file() else 'a ' + source.kind + ' checkpoint'}"
+                         f". Use `nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS`, then train "
+                         "without -pretrained_weights.")
+    state = source.state_dict
     model_state = network.state_dict()
     for key, value in model_state.items():
         if ".seg_layers." in key:
