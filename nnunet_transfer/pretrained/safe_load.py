@@ -226,7 +226,7 @@ class LoadReport:
     def count_rows(self) -> list[tuple[str, int]]:
         """(label, count) rows of the printed table; subclasses add theirs."""
         return [
-            ("loaded", self.n_loaded),
+            ("loaded (adapted included)", self.n_loaded),
             ("missing (kept init)", self.n_missing),
             ("unexpected (ignored)", self.n_unexpected),
             ("shape mismatched (skipped)", self.n_shape_mismatched),

@@ -35,6 +35,10 @@ def _decoder_stage_count(keys: Iterable[str]) -> Optional[int]:
     return max(indices) + 1 if indices else None
 
 
+def _stage_range(first: int, last: int) -> str:
+    return f"stage {first}" if first == last else f"stages {first}..{last}"
+
+
 @dataclass
 class StageMatch:
     """The renamed checkpoint, the checkpoint keys of surplus stages, and one note per decision."""
@@ -80,12 +84,13 @@ def match_stages(state_dict: Mapping[str, torch.Tensor], network_keys: Iterable[
     notes = [f"encoder: {n_source} stages in the checkpoint, {n_target} in the network; stages matched by position "
              f"from the input"]
     if n_source > n_target:
-        notes.append(f"encoder stages {n_target}..{n_source - 1} of the checkpoint are surplus (not loaded)")
+        notes.append(f"encoder {_stage_range(n_target, n_source - 1)} of the checkpoint: surplus (not loaded)")
     else:
-        notes.append(f"encoder stages {n_source}..{n_target - 1} of the network are new (no counterpart)")
+        notes.append(f"encoder {_stage_range(n_source, n_target - 1)} of the network: new (no counterpart)")
     if decoder_moves:
         moves = ", ".join(f"{j}->{'surplus' if t is None else t}" for j, t in sorted(decoder_moves.items()))
         notes.append(f"decoder stages matched by resolution (checkpoint index -> network index): {moves}")
         if n_target > n_source:
-            notes.append(f"decoder stages 0..{n_target - n_source - 1} of the network (lowest resolutions) are new")
+            notes.append(f"decoder {_stage_range(0, n_target - n_source - 1)} of the network (lowest resolutions): "
+                         "new")
     return StageMatch(out, surplus, notes)
