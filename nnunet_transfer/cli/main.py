@@ -165,7 +165,8 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
         raise ValueError("give the checkpoint to record (or --remove)")
     prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
     record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
-                              description=args.description or "")
+                              description=args.description or "", adapt=not args.no_adapt,
+                              kernel_reduce=args.kernel_reduce, kernel_grow=args.kernel_grow)
     if args.exclude is not None:
         record.exclude = list(args.exclude)
     write_record(plans_file, args.c, record)
@@ -183,6 +184,15 @@ def _cmd_transfer_check(args: argparse.Namespace) -> int:
     print(f"path: {mode}")
     if args.o:
         Path(args.o).write_text(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
+def _cmd_extract_encoder(args: argparse.Namespace) -> int:
+    from nnunet_transfer.transfer.encoder_export import encoder_state_dict, extract_encoder
+
+    path = extract_encoder(args.checkpoint, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite)
+    n = len(encoder_state_dict(path))
+    print(f"wrote {n} encoder tensors of {args.checkpoint} to {path}")
     return 0
 
 
@@ -361,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("set-pretrained", help="write a pretrained-weights record into a dataset's plans (for "
                                               "partial or foreign checkpoints that -pretrained_weights refuses)")
-    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file (nnU-Net v2 .pth, v1 .model, nnssl, MedicalNet, "
+                                                 "state dict, .safetensors) or an nnU-Net results folder / model zip")
     p.add_argument("-d", type=int, required=True)
     p.add_argument("-c", default="3d_fullres")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
@@ -370,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-fraction", type=float, default=0.0, help="fail when less of the network is loaded")
     p.add_argument("--description", default=None)
     p.add_argument("--remove", action="store_true", help="remove the record")
+    p.add_argument("--no-adapt", action="store_true", help="load only tensors of equal shape (no kernel, stride, "
+                                                           "stage or feature-count adaptation)")
+    p.add_argument("--kernel-reduce", choices=["mean", "sum"], default="mean",
+                   help="kernel 3 -> 1 along an axis: mean (nnU-Net's rule, default) or sum of the taps")
+    p.add_argument("--kernel-grow", choices=["centre", "spread"], default="centre",
+                   help="kernel 1 -> 3 along an axis: centre placement (default) or spread")
     p.set_defaults(func=_cmd_set_pretrained)
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")
@@ -380,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("-o", help="also write the report as JSON")
     p.set_defaults(func=_cmd_transfer_check)
+
+    p = sub.add_parser("extract-encoder", help="write the encoder (and stem) of a checkpoint as a plain state dict")
+    p.add_argument("checkpoint", help="any checkpoint set-pretrained takes (file, results folder or model zip)")
+    p.add_argument("-o", required=True, help="output file: .pth/.pt (torch.save of a dict of tensors) or .safetensors")
+    p.add_argument("--strip-prefix", action="store_true", help="drop the leading 'encoder.' from the key names")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_extract_encoder)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
     p.add_argument("-d", type=int, required=True)

@@ -261,7 +261,8 @@ class LoadReport:
     (left at their initialisation); ``unexpected``: checkpoint keys the model has no place for (ignored);
     ``shape_mismatched``: ``(key, checkpoint_shape, model_shape)`` for keys skipped because the shapes differ;
     ``adapted``: ``(key, note)`` for tensors changed to fit (e.g. first-conv input channels);
-    ``skipped``: checkpoint keys deliberately filtered out before loading (e.g. a segmentation head).
+    ``skipped``: checkpoint keys deliberately filtered out before loading (e.g. a segmentation head);
+    ``mismatch_reasons``: for a shape-mismatched key, why no adapter made it fit.
     """
 
     source: str
@@ -271,6 +272,7 @@ class LoadReport:
     shape_mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     adapted: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    mismatch_reasons: dict[str, str] = field(default_factory=dict)
     loaded_parameters: int = 0
     total_parameters: int = 0
 
@@ -303,7 +305,7 @@ class LoadReport:
     def count_rows(self) -> list[tuple[str, int]]:
         """(label, count) rows of the printed table; subclasses add theirs."""
         return [
-            ("loaded", self.n_loaded),
+            ("loaded (adapted included)", self.n_loaded),
             ("missing (kept init)", self.n_missing),
             ("unexpected (ignored)", self.n_unexpected),
             ("shape mismatched (skipped)", self.n_shape_mismatched),
@@ -325,7 +327,9 @@ class LoadReport:
                 shown = ", ".join(keys[:8]) + (f", ... (+{len(keys) - 8})" if len(keys) > 8 else "")
                 lines.append(f"{title}: {shown}")
         for key, cs, ms in self.shape_mismatched[:8]:
-            lines.append(f"shape mismatch {key}: checkpoint {list(cs)} vs model {list(ms)}")
+            reason = self.mismatch_reasons.get(key)
+            lines.append(f"shape mismatch {key}: checkpoint {list(cs)} vs model {list(ms)}"
+                         + (f" ({reason})" if reason else ""))
         return "\n".join(lines)
 
 
@@ -336,7 +340,8 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
     """Load the entries of ``state_dict`` whose names and shapes match ``module``; report the rest.
 
     ``adapters`` maps a model key to ``fn(checkpoint_tensor, model_tensor) -> (new_tensor, note)``, applied
-    when the shapes differ (e.g. :func:`adapt_input_channels` for the first conv). With ``strict_shapes``
+    when the shapes differ (e.g. :func:`adapt_input_channels` for the first conv); when the tensor it returns still
+    does not fit, the note is recorded as the reason in ``mismatch_reasons``. With ``strict_shapes``
     any remaining shape mismatch raises ``ValueError`` listing them; otherwise they are skipped and
     reported. Missing and unexpected keys never raise here: callers decide what is acceptable.
     """
@@ -349,12 +354,17 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
             report.unexpected.append(key)
             continue
         target = model_state[key]
-        if tuple(value.shape) != tuple(target.shape) and key in adapters:
+        checkpoint_shape = tuple(value.shape)
+        note = None
+        if checkpoint_shape != tuple(target.shape) and key in adapters:
             value, note = adapters[key](value, target)
-            report.adapted.append((key, note))
         if tuple(value.shape) != tuple(target.shape):
-            report.shape_mismatched.append((key, tuple(value.shape), tuple(target.shape)))
+            report.shape_mismatched.append((key, checkpoint_shape, tuple(target.shape)))
+            if note:
+                report.mismatch_reasons[key] = note
             continue
+        if note is not None:
+            report.adapted.append((key, note))
         to_load[key] = checked_cast(key, value, target, source)
     if strict_shapes and report.shape_mismatched:
         listing = "; ".join(f"{k}: checkpoint {list(c)} vs model {list(m)}" for k, c, m in report.shape_mismatched[:5])

@@ -10,8 +10,6 @@ configuration, so the plans stay valid for every stock command.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -20,7 +18,9 @@ from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.errors import MissingEntryError
-from nnunet_transfer.pretrained.safe_load import load_state_dict_file
+from nnunet_transfer.pretrained.nnunet_family import read_source_checkpoint
+from nnunet_transfer.transfer.adapt import AdaptOptions
+from nnunet_transfer.utils.atomic import write_atomically
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
 RECORD_KEY = "pretrained_weights"
@@ -38,6 +38,16 @@ class PretrainedRecord:
     min_fraction: float = 0.0
     #: free text: where the checkpoint came from (MOTS pretraining, MedicalNet resnet_50_23dataset ...)
     description: str = ""
+    #: adapt tensors of other shapes (kernels, strides, stages, feature counts); False loads equal shapes only
+    adapt: bool = True
+    #: kernel size -> 1 along an axis: "mean" (nnU-Net master's rule) or "sum"
+    kernel_reduce: str = "mean"
+    #: kernel size 1 -> k along an axis: "centre" (zeros around) or "spread"
+    kernel_grow: str = "centre"
+
+    @property
+    def adapt_options(self) -> AdaptOptions:
+        return AdaptOptions(enabled=self.adapt, kernel_reduce=self.kernel_reduce, kernel_grow=self.kernel_grow)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "PretrainedRecord":
@@ -46,14 +56,17 @@ class PretrainedRecord:
             raise ValueError(f"unknown keys in the plans' {RECORD_KEY} record: {sorted(unknown)}")
         if "checkpoint" not in data:
             raise ValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
-        return cls(**dict(data))
+        record = cls(**dict(data))
+        record.adapt_options  # validates the rule names
+        return record
 
 
 def transfer_from_record(network: nn.Module, record: PretrainedRecord,
                          head_patterns: Sequence[str] = HEAD_PATTERNS) -> TransferReport:
     """Load ``record``'s checkpoint into ``network`` as a training run does (used by trainers and transfer-check)."""
     return transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map, exclude=record.exclude,
-                            head_patterns=head_patterns, min_fraction=record.min_fraction)
+                            head_patterns=head_patterns, min_fraction=record.min_fraction,
+                            adapt=record.adapt_options)
 
 
 def read_record(configuration: Mapping) -> Optional[PretrainedRecord]:
@@ -64,16 +77,7 @@ def read_record(configuration: Mapping) -> Optional[PretrainedRecord]:
 
 def write_json_atomic(path: Union[str, Path], data: Mapping) -> None:
     """Write JSON through a temporary file + rename, so a crash never leaves a truncated plans file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=4, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=4, sort_keys=False)))
 
 
 def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
@@ -98,10 +102,11 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
         plans["configurations"][configuration].pop(RECORD_KEY, None)
     else:
         checkpoint = Path(record.checkpoint)
-        if not checkpoint.is_file():
+        if not checkpoint.exists():  # a file, or an nnU-Net results folder / model zip
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
-        # open it now (safely), so an empty, damaged or booby-trapped file fails here and not when training starts
-        load_state_dict_file(checkpoint)
+        record.adapt_options  # validates the rule names before anything is written
+        # open it now (data only), so an empty, damaged or booby-trapped file fails here and not when training starts
+        read_source_checkpoint(checkpoint)
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)

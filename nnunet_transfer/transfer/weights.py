@@ -1,16 +1,18 @@
 """Moving pretrained weights into a fine-tuning network: the one transfer path every fine-tuning trainer uses.
 
-Filter -> load non-strict -> report (the timm recipe), on top of :mod:`nnunet_transfer.pretrained.safe_load`
-(which reads foreign files without executing pickled code):
+Filter -> match -> adapt -> load non-strict -> report (the timm recipe, extended to nnU-Net's plans), on top of
+:mod:`nnunet_transfer.pretrained.safe_load` (which reads foreign files without executing pickled code):
 
 1. read the checkpoint (nnU-Net ``checkpoint_final.pth``, MOTS-pretrained included; MedicalNet; a plain state dict;
    safetensors) and strip wrapper prefixes;
 2. optionally rename key prefixes (e.g. MedicalNet's ``conv1.weight`` -> our ``encoder.conv1.weight``);
 3. drop the keys that must never carry over: the task-specific output layers (``.seg_layers.``) and DoDNet's
    ``controller``: the downstream network gets plain 1x1x1 segmentation convolutions, initialised fresh;
-4. adapt the first convolution when the number of input channels differs;
-5. load everything whose name and shape match, and return a :class:`TransferReport` that says what was loaded,
-   skipped, re-initialised, missing or shape-mismatched, with counts and parameter fractions.
+4. match the stages of U-Nets of another depth (:mod:`nnunet_transfer.transfer.stages`);
+5. adapt what another plan changed (:mod:`nnunet_transfer.transfer.adapt`: kernel sizes, transposed-conv strides,
+   feature counts, input channels);
+6. load everything that fits and return a :class:`TransferReport` that gives every network tensor one status:
+   loaded, adapted (with the rule), new (no counterpart) or skipped (with the reason).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from nnunet_transfer.pretrained.safe_load import LoadReport, adapt_input_channels, load_matching, load_state_dict_file
+from nnunet_transfer.pretrained.nnunet_family import (KIND_STATE_DICT, KIND_V2, SourceCheckpoint,
+                                                      read_source_checkpoint)
+from nnunet_transfer.pretrained.safe_load import LoadReport, load_matching, strip_key_prefixes
+from nnunet_transfer.transfer.adapt import AdaptOptions, NotAdaptable, TensorRole, adapt_tensor, tensor_roles
+from nnunet_transfer.transfer.stages import match_stages
 
 #: checkpoint keys containing one of these never transfer (task heads); the network keeps fresh layers there
 DEFAULT_EXCLUDE: Tuple[str, ...] = (".seg_layers.", "controller.")
@@ -39,6 +45,10 @@ class TransferReport(LoadReport):
 
     reinitialised: List[str] = field(default_factory=list)
     checkpoint: str = ""
+    #: checkpoint keys of stages the network does not have (a deeper source), not loaded
+    surplus: List[str] = field(default_factory=list)
+    #: how stages were matched between networks of different depth
+    notes: List[str] = field(default_factory=list)
 
     @classmethod
     def from_load_report(cls, report: LoadReport, head_patterns: Sequence[str], checkpoint: str) -> "TransferReport":
@@ -53,7 +63,27 @@ class TransferReport(LoadReport):
         return list(self.loaded)
 
     def count_rows(self) -> List[Tuple[str, int]]:
-        return super().count_rows() + [("re-initialised (new head)", len(self.reinitialised))]
+        return super().count_rows() + [("re-initialised (new head)", len(self.reinitialised)),
+                                       ("surplus source stages (ignored)", len(self.surplus))]
+
+    def tensor_status(self) -> Dict[str, Dict[str, str]]:
+        """``{network key: {"status": loaded|adapted|new|skipped, "detail": ...}}``, one entry per network tensor."""
+        status: Dict[str, Dict[str, str]] = {}
+        adapted = dict(self.adapted)
+        for key in self.loaded:
+            status[key] = ({"status": "adapted", "detail": adapted[key]} if key in adapted
+                           else {"status": "loaded", "detail": ""})
+        for key in self.reinitialised:
+            status[key] = {"status": "new", "detail": "task head, initialised fresh"}
+        for key in self.missing:
+            status[key] = {"status": "new", "detail": "no counterpart in the checkpoint"}
+        for key, cs, ms in self.shape_mismatched:
+            reason = self.mismatch_reasons.get(key, "shapes differ")
+            status[key] = {"status": "skipped", "detail": f"checkpoint {list(cs)} vs network {list(ms)}: {reason}"}
+        return status
+
+    def __str__(self) -> str:
+        return "\n".join([super().__str__(), *self.notes])
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -61,9 +91,11 @@ class TransferReport(LoadReport):
             "loaded": self.n_loaded, "skipped": len(self.skipped), "missing": self.n_missing,
             "reinitialised": len(self.reinitialised), "unexpected": self.n_unexpected,
             "shape_mismatched": self.n_shape_mismatched, "adapted": len(self.adapted),
+            "new": self.n_missing + len(self.reinitialised), "surplus": len(self.surplus),
             "loaded_parameters": self.loaded_parameters, "total_parameters": self.total_parameters,
             "fraction_parameters_loaded": self.fraction_loaded,
         }
+        data["tensors"] = self.tensor_status()
         return data
 
     def save(self, folder: Union[str, Path], stem: str = "transfer_report") -> Tuple[Path, Path]:
@@ -79,18 +111,22 @@ class TransferReport(LoadReport):
     def load(cls, path: Union[str, Path]) -> "TransferReport":
         data = json.loads(Path(path).read_text())
         data.pop("summary", None)
+        data.pop("tensors", None)
         data["shape_mismatched"] = [(k, tuple(a), tuple(b)) for k, a, b in data.get("shape_mismatched", [])]
         data["adapted"] = [tuple(x) for x in data.get("adapted", [])]
         return cls(**data)
 
 
-def read_state_dict(source: StateDictSource) -> Dict[str, torch.Tensor]:
-    """State dict from a file (safe load) or a mapping, with ``module.``/``_orig_mod.`` prefixes removed."""
+def read_source(source: StateDictSource) -> SourceCheckpoint:
+    """A checkpoint file, nnU-Net results folder/zip (read safely, in nnU-Net v2 names) or an in-memory state dict."""
     if isinstance(source, (str, Path)):
-        return load_state_dict_file(source)
-    from nnunet_transfer.pretrained.safe_load import strip_key_prefixes
+        return read_source_checkpoint(source)
+    return SourceCheckpoint("state dict", KIND_STATE_DICT, strip_key_prefixes(source))
 
-    return strip_key_prefixes(source)
+
+def read_state_dict(source: StateDictSource) -> Dict[str, torch.Tensor]:
+    """The tensors :func:`read_source` offers for transfer, with ``module.``/``_orig_mod.`` prefixes removed."""
+    return read_source(source).state_dict
 
 
 def rename_prefixes(state_dict: Mapping[str, torch.Tensor], prefix_map: Mapping[str, str]) -> Dict[str, torch.Tensor]:
@@ -106,19 +142,30 @@ def rename_prefixes(state_dict: Mapping[str, torch.Tensor], prefix_map: Mapping[
     return out
 
 
-def first_conv_key(module: nn.Module) -> Optional[str]:
-    """Name of the first convolution weight of ``module`` (the one that sees the input channels)."""
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.modules.conv._ConvNd):
-            return f"{name}.weight" if name else "weight"
-    return None
+#: name parts of nnU-Net's second names for one tensor (``decoder.encoder.*``, ``all_modules.<i>``)
+_ALIAS_NAME_PARTS = ("decoder.encoder.", ".all_modules.")
 
 
-def _input_channel_adapter(checkpoint_tensor: torch.Tensor, model_tensor: torch.Tensor) -> Tuple[torch.Tensor, str]:
-    if checkpoint_tensor.shape[0] != model_tensor.shape[0] or checkpoint_tensor.shape[2:] != model_tensor.shape[2:]:
-        return checkpoint_tensor, "not adapted: only the input-channel dimension may differ"
-    adapted = adapt_input_channels(checkpoint_tensor, model_tensor.shape[1])
-    return adapted, f"input channels {checkpoint_tensor.shape[1]} -> {model_tensor.shape[1]}"
+def _is_alias_name(key: str) -> bool:
+    """True for a checkpoint key that nnU-Net's U-Nets also store under another name (counted once in reports)."""
+    return any(part in key for part in _ALIAS_NAME_PARTS)
+
+
+def _shape_adapters(network: nn.Module, state: Mapping[str, torch.Tensor], options: AdaptOptions) -> dict:
+    """One adapter per network key whose checkpoint tensor has another shape (see :mod:`.adapt`)."""
+    model_state = network.state_dict()
+    roles = tensor_roles(network)
+
+    def adapter(role: TensorRole):
+        def run(checkpoint_tensor: torch.Tensor, model_tensor: torch.Tensor) -> Tuple[torch.Tensor, str]:
+            try:
+                return adapt_tensor(checkpoint_tensor, model_tensor, role, options)
+            except NotAdaptable as reason:
+                return checkpoint_tensor, str(reason)
+        return run
+
+    return {k: adapter(roles.get(k, TensorRole())) for k, v in state.items()
+            if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)}
 
 
 def _alias_keys(network: nn.Module) -> set:
@@ -147,30 +194,39 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
                      prefix_map: Optional[Mapping[str, str]] = None,
                      exclude: Sequence[str] = DEFAULT_EXCLUDE,
                      head_patterns: Sequence[str] = HEAD_PATTERNS,
-                     adapt_first_conv: bool = True,
+                     adapt: AdaptOptions = AdaptOptions(),
                      strict_shapes: bool = False,
                      min_fraction: float = 0.0,
                      source_name: Optional[str] = None) -> TransferReport:
     """Load the matching part of a pretrained checkpoint into ``network`` and report what happened.
 
+    ``adapt``: which adaptation rules apply (``AdaptOptions(enabled=False)``: equal shapes only, no stage matching).
     ``min_fraction``: raise when fewer than this fraction of the network's parameters were loaded (a wrong file
     usually matches nothing; silently training from scratch would waste a run).
     """
     name = source_name or (str(source) if isinstance(source, (str, Path)) else "state dict")
-    state = read_state_dict(source)
+    checkpoint = read_source(source)
+    state = checkpoint.state_dict
     if prefix_map:
         state = rename_prefixes(state, prefix_map)
-    skipped = sorted(k for k in state if any(p in k for p in exclude))
+    excluded = [k for k in state if any(p in k for p in exclude)]
+    skipped = sorted(set(excluded) | set(checkpoint.filtered))
     aliases = _alias_keys(network)  # other names of a tensor load through its first name
-    kept = {k: v for k, v in state.items() if k not in set(skipped) and k not in aliases}
-    adapters = {}
-    first = first_conv_key(network)
-    if adapt_first_conv and first is not None:
-        adapters[first] = _input_channel_adapter
+    kept = {k: v for k, v in state.items() if k not in set(excluded)}
+    surplus: List[str] = []
+    notes: List[str] = list(checkpoint.notes)
+    if adapt.enabled:
+        stages = match_stages(kept, network.state_dict().keys())
+        kept, surplus = stages.state_dict, stages.surplus
+        notes += stages.notes
+    kept = {k: v for k, v in kept.items() if k not in aliases}
+    surplus = [k for k in surplus if not _is_alias_name(k)]
+    adapters = _shape_adapters(network, kept, adapt) if adapt.enabled else {}
     report = load_matching(network, kept, source=name, strict_shapes=strict_shapes, adapters=adapters,
                            skipped=skipped)
     _count_aliases_as_loaded(network, report, aliases)
     result = TransferReport.from_load_report(report, head_patterns, checkpoint=name)
+    result.surplus, result.notes = surplus, notes
     if result.fraction_loaded < min_fraction:
         raise RuntimeError(
             f"only {100 * result.fraction_loaded:.1f}% of the network's parameters were found in {name} "
@@ -186,7 +242,13 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
     ``transfer-check`` can tell beforehand whether the nnU-Net path works or the plans record is needed. Loads those
     values into ``network`` (what nnU-Net does too).
     """
-    state = read_state_dict(checkpoint)
+    source = read_source(checkpoint)
+    if isinstance(checkpoint, (str, Path)) and (source.kind != KIND_V2 or not Path(checkpoint).is_file()):
+        raise ValueError(f"nnU-Net's -pretrained_weights reads only nnU-Net v2 checkpoint files; {checkpoint} is "
+                         f"{'a folder or zip' if not Path(checkpoint).is_file() else 'a ' + source.kind + ' checkpoint'}"
+                         f". Use `nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS`, then train "
+                         "without -pretrained_weights.")
+    state = source.state_dict
     model_state = network.state_dict()
     for key, value in model_state.items():
         if ".seg_layers." in key:
@@ -199,8 +261,10 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
         if tuple(state[key].shape) != tuple(value.shape):
             raise ValueError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: {key} has shape "
                              f"{tuple(state[key].shape)} there but {tuple(value.shape)} in the network. Use "
-                             f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts input "
-                             "channels, reports mismatches), then train without -pretrained_weights.")
+                             f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts kernels, "
+                             "strides, stage count, feature counts and input channels), then train without "
+                             "-pretrained_weights.")
     # loading again is idempotent: nnU-Net puts exactly these values into the network
-    return transfer_weights(network, state, exclude=(".seg_layers.",), adapt_first_conv=False, strict_shapes=True,
+    return transfer_weights(network, state, exclude=(".seg_layers.",), adapt=AdaptOptions(enabled=False),
+                            strict_shapes=True,
                             source_name=f"{checkpoint} (nnU-Net -pretrained_weights)")
