@@ -52,6 +52,7 @@ from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, ext_trainer_value
 from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
+from nnunet_transfer.utils.atomic import swap_into_place
 from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
 
 __all__ = [
@@ -463,13 +464,7 @@ def _publish(staged: Path, target: Path, force: bool) -> None:
                 f"{target} already holds a different model; installing would replace it", file=target,
                 fix="pass --force (predict-export) / force=True to replace it, or set nnUNet_results to another "
                     "folder")
-        old = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
-        os.rename(target, old)
-        try:
-            os.rename(staged, target)
-        except BaseException:
-            os.rename(old, target)
-            raise
+        old = swap_into_place(staged, target, target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"))
         shutil.rmtree(old) if old.is_dir() else old.unlink()
         return
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ import numpy as np
 from nnunet_transfer.data.errors import ConversionError
 from nnunet_transfer.data.existing_dataset import remove_stale_staging
 from nnunet_transfer.data.nifti_integrity import nifti_problem
+from nnunet_transfer.utils.atomic import swap_into_place
 
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
@@ -148,14 +149,7 @@ def staged_dataset(target: PathLike) -> Iterator[Path]:
         raise
     try:
         if target.exists() or target.is_symlink():
-            old = target.parent / f".{target.name}.old-{token}"
-            os.rename(target, old)
-            try:
-                os.rename(staging, target)
-            except BaseException:
-                os.rename(old, target)
-                raise
-            _remove_tree_reporting(old)
+            _remove_tree_reporting(swap_into_place(staging, target, target.parent / f".{target.name}.old-{token}"))
         else:
             os.rename(staging, target)
     except BaseException:

@@ -1,4 +1,5 @@
-"""Writing a file so that a crash never leaves it half-written: a temporary file next to it, then a rename."""
+"""Writing a file so that a crash never leaves it half-written (a temporary file next to it, then a rename), and
+putting a staged folder in place of an existing one so that a failure leaves the old one where it was."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ def write_atomically(path: Union[str, Path], write: Callable[[Path], None]) -> P
             os.remove(tmp)
         raise
     return path
+
+
+def swap_into_place(staged: Union[str, Path], target: Union[str, Path], aside: Union[str, Path]) -> Path:
+    """Rename ``target`` to ``aside``, then ``staged`` to ``target``; if the second rename fails, ``target`` is put
+    back. Returns ``aside`` (the replaced entry, for the caller to remove once it is sure)."""
+    os.rename(target, aside)
+    try:
+        os.rename(staged, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    return Path(aside)
