@@ -7,10 +7,11 @@ loads through MedicalNet's loader with every key, and ``plan-arch --weights`` ta
 
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
 
 from nnunet_transfer.architectures.med3d import Med3DResNet
+from nnunet_transfer.transfer.weights import read_state_dict
 from nnunet_transfer.workspace import trainer_variant_source
 
 from conftest import MOTS_ID, MOTS_NAME
@@ -38,7 +39,7 @@ def test_med3d_pretraining_writes_a_medicalnet_file_plan_arch_takes(mots_workspa
     assert set(saved) == {"state_dict"} and all(k.startswith("module.") for k in saved["state_dict"])
     report = Med3DResNet(depth=10).load_medicalnet(encoder_file)
     assert report.complete and not report.missing and not report.unexpected and not report.shape_mismatched
-    trained = torch.load(fold / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    trained = read_state_dict(fold / "checkpoint_final.pth")
     torch.testing.assert_close(saved["state_dict"]["module.conv1.weight"], trained["encoder.conv1.weight"])
     # the plans' decoder is not built: the network is the encoder and the Med3D branches
     assert all(k.startswith(("encoder.", "decoder.branches.")) for k in trained)
