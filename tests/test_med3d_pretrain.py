@@ -8,6 +8,7 @@ from torch import nn
 from nnunet_transfer.architectures.med3d import Med3DResNet
 from nnunet_transfer.architectures.med3d_branches import Med3DBranchNetwork
 from nnunet_transfer.architectures.task_conditioned import NOT_EVALUATED_LOGIT
+from nnunet_transfer.cli.main import main
 from nnunet_transfer.data import mots_tasks
 from nnunet_transfer.pretrained.registry import verify_checkpoint
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
@@ -124,3 +125,12 @@ def test_plain_encoder_file_transfers_to_the_plans_unet(tmp_path):
 def test_trainer_registered_and_reuses_the_mots_machinery():
     assert "Med3DPretrainTrainer" in registered_trainers
     assert issubclass(Med3DPretrainTrainer, MOTSPretrainTrainer)
+
+
+def test_extract_encoder_cli_writes_the_medicalnet_layout(resnet_network, tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": resnet_network.state_dict(), "trainer_name": "Med3DPretrainTrainer"}, checkpoint)
+    out = tmp_path / "resnet10_medicalnet.pth"
+    assert main(["extract-encoder", str(checkpoint), "-o", str(out), "--layout", "medicalnet"]) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    assert Med3DResNet(depth=10).load_medicalnet(out).complete
