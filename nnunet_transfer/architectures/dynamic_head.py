@@ -16,7 +16,8 @@ The whole batch is evaluated in one grouped convolution per head layer (no Pytho
 samples and ``T`` tasks per sample the first layer is a convolution with ``groups = N`` producing ``N * T * 8``
 channels, the next two use ``groups = N * T``.
 
-Output format = nnU-Net regions. The network returns one logit channel per labelled (task, organ|tumor) pair, in
+Output format = nnU-Net regions (:mod:`.task_conditioned`, shared with the Med3D branches). The network
+returns one logit channel per labelled (task, organ|tumor) pair, in
 the channel order the dataset's ``regions_class_order`` expects (see :mod:`nnunet_transfer.data.mots_tasks`):
 
 * ``task_ids`` unset (inference, ``nnUNetv2_predict``): every task is evaluated in one pass, so stock nnU-Net
@@ -28,18 +29,15 @@ the channel order the dataset's ``regions_class_order`` expects (see :mod:`nnune
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: logit written into channels of tasks that were not evaluated: sigmoid == 0 in float32 and float16, and small
-#: enough in magnitude that nnU-Net's float16 sliding-window sum stays finite (its Gaussian weights, peak 10, sum
-#: to a few tens at most over overlapping tiles: a few thousand << 65504; -1e4 overflowed to -inf), so a
-#: task-conditioned prediction can go through nnU-Net's predictor
-NOT_EVALUATED_LOGIT = -100.0
+# NOT_EVALUATED_LOGIT is re-exported: callers of the dynamic head import it from here
+from nnunet_transfer.architectures.task_conditioned import NOT_EVALUATED_LOGIT, TaskConditionedNetwork  # noqa: F401
+
 #: what the controller's global average pooling reads: the raw bottleneck, or DoDNet's GroupNorm + ReLU of it
 CONTROLLER_POOLING = ("raw", "groupnorm_relu")
 
@@ -99,7 +97,7 @@ class DynamicHead(nn.Module):
         return x.reshape(n, t, self.out_channels, *spatial)
 
 
-class DynamicHeadNetwork(nn.Module):
+class DynamicHeadNetwork(TaskConditionedNetwork):
     """nnU-Net backbone (``encoder`` + ``decoder``) with a task-conditioned dynamic head.
 
     ``decoder`` must return ``head_in_channels`` feature maps (a tensor, or a list highest resolution first when
@@ -111,12 +109,11 @@ class DynamicHeadNetwork(nn.Module):
                  head_channel_index: Sequence[int], head_in_channels: int = 8,
                  head_hidden_channels: Sequence[int] = (8, 8), head_out_channels: int = 2,
                  controller_pooling: str = "raw"):
-        super().__init__()
         if controller_pooling not in CONTROLLER_POOLING:
             raise ValueError(f"controller_pooling must be one of {CONTROLLER_POOLING}, got {controller_pooling!r}")
+        super().__init__(num_tasks, head_channel_index, head_out_channels)
         self.encoder = encoder
         self.decoder = decoder
-        self.num_tasks = num_tasks
         self.head = DynamicHead(head_in_channels, head_hidden_channels, head_out_channels)
         bottleneck_channels = int(encoder.output_channels[-1])
         self.controller = nn.Linear(bottleneck_channels + num_tasks, self.head.num_params)
@@ -126,28 +123,6 @@ class DynamicHeadNetwork(nn.Module):
         if controller_pooling == "groupnorm_relu":
             self.gap_norm = nn.Sequential(nn.GroupNorm(math.gcd(16, bottleneck_channels), bottleneck_channels),
                                           nn.ReLU())
-        index = torch.as_tensor(list(head_channel_index), dtype=torch.long)
-        if int(index.max()) >= num_tasks * head_out_channels:
-            raise ValueError("head_channel_index refers to a head output that does not exist")
-        self.register_buffer("head_channel_index", index, persistent=False)
-        # per-channel owning task, derived from the index (channel -> task = index // outputs per task)
-        self.register_buffer("channel_task", index // head_out_channels, persistent=False)
-        #: (N,) task of each sample while conditioned (see :meth:`conditioned_on`); None = evaluate all tasks
-        self.task_ids: Optional[torch.Tensor] = None
-
-    @property
-    def num_output_channels(self) -> int:
-        return int(self.head_channel_index.numel())
-
-    @contextmanager
-    def conditioned_on(self, task_ids: Optional[torch.Tensor]) -> Iterator[None]:
-        """Evaluate only the given task per sample inside the block (training); all tasks outside it."""
-        previous = self.task_ids
-        self.task_ids = task_ids
-        try:
-            yield
-        finally:
-            self.task_ids = previous
 
     def task_parameters(self, bottleneck: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """Controller: pooled bottleneck + one-hot task -> head parameters, (N, T, num_params)."""
@@ -175,33 +150,8 @@ class DynamicHeadNetwork(nn.Module):
         return self._head_outputs(x, torch.arange(self.num_tasks, device=x.device).expand(x.shape[0], -1))
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
-        n = x.shape[0]
-        if self.task_ids is None:
-            tasks = torch.arange(self.num_tasks, device=x.device).expand(n, -1)
-        else:
-            task_ids = self.task_ids
-            if tuple(task_ids.shape) == (1,) and n > 1:  # one case's tiles predicted in a batch
-                task_ids = task_ids.expand(n)
-            if tuple(task_ids.shape) != (n,):
-                raise ValueError(f"task_ids must have shape ({n},), got {tuple(task_ids.shape)}")
-            tasks = task_ids.to(x.device)[:, None]
+        tasks, own_task = self.batch_tasks(x)
         out = self._head_outputs(x, tasks)
-        own_task = None if self.task_ids is None else tasks[:, 0]
         if isinstance(out, list):
             return [self._to_output_channels(o, own_task) for o in out]
         return self._to_output_channels(out, own_task)
-
-    def _to_output_channels(self, head_out: torch.Tensor, task_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(N, T, K, *spatial) head outputs -> (N, output channels, *spatial) in nnU-Net region order.
-
-        ``task_ids`` (N,): one task per sample (T = 1), whose K outputs go to its own channels; every other
-        channel is "not evaluated" (:data:`NOT_EVALUATED_LOGIT`). None: all tasks (T = num_tasks).
-        """
-        n, t, k, *spatial = head_out.shape
-        flat = head_out.reshape(n, t * k, *spatial)
-        if task_ids is None:
-            return flat.index_select(1, self.head_channel_index)
-        own = self.channel_task[None, :] == task_ids.to(flat.device)[:, None]  # (N, C)
-        own = own.reshape(n, -1, *([1] * len(spatial)))
-        per_channel = flat.index_select(1, self.head_channel_index % k)  # (N, C, *spatial)
-        return torch.where(own, per_channel, torch.full_like(per_channel, NOT_EVALUATED_LOGIT))

@@ -190,7 +190,8 @@ def _cmd_transfer_check(args: argparse.Namespace) -> int:
 def _cmd_extract_encoder(args: argparse.Namespace) -> int:
     from nnunet_transfer.transfer.encoder_export import encoder_state_dict, extract_encoder
 
-    path = extract_encoder(args.checkpoint, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite)
+    path = extract_encoder(args.checkpoint, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite,
+                           layout=args.layout)
     n = len(encoder_state_dict(path))
     print(f"wrote {n} encoder tensors of {args.checkpoint} to {path}")
     return 0
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output file: .pth/.pt (torch.save of a dict of tensors) or .safetensors")
     p.add_argument("--strip-prefix", action="store_true", help="drop the leading 'encoder.' from the key names")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--layout", choices=("plain", "medicalnet"), default="plain",
+                   help="medicalnet: a Med3D ResNet encoder as MedicalNet's files ({'state_dict': {'module.conv1."
+                        "weight': ...}}), for plan-arch --weights")
     p.set_defaults(func=_cmd_extract_encoder)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")

@@ -58,19 +58,27 @@ def balanced_sampling_list(identifiers: List[str], case_to_task: Dict[str, int],
     return repeated
 
 
+def plans_backbone(configuration_manager: ConfigurationManager, num_input_channels: int, num_output_channels: int,
+                   backbone_classes: int, enable_deep_supervision: bool = True) -> nn.Module:
+    """The plans' network built with ``backbone_classes`` outputs, for a MOTS network of ``num_output_channels``
+    regions (checked: the pretraining networks read their heads' layout from :mod:`..data.mots_tasks`)."""
+    if num_output_channels != mots_tasks.NUM_OUTPUT_CHANNELS:
+        raise RuntimeError(f"the MOTS network has {mots_tasks.NUM_OUTPUT_CHANNELS} output regions, "
+                           f"the plans/dataset ask for {num_output_channels}")
+    return get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
+        num_input_channels, backbone_classes, allow_init=True, deep_supervision=enable_deep_supervision)
+
+
 def build_mots_network(configuration_manager: ConfigurationManager, num_input_channels: int,
                        num_output_channels: int, enable_deep_supervision: bool = True,
                        controller_pooling: str = "raw") -> DynamicHeadNetwork:
     """The plans' backbone with 8 output features and DoDNet's dynamic head (``controller_pooling``: see
     :class:`DynamicHeadNetwork`)."""
-    if num_output_channels != mots_tasks.NUM_OUTPUT_CHANNELS:
-        raise RuntimeError(f"the MOTS network has {mots_tasks.NUM_OUTPUT_CHANNELS} output regions, "
-                           f"the plans/dataset ask for {num_output_channels}")
-    backbone = get_network_from_plans(
-        configuration_manager.network_arch_class_name,
-        configuration_manager.network_arch_init_kwargs,
-        configuration_manager.network_arch_init_kwargs_req_import,
-        num_input_channels, HEAD_IN_CHANNELS, allow_init=True, deep_supervision=enable_deep_supervision)
+    backbone = plans_backbone(configuration_manager, num_input_channels, num_output_channels, HEAD_IN_CHANNELS,
+                              enable_deep_supervision)
     return DynamicHeadNetwork(backbone.encoder, backbone.decoder, mots_tasks.NUM_TASKS,
                               mots_tasks.head_channel_index(), head_in_channels=HEAD_IN_CHANNELS,
                               controller_pooling=controller_pooling)
