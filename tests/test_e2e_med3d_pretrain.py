@@ -1,4 +1,5 @@
-"""End to end with the real nnU-Net commands: Med3D-style pretraining -> MedicalNet-format file -> plan-arch --weights.
+"""End to end with the real nnU-Net commands: Med3D-style pretraining -> MedicalNet-format file -> plan-arch --weights
+-> fine-tuning.
 
 On the session's tiny MOTS dataset (tests/conftest.py): plan-arch -a med3d-resnet10 -> one epoch of two iterations
 of Med3DPretrainTrainer (shared ResNet-10, one branch per task) -> the encoder file written at the end of training
@@ -47,3 +48,12 @@ def test_med3d_pretraining_writes_a_medicalnet_file_plan_arch_takes(mots_workspa
     out = ws.cli("plan-arch", "-d", MOTS_ID, "-a", "med3d-resnet10", "--weights", encoder_file,
                  "-p", FINETUNE_PLANS, "--no-preprocess")
     assert "tensors load into the encoder" in out
+
+    # ... and a fine-tuning starts from it (Med3DFinetuneTrainer through the plans' record: MedicalNet's format)
+    finetune = "Med3DFinetuneTrainer_tinyFromOwnPretraining"
+    ws.write_trainers("tiny_med3d_finetune", [trainer_variant_source(finetune, "Med3DFinetuneTrainer",
+                                                                     final_validation=False)])
+    log = ws.train(MOTS_ID, "3d_fullres", "0", finetune, plans=FINETUNE_PLANS)
+    assert "Pretrained weights:" in log
+    tuned_fold = ws.model_folder(MOTS_NAME, finetune, "3d_fullres", plans=FINETUNE_PLANS) / "fold_0"
+    assert (tuned_fold / "checkpoint_final.pth").is_file() and (tuned_fold / "transfer_report.json").is_file()
