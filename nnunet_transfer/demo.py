@@ -360,7 +360,7 @@ def run_demo(config: DemoConfig) -> dict:
           f"{len(config.seeds)} seeds x {len(config.target_cases)} target size(s) {list(config.target_cases)}; "
           f"expected run time about {estimate_minutes(config, step_s):.0f} min on this machine "
           f"(a training step of the demo network takes {step_s:.2f} s here)", flush=True)
-    progress = _Progress(6 + config.trainings - 1)
+    progress = _Progress(3 + (config.trainings - 1) + 1)  # data, pretraining, target data, fine-tunings, results
     finetune = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2, final_validation=False)
     variants = [trainer_variant_source(MOTS_TRAINER, "MOTSPretrainTrainer", epochs=config.pretrain_epochs,
                                        iterations=config.pretrain_iterations, val_iterations=2,
