@@ -29,13 +29,21 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-from nnunet_transfer.demo import (DemoConfig, MODELS, comparison_table, demo_splits, predict_folder, run_demo,
-                                  summarise, write_demo_plans)
+from nnunet_transfer.demo import (DemoConfig, MODELS, comparison_table, demo_splits, held_out_folders,
+                                  predict_folder, run_demo, summarise, write_demo_plans)
+from nnunet_transfer.evaluation.dodnet import dice
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
 
 LOC_ID, LOC_NAME = 995, "Dataset995_GainLocaliser"
 SRC2D_ID, SRC2D_NAME = 996, "Dataset996_GainGreyModality"
 KVASIR_ID, KVASIR_NAME = 997, "Dataset997_GainKvasir"
+
+
+def _plans_copy(preprocessed_dataset: Path, source: str, target: str) -> None:
+    """The same plans (and preprocessed data) under another name, to carry a pretrained-weights record."""
+    plans = json.loads((preprocessed_dataset / f"{source}.json").read_text())
+    plans["plans_name"] = target  # nnU-Net names the model folder after this field
+    (preprocessed_dataset / f"{target}.json").write_text(json.dumps(plans, indent=2))
 
 
 def _compare(ws: NnUNetWorkspace, dataset: int, name: str, configuration: str, fold: int, trainer_base: str,
@@ -95,17 +103,9 @@ def recipe_localiser(root: Path, seeds: Sequence[int], epochs: int, iterations: 
     ws.train(LOC_ID, "3d_fullres", "0", "LocalizationPretrainTrainer_gain", plans="nnUNetDemoPlans")
     localiser = ws.model_folder(LOC_NAME, "LocalizationPretrainTrainer_gain", "3d_fullres", "nnUNetDemoPlans") / \
         "fold_0" / "checkpoint_final.pth"
-    plans = json.loads((pre / "nnUNetDemoPlans.json").read_text())
-    plans["plans_name"] = "nnUNetDemoPlans_loc"  # same preprocessed data, plus the pretrained record
-    (pre / "nnUNetDemoPlans_loc.json").write_text(json.dumps(plans, indent=2))
+    _plans_copy(pre, "nnUNetDemoPlans", "nnUNetDemoPlans_loc")
     ws.cli("set-pretrained", localiser, "-d", LOC_ID, "-p", "nnUNetDemoPlans_loc")
-    images, references = ws.root / "test_images", ws.root / "test_references"
-    for folder in (images, references):
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-    for case in test:
-        shutil.copy(ws.raw / LOC_NAME / "imagesTr" / f"{case}_0000.nii.gz", images)
-        shutil.copy(ws.raw / LOC_NAME / "labelsTr" / f"{case}.nii.gz", references)
+    images, references = held_out_folders(ws.raw / LOC_NAME, test, ws.root / "test")
     return _compare(ws, LOC_ID, LOC_NAME, "3d_fullres", 1, "FrozenEncoderTrainer",
                     {"scratch": "nnUNetDemoPlans", "pretrained": "nnUNetDemoPlans_loc"}, seeds, epochs, iterations,
                     images, lambda out: evaluate_kits21(out, references)["mean"],
@@ -144,23 +144,14 @@ def recipe_attention(root: Path, seeds: Sequence[int], epochs: int, iterations: 
     ids = sorted(p.name[:-len(".png")] for p in (ws.raw / KVASIR_NAME / "labelsTr").glob("*.png"))
     splits, test = demo_splits(ids, [labelled], 2, 8)
     (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    plans["plans_name"] = "nnUNetPlans_grey"
-    (pre / "nnUNetPlans_grey.json").write_text(json.dumps(plans, indent=2))
+    _plans_copy(pre, "nnUNetPlans", "nnUNetPlans_grey")
     ws.cli("set-pretrained", source, "-d", KVASIR_ID, "-c", "2d", "-p", "nnUNetPlans_grey")
-    images = ws.root / "test_images"
-    shutil.rmtree(images, ignore_errors=True)
-    images.mkdir()
-    for case in test:
-        shutil.copy(ws.raw / KVASIR_NAME / "imagesTr" / f"{case}_0000.png", images)
+    images, references = held_out_folders(ws.raw / KVASIR_NAME, test, ws.root / "test", file_ending=".png")
 
-    def score(out: Path) -> dict:
-        dice = []
-        for case in test:
-            pred = np.asarray(Image.open(out / f"{case}.png")) > 0
-            ref = np.asarray(Image.open(ws.raw / KVASIR_NAME / "labelsTr" / f"{case}.png")) > 0
-            dice.append(2 * (pred & ref).sum() / max(pred.sum() + ref.sum(), 1))
-        return {"polyp": {"dice": float(np.mean(dice))}}
+    def score(out: Path) -> dict:  # every held-out image has a polyp: Dice is defined for each
+        values = [dice(np.asarray(Image.open(out / f"{case}.png")) > 0,
+                       np.asarray(Image.open(references / f"{case}.png")) > 0) for case in test]
+        return {"polyp": {"dice": float(np.mean(values))}}
 
     return _compare(ws, KVASIR_ID, KVASIR_NAME, "2d", 0, "AttentionUNetTrainer",
                     {"scratch": "nnUNetPlans", "pretrained": "nnUNetPlans_grey"}, seeds, epochs, iterations, images,

@@ -22,12 +22,12 @@ import os
 import shutil
 import statistics
 import time
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from nnunet_transfer.discovery import NNUNET_PATH_VARIABLES
+from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, NNUNET_PATH_VARIABLES, environment_variables
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
 
 MOTS_ID, MOTS_NAME = 990, "Dataset990_DemoMOTS"
@@ -152,6 +152,20 @@ def demo_splits(case_ids: Sequence[str], target_cases: Sequence[int], val_cases:
     return [{"train": pool[:n], "val": list(val)} for n in target_cases], test
 
 
+def held_out_folders(raw_dataset: Path, cases: Sequence[str], root: Path,
+                     file_ending: str = ".nii.gz") -> Tuple[Path, Path]:
+    """``root/images`` (the cases' ``_0000`` images, as nnU-Net's predictor reads them) and ``root/references``
+    (their labels), both written anew from an nnU-Net raw dataset."""
+    shutil.rmtree(root, ignore_errors=True)
+    images, references = root / "images", root / "references"
+    images.mkdir(parents=True)
+    references.mkdir(parents=True)
+    for case in cases:
+        shutil.copy(raw_dataset / "imagesTr" / f"{case}_0000{file_ending}", images)
+        shutil.copy(raw_dataset / "labelsTr" / f"{case}{file_ending}", references)
+    return images, references
+
+
 # ---------------------------------------------------------------------------------------------------- statistics
 
 
@@ -272,22 +286,6 @@ def _plot_few_label_curve(curve: Dict[int, Dict[str, dict]], path: Path, hec: st
 # ---------------------------------------------------------------------------------------------------- prediction
 
 
-@contextmanager
-def _environment(env: Dict[str, str]) -> Iterator[None]:
-    """nnU-Net's variables of the workspace in this process (its predictor looks trainers up through them)."""
-    keys = [*NNUNET_PATH_VARIABLES, "nnUNet_extTrainer"]
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: env[k] for k in keys if k in env})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def predict_folder(ws: NnUNetWorkspace, model_folder: Path, fold: int, images: Path, output: Path) -> None:
     """nnU-Net's predictor (sliding window, no mirroring, CPU) on a folder, in this process.
 
@@ -297,7 +295,9 @@ def predict_folder(ws: NnUNetWorkspace, model_folder: Path, fold: int, images: P
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    with _environment(ws.env):
+    # nnU-Net's predictor looks trainers up through the workspace's variables
+    names = (*NNUNET_PATH_VARIABLES, EXT_TRAINER_VARIABLE)
+    with environment_variables({k: ws.env[k] for k in names if k in ws.env}):
         predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                     perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                                     verbose_preprocessing=False, allow_tqdm=False)
@@ -407,13 +407,7 @@ def run_demo(config: DemoConfig) -> dict:
     splits, test = demo_splits(case_ids, config.target_cases, config.val_cases, config.test_cases)
     (ws.preprocessed / KITS_NAME / "splits_final.json").write_text(json.dumps(splits, indent=2))
     eval_root = ws.root / "demo_eval"
-    shutil.rmtree(eval_root, ignore_errors=True)
-    images, references = eval_root / "images", eval_root / "references"
-    images.mkdir(parents=True)
-    references.mkdir(parents=True)
-    for case in test:
-        shutil.copy(ws.raw / KITS_NAME / "imagesTr" / f"{case}_0000.nii.gz", images)
-        shutil.copy(ws.raw / KITS_NAME / "labelsTr" / f"{case}.nii.gz", references)
+    images, references = held_out_folders(ws.raw / KITS_NAME, test, eval_root)
     print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", trainer_name("pretrained", 0), "-p",
                  ALIGNED_PLANS).rstrip())
     timed("KiTS21 data, align-plans", t0)

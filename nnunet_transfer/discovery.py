@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 #: nnU-Net 2.8's documented variable listing extra trainer folders (os.pathsep separated)
 EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
@@ -60,3 +61,20 @@ def nnunet_environment(workspace: Path, base: Optional[Mapping[str, str]] = None
         Path(env[var]).mkdir(parents=True, exist_ok=True)
     env[EXT_TRAINER_VARIABLE] = ext_trainer_value(env.get(EXT_TRAINER_VARIABLE), extra_trainer_dirs)
     return env
+
+
+@contextmanager
+def environment_variables(values: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, these environment variables have these values; afterwards each has its old value again
+    (or is unset). nnU-Net's ``_EnvPath`` objects read the variables on each use, so nnU-Net run in this process
+    sees the values of the block."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        os.environ.update(values)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

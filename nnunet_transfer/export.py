@@ -42,13 +42,13 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Optional, Sequence, Union
+from typing import ContextManager, Optional, Sequence, Union
 
 import torch
 
 import nnunet_transfer
 from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
-from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, ext_trainer_value
+from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, environment_variables, ext_trainer_value
 from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
@@ -92,23 +92,13 @@ class TrainerNotFoundError(NnUNetTransferError, LookupError):
 # environment and trainer discovery
 # ----------------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _nnunet_environment(results_dir: Optional[Path] = None) -> Iterator[None]:
+def _nnunet_environment(results_dir: Optional[Path] = None) -> ContextManager[None]:
     """Within the block, ``nnUNet_extTrainer`` includes our trainer folder and (if given) ``nnUNet_results`` is
-    ``results_dir``; the previous values are restored afterwards. nnU-Net's ``_EnvPath`` objects read these
-    variables on each use, so nnU-Net sees the values of the block."""
-    saved = {name: os.environ.get(name) for name in (EXT_TRAINER_VARIABLE, RESULTS_VARIABLE)}
-    try:
-        os.environ[EXT_TRAINER_VARIABLE] = ext_trainer_value(os.environ.get(EXT_TRAINER_VARIABLE))
-        if results_dir is not None:
-            os.environ[RESULTS_VARIABLE] = str(Path(results_dir).resolve())
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    ``results_dir``; the previous values are restored afterwards."""
+    values = {EXT_TRAINER_VARIABLE: ext_trainer_value(os.environ.get(EXT_TRAINER_VARIABLE))}
+    if results_dir is not None:
+        values[RESULTS_VARIABLE] = str(Path(results_dir).resolve())
+    return environment_variables(values)
 
 
 def _trainer_names() -> list[str]:

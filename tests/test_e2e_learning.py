@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from nnunet_transfer.demo import (ALIGNED_PLANS, DEMO_PLANS, KITS_ID, KITS_NAME, MOTS_ID, MOTS_NAME, MOTS_TRAINER,
                                   RESULTS_FILE, DemoConfig, predict_folder, run_demo, trainer_name)
+from nnunet_transfer.evaluation.dodnet import dice
 from nnunet_transfer.evaluation.kits import HECS, evaluate_kits21
 
 pytestmark = pytest.mark.slow
@@ -40,10 +41,6 @@ def demo(tmp_path_factory):
 
 def _read(path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +92,11 @@ def test_mots_pretraining_segments_the_large_organs_and_the_wrong_channel_fails(
     per task, not here.)"""
     liver, spleen = mots_held_out[LITS_PREFIX], mots_held_out[SPLEEN_PREFIX]
     # unified MOTS labels: 1 liver, 2 liver tumour, ..., 11 spleen
-    liver_dice = [_dice(np.isin(p, [1, 2]), np.isin(r, [1, 2])) for p, r in liver]
-    spleen_dice = [_dice(p == 11, r == 11) for p, r in spleen]
+    liver_dice = [dice(np.isin(p, [1, 2]), np.isin(r, [1, 2])) for p, r in liver]
+    spleen_dice = [dice(p == 11, r == 11) for p, r in spleen]
     assert np.mean(liver_dice) >= ORGAN_DICE, liver_dice
     assert np.mean(spleen_dice) >= ORGAN_DICE, spleen_dice
-    wrong = [_dice(np.isin(p, [1, 2]), r == 11) for p, r in spleen]
+    wrong = [dice(np.isin(p, [1, 2]), r == 11) for p, r in spleen]
     assert np.mean(wrong) < ORGAN_DICE / 2, wrong
 
 
