@@ -105,6 +105,12 @@ def test_v2_results_folder_and_zip_as_totalsegmentator_ships_them(tmp_path):
     assert "fold_1" in read_source_checkpoint(archive, fold="1").source
     with pytest.raises(FileNotFoundError, match="fold_3"):
         read_source_checkpoint(folder, fold="3")
+    # no fold_0 and several folds: the error names one fold's file, and that file brings the folder's plans
+    others = write_results_folder(tmp_path / "others", source_net, plans, folds=("1", "2"))
+    with pytest.raises(ValueError, match=r"fold_1/checkpoint_final\.pth"):
+        read_source_checkpoint(others)
+    one_fold = read_source_checkpoint(others / "fold_2" / "checkpoint_final.pth")
+    assert one_fold.plans["plans_name"] == "nnUNetPlans" and any("3 stages" in n for n in one_fold.notes)
     target = _plain([8, 16], [[1, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2]], classes=5, deep_supervision=True)
     report = transfer_weights(target, archive)
     assert report.n_shape_mismatched == 0 and report.adapted and report.reinitialised

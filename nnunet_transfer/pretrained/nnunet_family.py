@@ -183,7 +183,9 @@ def _pick_fold(folds: Mapping[str, Any], fold: Optional[str], where: str) -> str
     for name in ("fold_0", *(sorted(folds) if len(folds) == 1 else ()), "fold_all"):
         if name in folds:
             return name
-    raise ValueError(f"{where} has several folds ({', '.join(sorted(folds))}); say which one to use (--fold)")
+    raise ValueError(f"{where} has several folds ({', '.join(sorted(folds))}) and no fold_0; give one fold's "
+                     f"checkpoint file instead, e.g. {where}/{sorted(folds)[0]}/checkpoint_final.pth (from a zip: "
+                     "unzip it first)")
 
 
 def _plans_note(plans: Mapping[str, Any], configuration: Optional[str]) -> str:
@@ -264,4 +266,9 @@ def read_source_checkpoint(path: Union[str, Path], fold: Optional[str] = None) -
         if not zipfile.is_zipfile(path):
             raise CheckpointFormatError(f"{path} is not a zip archive; download or copy it again")
         return _from_results_zip(path, fold)
+    plans_file = path.parent.parent / "plans.json"  # one fold's checkpoint inside a results folder
+    if path.parent.name.startswith("fold_") and plans_file.is_file():
+        plans = json.loads(plans_file.read_text())
+        note = _plans_note(plans, _configuration_of(PurePosixPath(path.parent.parent.name)))
+        return _from_file(path, str(path), plans, [note])
     return _from_file(path, str(path))
