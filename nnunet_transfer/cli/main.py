@@ -223,7 +223,7 @@ def _cmd_plan_arch(args: argparse.Namespace) -> int:
 
 
 def _cmd_points_to_labels(args: argparse.Namespace) -> int:
-    from nnunet_transfer.trainers.localization import write_point_labels
+    from nnunet_transfer.data.point_labels import write_point_labels
 
     written = write_point_labels(args.points, args.dataset_dir, radius_mm=args.radius_mm, coordinates=args.coordinates,
                                  overwrite=args.overwrite)
