@@ -20,8 +20,8 @@ rather than a copy of that number.
 MedicalNet's own optimiser (``medicalnet_optimizer = True``, variant :class:`Med3DFinetuneTrainer_MedicalNetSGD`):
 ``train.py`` exactly: SGD with momentum 0.9 (no Nesterov) and weight decay 1e-3, pretrained tensors at 1e-3 and
 new layers at 100x (0.1), ``ExponentialLR(gamma=0.99)`` stepped once per epoch before it
-(:class:`~nnunet_transfer.trainers.lr_schedulers.ExponentialLRScheduler`). nnU-Net's loss, data pipeline and epoch length
-stay (MedicalNet trains with cross-entropy only).
+(:class:`~nnunet_transfer.trainers.lr_schedulers.ExponentialLRScheduler`). nnU-Net's loss, data pipeline and epoch
+length stay (MedicalNet trains with cross-entropy only).
 """
 
 from __future__ import annotations
