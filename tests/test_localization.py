@@ -15,9 +15,10 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_transfer.architectures.localizer import LocalizerNetwork, bottleneck_shape, pool_grid_for
-from nnunet_transfer.trainers.localization import (
-    VALIDATION_JSON, CentreRegressionLoss, LocalizationPretrainTrainer, centre_errors_mm, centres_of_mass,
-    foreground_mask, localization_score, sphere_label_array, write_point_labels)
+from nnunet_transfer.data.point_labels import sphere_label_array, write_point_labels
+from nnunet_transfer.losses.centre_regression import (CentreRegressionLoss, centre_errors_mm, centres_of_mass,
+                                                      foreground_mask)
+from nnunet_transfer.trainers.localization import VALIDATION_JSON, LocalizationPretrainTrainer, localization_score
 
 DATASET = "Dataset990_Localization"
 SPACING = {"2d": [0.8, 0.5], "3d_fullres": [3.0, 0.8, 0.5]}

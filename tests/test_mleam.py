@@ -16,9 +16,9 @@ from nnunet_transfer.architectures.mleam import (
     PyramidAttentionModule,
     ResidualRefinementBlock,
     LayerConfig,
-    mleam_edge_loss,
 )
 from nnunet_transfer.losses.edge_targets import edge_targets_for_deep_supervision
+from nnunet_transfer.losses.mleam_edge import mleam_edge_loss
 
 
 def _cfg(conv_op=nn.Conv3d):

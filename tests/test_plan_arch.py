@@ -202,7 +202,8 @@ def test_medicalnet_sgd_is_medicalnets_train_py(planned, medicalnet_file):
 
 @pytest.mark.parametrize("arch", ["plain", "med3d-resnet10"])
 def test_mleam_trainer_loss_is_nnunet_loss_plus_weighted_edge_terms(planned, arch):
-    from nnunet_transfer.trainers.mleam import MLEAMLoss, MLEAMTrainer_paper
+    from nnunet_transfer.losses.mleam_edge import MLEAMLoss
+    from nnunet_transfer.trainers.mleam import MLEAMTrainer_paper
 
     plans_file = plan_arch(DATASET_ID, arch, decoder="mleam", preprocess=False)
     assert plans_file.stem == ("nnUNetPlans_mleam" if arch == "plain" else "nnUNetPlans_med3d-resnet10_mleam")
@@ -223,7 +224,7 @@ def test_mleam_trainer_loss_is_nnunet_loss_plus_weighted_edge_terms(planned, arc
     total = loss(output, targets)
     edges = trainer.network.last_edge_logits
     assert len(output) == len(scales) and len(edges) == 3
-    from nnunet_transfer.architectures.mleam import mleam_edge_loss
+    from nnunet_transfer.losses.mleam_edge import mleam_edge_loss
     expected = loss.seg_loss(output, targets) + mleam_edge_loss(edges, targets, weights=(0.5, 0.8, 1.0))
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     history = loss.pop_history()
@@ -240,7 +241,8 @@ def test_mleam_trainer_loss_is_nnunet_loss_plus_weighted_edge_terms(planned, arc
 
 
 def test_mleam_paper_schedule_is_adam_with_step_decay_in_iterations(planned):
-    from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper, StepDecayLRScheduler
+    from nnunet_transfer.trainers.lr_schedulers import StepDecayLRScheduler
+    from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper
 
     plans_file = plan_arch(DATASET_ID, "plain", decoder="mleam", preprocess=False)
     trainer = _trainer(MLEAMTrainer_paper, planned, plans_file.stem)

@@ -9,8 +9,8 @@ from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from nnunet_transfer.architectures.dynamic_head import DynamicHeadNetwork
 from nnunet_transfer.data import mots_tasks
 from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError
-from nnunet_transfer.trainers.finetune import WarmupPolyLRScheduler
-from nnunet_transfer.trainers.nnunet_train_argv import pretrained_weights_argument
+from nnunet_transfer.trainers.lr_schedulers import WarmupPolyLRScheduler
+from nnunet_transfer.trainers.nnunet_invocation import pretrained_weights_argument
 from nnunet_transfer.transfer.record import PretrainedRecord, read_record, write_record
 from nnunet_transfer.transfer.weights import (TransferReport, nnunet_pretrained_weights_report, rename_prefixes,
                                               transfer_weights)

@@ -20,8 +20,8 @@ from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.pretrained.safe_load import (CheckpointFormatError, UnreadableCheckpointError,
                                                   UnsafeCheckpointError, load_matching, read_checkpoint_file)
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_command_line_pretrained_weights
-from nnunet_transfer.trainers.nnunet_train_argv import (NNUNET_TRAIN_ARGUMENTS, nnunet_train_parser,
-                                                        pretrained_weights_argument)
+from nnunet_transfer.trainers.nnunet_invocation import (NNUNET_TRAIN_ARGUMENTS, nnunet_train_parser,
+                                                         pretrained_weights_argument)
 
 
 class Payload:

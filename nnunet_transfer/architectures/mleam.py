@@ -47,7 +47,8 @@ Output and edge contract (what an nnU-Net trainer relies on)
   works on it unchanged; the trainer toggles ``network.decoder.deep_supervision``.
 * Every forward stores the edge logits of the last three levels on ``network.last_edge_logits`` (list, highest
   resolution first, one channel each, raw logits, still attached to the graph in training). The edge loss is
-  ``mleam_edge_loss(network.last_edge_logits, seg_targets)``; ``forward_with_edges(x)`` returns
+  ``nnunet_transfer.losses.mleam_edge.mleam_edge_loss(network.last_edge_logits, seg_targets)`` (edge targets and
+  loss weights are the loss's business, not the network's); ``forward_with_edges(x)`` returns
   ``(segmentation output, edge logits)`` explicitly.
 * Segmentation 1x1 convs live in ``decoder.seg_layers`` (skipped by nnU-Net's pretrained-weight loading); the edge
   heads do not depend on the number of classes and live in ``decoder.edge_attention``.
@@ -69,8 +70,6 @@ from dynamic_network_architectures.building_blocks.plain_conv_encoder import Pla
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from nnunet_transfer.losses.edge_targets import edge_targets_for_deep_supervision
-
 __all__ = [
     "LayerConfig",
     "ResidualRefinementBlock",
@@ -78,13 +77,7 @@ __all__ = [
     "EdgeAttention",
     "MLEAMDecoder",
     "MLEAMUNet",
-    "mleam_edge_loss",
-    "MLEAM_EDGE_WEIGHTS",
 ]
-
-# Paper's edge-loss weights w^1, w^2, w^3, in decoder computation order: coarsest of the three edge levels first,
-# the final (highest-resolution) level last.
-MLEAM_EDGE_WEIGHTS: tuple[float, ...] = (0.5, 0.8, 1.0)
 
 
 def _norm(norm_op: Type[nn.Module] | None, channels: int, kwargs: dict | None) -> nn.Module:
@@ -422,43 +415,3 @@ class MLEAMUNet(nn.Module):
     def initialize(module: nn.Module) -> None:
         """He initialisation of convs (nnU-Net applies it via ``network.apply(network.initialize)``)."""
         InitWeights_He(1e-2)(module)
-
-
-def mleam_edge_loss(edge_logits: Sequence[torch.Tensor], seg_targets: Sequence[torch.Tensor] | torch.Tensor,
-                    weights: Sequence[float] = MLEAM_EDGE_WEIGHTS, ignore_label: int | None = None) -> torch.Tensor:
-    """MLEAM edge loss ``sum_i w_i * MSE(sigmoid(edge_i), gt_edge_i)``.
-
-    ``edge_logits``: the network's ``last_edge_logits`` (highest resolution first). ``seg_targets``: nnU-Net's
-    deep-supervision target list (highest resolution first; label maps (B, 1, ...) or region maps (B, R, ...)); target
-    ``i`` must have the size of ``edge_logits[i]``. A single full-resolution target tensor (deep supervision off) is
-    resampled to each edge level by nearest neighbour (nnU-Net's ``nearest-exact``). ``weights`` are in the paper's
-    order, coarsest edge level first: the highest-resolution edge map gets ``weights[-1]``; with fewer edge levels
-    the last weights are used. ``ignore_label``: see :func:`edge_targets_for_deep_supervision`.
-    """
-    edge_logits = list(edge_logits)
-    n = len(edge_logits)
-    if n == 0:
-        raise ValueError("mleam_edge_loss: no edge logits; run a forward pass of MLEAMUNet first.")
-    if n > len(weights):
-        raise ValueError(f"mleam_edge_loss: {n} edge levels but only {len(weights)} weights {tuple(weights)}.")
-    if isinstance(seg_targets, torch.Tensor):
-        seg_targets = [seg_targets if tuple(seg_targets.shape[2:]) == tuple(e.shape[2:]) else
-                       F.interpolate(seg_targets.float(), size=e.shape[2:], mode="nearest-exact").to(seg_targets.dtype)
-                       for e in edge_logits]
-    if len(seg_targets) < n:
-        raise ValueError(
-            f"mleam_edge_loss: {n} edge levels but only {len(seg_targets)} deep-supervision targets; enable deep "
-            "supervision or pass the full-resolution target tensor."
-        )
-    for i, (e, t) in enumerate(zip(edge_logits, seg_targets)):
-        if tuple(e.shape[2:]) != tuple(t.shape[2:]) or e.shape[0] != t.shape[0]:
-            raise ValueError(
-                f"mleam_edge_loss: edge level {i} has shape {tuple(e.shape)} but target {i} has {tuple(t.shape)}; "
-                "the deep-supervision scales must match MLEAMUNet.deep_supervision_scales()."
-            )
-    targets = edge_targets_for_deep_supervision(list(seg_targets[:n]), ignore_label=ignore_label)
-    level_weights = list(weights)[-n:][::-1]
-    loss = edge_logits[0].new_zeros((), dtype=torch.float32)
-    for w, e, t in zip(level_weights, edge_logits, targets):
-        loss = loss + w * F.mse_loss(torch.sigmoid(e.float()), t)
-    return loss

@@ -223,7 +223,7 @@ def _cmd_plan_arch(args: argparse.Namespace) -> int:
 
 
 def _cmd_points_to_labels(args: argparse.Namespace) -> int:
-    from nnunet_transfer.trainers.localization import write_point_labels
+    from nnunet_transfer.data.point_labels import write_point_labels
 
     written = write_point_labels(args.points, args.dataset_dir, radius_mm=args.radius_mm, coordinates=args.coordinates,
                                  overwrite=args.overwrite)
@@ -284,10 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_doctor)
 
     p = sub.add_parser("synth", help="write seeded synthetic data in an official dataset layout")
-    p.add_argument("kind", choices=["mots", "kits21", "kvasir"])
+    p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which official layout to imitate")
     p.add_argument("out", help="output folder (the source root a converter then reads)")
     p.add_argument("--cases", type=int, default=None, help="cases per source (default: small)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same data)")
     p.add_argument("--shape", type=int, nargs="+", help="volume shape z y x (kvasir: height width)")
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
     p.add_argument("--groups", type=int, default=None,
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("convert", help="convert an official dataset layout into an nnU-Net raw dataset")
-    p.add_argument("kind", choices=["mots", "kits21", "kvasir"])
+    p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which source dataset the folder holds")
     p.add_argument("source", help="root folder of the source data")
     p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id")
     p.add_argument("--name", help="dataset name (DatasetXXX_NAME)")
@@ -314,9 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("evaluate", help="score a prediction folder")
-    p.add_argument("kind", choices=["mots", "kits21"])
-    p.add_argument("pred_dir")
-    p.add_argument("gt_dir")
+    p.add_argument("kind", choices=["mots", "kits21"],
+                   help="mots: Dice and HD95 per task of a MOTS model; kits21: the KiTS21 challenge metrics")
+    p.add_argument("pred_dir", help="folder of predicted label maps (CASE.nii.gz)")
+    p.add_argument("gt_dir", help="reference: mots: the converted dataset's label folder (labelsTr or labelsTs); "
+                                  "kits21: label files named like the predictions, or the official kits21 case "
+                                  "folders (kits21/data of a clone, or the clone)")
     p.add_argument("-o", help="output JSON")
     p.add_argument("--csv", help="kits21: also write a CSV")
     p.add_argument("--require-all", action="store_true",
@@ -332,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="mots: DoDNet's post-processing first (largest components, tumour inside the organ, "
                         "tumour components <= 50 voxels removed)")
-    p.add_argument("-np", type=int, default=1)
+    p.add_argument("-np", type=int, default=1, help="kits21: worker processes")
     p.set_defaults(func=_cmd_evaluate)
 
     from nnunet_transfer.demo import DemoConfig
@@ -347,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-cases", type=int, default=d.val_cases, help="KiTS21 cases for nnU-Net's validation curves")
     p.add_argument("--test-cases", type=int, default=d.test_cases, help="held-out KiTS21 cases that are scored")
     p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds), help="one fine-tuning per seed and side")
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs)
+    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help="MOTS pretraining epochs")
     p.add_argument("--pretrain-iterations", type=int, default=d.pretrain_iterations, help="iterations per epoch")
     p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs")
     p.add_argument("--iterations", type=int, default=d.iterations, help="fine-tuning iterations per epoch")
@@ -366,21 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-tp", default=None, help="target plans identifier (default: <sp>_from<source id>)")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess")
     p.add_argument("--pretrained", help="also write this checkpoint as the plans' pretrained-weights record")
-    p.add_argument("--no-preprocess", action="store_true")
-    p.add_argument("-np", type=int, default=2)
+    p.add_argument("--no-preprocess", action="store_true", help="write the plans only (preprocess later with "
+                                                                "nnUNetv2_preprocess)")
+    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_align_plans)
 
     p = sub.add_parser("set-pretrained", help="write a pretrained-weights record into a dataset's plans (for "
                                               "partial or foreign checkpoints that -pretrained_weights refuses)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (nnU-Net v2 .pth, v1 .model, nnssl, MedicalNet, "
                                                  "state dict, .safetensors) or an nnU-Net results folder / model zip")
-    p.add_argument("-d", type=int, required=True)
-    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id of the fine-tuning dataset")
+    p.add_argument("-c", default="3d_fullres", help="configuration that gets the record (default: 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("--prefix-map", nargs="+", metavar="OLD=NEW", help="rename checkpoint key prefixes, e.g. =encoder.")
-    p.add_argument("--exclude", nargs="*", help="checkpoint key patterns never loaded (default: .seg_layers. controller.)")
+    p.add_argument("--exclude", nargs="*",
+                   help="checkpoint key patterns never loaded (default: .seg_layers. controller.)")
     p.add_argument("--min-fraction", type=float, default=0.0, help="fail when less of the network is loaded")
-    p.add_argument("--description", default=None)
+    p.add_argument("--description", default=None, help="free text stored in the record")
     p.add_argument("--remove", action="store_true", help="remove the record")
     p.add_argument("--no-adapt", action="store_true", help="load only tensors of equal shape (no kernel, stride, "
                                                            "stage or feature-count adaptation)")
@@ -392,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint (default: the plans' pretrained-weights record)")
-    p.add_argument("-d", type=int, required=True)
-    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id of the fine-tuning dataset")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default: 3d_fullres)")
     p.add_argument("-tr", required=True, help="trainer class that will fine-tune")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("-o", help="also write the report as JSON")
@@ -410,53 +415,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_extract_encoder)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
-    p.add_argument("-d", type=int, required=True)
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (its fingerprint must exist)")
     p.add_argument("-pl", required=True, help="planner class, e.g. ResUNetASPPPlanner")
-    p.add_argument("-c", nargs="+", default=["3d_fullres"])
-    p.add_argument("-gpu_memory_target", type=float, default=None, help="GB")
-    p.add_argument("-overwrite_plans_name", default=None)
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess with --preprocess")
+    p.add_argument("-gpu_memory_target", type=float, default=None,
+                   help="GPU memory the plans are sized for, in GB (nnU-Net's default: 8)")
+    p.add_argument("-overwrite_plans_name", default=None,
+                   help="name of the plans written (default: the planner's, e.g. nnUNetResUNetASPPPlans)")
     p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
-    p.add_argument("-np", type=int, default=2)
+    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
                                          "dataset (optionally with MedicalNet weights)")
-    p.add_argument("-d", type=int, required=True)
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
     p.add_argument("-a", "--arch", required=True, help="encoder: med3d-resnet{10,18,34,50,101,152,200} or plain")
     p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
     p.add_argument("--weights", help="MedicalNet checkpoint (or nnU-Net checkpoint for --arch plain)")
     p.add_argument("-sp", default="nnUNetPlans", help="plans to start from")
-    p.add_argument("-c", default="3d_fullres")
+    p.add_argument("-c", default="3d_fullres", help="configuration to start from; the only one the new plans hold")
     p.add_argument("-p", default=None, help="name of the new plans (default derived from arch/decoder)")
-    p.add_argument("--no-preprocess", action="store_true")
-    p.add_argument("-np", type=int, default=2)
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="write the plans only (default: preprocess when the plans' data is not there yet)")
+    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan_arch)
 
     p = sub.add_parser("points-to-labels", help="localisation data with only centres annotated: write small sphere "
                                                 "labels into an nnU-Net raw dataset")
     p.add_argument("points", help="JSON {case_id: point}")
     p.add_argument("dataset_dir", help="the nnU-Net raw dataset folder (DatasetXXX_Name)")
-    p.add_argument("--radius-mm", type=float, default=3.0)
+    p.add_argument("--radius-mm", type=float, default=3.0,
+                   help="sphere radius in mm (default 3); at least the spacing of the configuration you train")
     p.add_argument("--coordinates", choices=["world", "voxel"], default="world",
                    help="world: x, y, z in mm (ITK/LPS); voxel: z, y, x array index")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in labelsTr")
     p.set_defaults(func=_cmd_points_to_labels)
 
     p = sub.add_parser("export", help="pack a trained model into a zip for another machine or a challenge")
-    p.add_argument("-d", required=True)
-    p.add_argument("-c", nargs="+", default=["3d_fullres"])
-    p.add_argument("-tr", required=True)
-    p.add_argument("-p", default="nnUNetPlans")
-    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"])
-    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("-d", required=True, help="dataset id or name of the trained model")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to export (default: 3d_fullres)")
+    p.add_argument("-tr", required=True, help="trainer class the model was trained with")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds to export (default: 0 1 2 3 4)")
+    p.add_argument("-chk", default="checkpoint_final.pth",
+                   help="checkpoint file of each fold (default: checkpoint_final.pth)")
     p.add_argument("-o", required=True, help="output zip")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict-export", help="install an exported zip and predict a folder (challenge containers)")
-    p.add_argument("zip")
-    p.add_argument("-i", required=True)
-    p.add_argument("-o", required=True)
-    p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("zip", help="model zip written by `nnunet-transfer export`")
+    p.add_argument("-i", required=True, help="input folder of images (CASE_0000.nii.gz, ...)")
+    p.add_argument("-o", required=True, help="output folder for the predicted label maps")
+    p.add_argument("-device", default="cuda", choices=["cuda", "cpu"], help="torch device (default: cuda)")
     p.add_argument("-c", default=None, help="configuration (needed when the zip holds several)")
     p.add_argument("-f", nargs="+", default=None, help="folds to use (default: all exported folds)")
     p.add_argument("--force", action="store_true", help="replace a different model of the same name in "
@@ -468,13 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", required=True, help="input folder (CASE_0000.nii.gz)")
     p.add_argument("-o", required=True, help="output folder; maps go to OUT/<task>/CASE.nii.gz")
     p.add_argument("-d", required=True, help="dataset id or name of the MOTS model")
-    p.add_argument("-c", default="3d_fullres")
-    p.add_argument("-tr", default="MOTSPretrainTrainer")
-    p.add_argument("-p", default="nnUNetPlans")
+    p.add_argument("-c", default="3d_fullres", help="configuration (default: 3d_fullres)")
+    p.add_argument("-tr", default="MOTSPretrainTrainer", help="trainer class (default: MOTSPretrainTrainer)")
+    p.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     p.add_argument("-f", nargs="+", default=["0"], help="folds to ensemble (or all)")
-    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("-chk", default="checkpoint_final.pth",
+                   help="checkpoint file of each fold (default: checkpoint_final.pth)")
     p.add_argument("--tasks", nargs="+", help="only these tasks (liver kidney hepatic_vessel ...; default all)")
-    p.add_argument("-device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("-device", default="cuda", choices=["cuda", "cpu"], help="torch device (default: cuda)")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring (faster)")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
@@ -482,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict_tasks)
 
     p = sub.add_parser("verify-weights", help="check a downloaded MedicalNet checkpoint against the registry")
-    p.add_argument("path")
+    p.add_argument("path", help="the downloaded checkpoint file (e.g. resnet_10_23dataset.pth)")
     p.add_argument("--record", help="registry record name (default: from the file name)")
     p.set_defaults(func=_cmd_verify_weights)
     return parser

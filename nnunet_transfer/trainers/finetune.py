@@ -41,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_pretrained_weights_file
+from nnunet_transfer.trainers.lr_schedulers import WarmupPolyLRScheduler
 from nnunet_transfer.transfer.record import read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
 from nnunet_transfer.utils.hashing import sha256_of_file
@@ -52,54 +53,6 @@ REPORT_STEM = "transfer_report"
 SOURCE_FILE = "transfer_source.json"
 #: nnU-Net's ``--c`` resumes from the first of these that exists in the fold folder (``maybe_load_checkpoint``)
 RESUME_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
-
-
-class WarmupPolyLRScheduler(torch.optim.lr_scheduler._LRScheduler):
-    """Linear warm-up over ``warmup_epochs``, then nnU-Net's poly decay; honours a per-group ``lr_scale``."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, max_steps: int, warmup_steps: int = 0,
-                 exponent: float = 0.9):
-        self.initial_lr = initial_lr
-        self.max_steps = max_steps
-        self.warmup_steps = warmup_steps
-        self.exponent = exponent
-        self.ctr = 0
-        super().__init__(optimizer, -1)
-
-    def factor(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        decay_steps = max(1, self.max_steps - self.warmup_steps)
-        return max(0.0, 1 - (step - self.warmup_steps) / decay_steps) ** self.exponent
-
-    def step(self, current_step: Optional[int] = None) -> None:
-        if current_step is None or current_step == -1:
-            current_step = self.ctr
-            self.ctr += 1
-        lr = self.initial_lr * self.factor(current_step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-
-class ExponentialLRScheduler(WarmupPolyLRScheduler):
-    """``initial_lr * gamma ** (epoch + 1)`` per epoch (after the linear warm-up), honouring ``lr_scale`` groups.
-
-    MedicalNet's ``train.py`` calls ``ExponentialLR(gamma=0.99).step()`` at the start of every epoch, before
-    training it, so its first epoch already runs at ``gamma`` times the base rate; hence the ``+ 1``.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, gamma: float = 0.99,
-                 warmup_steps: int = 0):
-        if not 0 < gamma <= 1:
-            raise ValueError(f"ExponentialLRScheduler: gamma must be in (0, 1], got {gamma}")
-        self.gamma = gamma
-        super().__init__(optimizer, initial_lr, max_steps=0, warmup_steps=warmup_steps)
-
-    def factor(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / (self.warmup_steps + 1)
-        return self.gamma ** (step - self.warmup_steps + 1)
 
 
 def frozen_parameter_names(names: Sequence[str], pretrained: Set[str], epoch: int, *, freeze_encoder: bool = False,

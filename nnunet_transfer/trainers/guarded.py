@@ -6,7 +6,7 @@ its constructor, before nnU-Net's ``run_training`` gets to ``initialize()`` and 
 load with ``torch.load(weights_only=True)`` (tensors, plain containers and numpy numbers only: a pickle that this
 restricted unpickler accepts references no other Python object, so nnU-Net's full unpickle runs no foreign code).
 The path is read from the command line exactly as nnU-Net's parser reads it
-(:mod:`nnunet_transfer.trainers.nnunet_train_argv`), whatever the spelling.
+(:mod:`nnunet_transfer.trainers.nnunet_invocation`), whatever the spelling.
 
 Every trainer in :mod:`nnunet_transfer.trainers` derives from it (``tests/test_untrusted_files.py`` checks this).
 Limit: the check sees ``nnUNetv2_train``'s command line (also in DDP worker processes, which inherit it); a
@@ -23,7 +23,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_transfer.pretrained.safe_load import read_torch_file_data_only
-from nnunet_transfer.trainers.nnunet_train_argv import pretrained_weights_argument
+from nnunet_transfer.trainers.nnunet_invocation import pretrained_weights_argument
 
 __all__ = ["GuardedTrainer", "check_pretrained_weights_file", "check_command_line_pretrained_weights"]
 

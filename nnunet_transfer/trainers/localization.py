@@ -16,7 +16,8 @@ What differs from ``nnUNetTrainer`` is kept to the hooks:
   a batch are forced to contain foreground (nnU-Net's oversampling, raised from 0.33 to 0.5) so that most count,
   while the other half are random crops that show the target at varied positions, partly cut by the border (the
   centre is then that of the visible part);
-* loss: mean squared error on the normalised coordinates (:class:`CentreRegressionLoss`);
+* loss: mean squared error on the normalised coordinates
+  (:class:`~nnunet_transfer.losses.centre_regression.CentreRegressionLoss`);
 * optimiser: RMSprop as in the paper, lr 1e-4 (the paper gives no value), torch's other defaults, nnU-Net's weight
   decay and poly schedule;
 * validation: the centre error in mm (Euclidean, with the configuration's voxel spacing) is printed every epoch.
@@ -27,22 +28,21 @@ What differs from ``nnUNetTrainer`` is kept to the hooks:
   on a seeded, reproducible set of validation patches, written to ``localization_validation.json``.
 
 ``nnUNetv2_predict`` is refused with an explanation (:meth:`LocalizationPretrainTrainer.build_network_architecture`):
-the model predicts a point per patch, not a segmentation.
+the model predicts a point per patch, not a segmentation. The builder recognises nnU-Net's predictor as its caller;
+:mod:`nnunet_transfer.trainers.nnunet_invocation` says how and why no nnU-Net hook does this.
 
-Centre-only annotations (points): :func:`write_point_labels` turns a JSON points file into small sphere label maps
-in an nnU-Net raw dataset, so the unchanged pipeline (resampling, cropping, oversampling, augmentation) carries the
-points; the centre of mass of a sphere is its centre, so the target is the annotated point up to resampling and,
-when a patch border cuts the sphere, at most the sphere radius.
+The centre targets and the loss are in :mod:`nnunet_transfer.losses.centre_regression`. Centre-only annotations
+(points): :func:`~nnunet_transfer.data.point_labels.write_point_labels` (``nnunet-transfer points-to-labels``) turns
+a JSON points file into small sphere label maps in an nnU-Net raw dataset, which this trainer then trains on.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -56,245 +56,17 @@ from torch import distributed as dist
 from torch import nn
 
 from nnunet_transfer.architectures.localizer import LocalizerNetwork
+from nnunet_transfer.losses.centre_regression import CentreRegressionLoss, centre_errors_mm, full_resolution_target
 from nnunet_transfer.trainers.guarded import GuardedTrainer
-
-PathLike = Union[str, Path]
+from nnunet_transfer.trainers.nnunet_invocation import called_from_nnunet_inference
 
 #: file the final validation writes into the fold's output folder
 VALIDATION_JSON = "localization_validation.json"
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# centre targets and errors
-# ------------------------------------------------------------------------------------------------------------------
-
-def foreground_mask(target: torch.Tensor, label: Optional[int] = None, ignore_label: Optional[int] = None,
-                    regions: bool = False) -> torch.Tensor:
-    """Boolean foreground (B, *spatial) of nnU-Net's batch target.
-
-    ``target`` is the label map (B, 1, *spatial), or with ``regions`` the region masks (B, R, *spatial) followed,
-    when the dataset has an ignore label, by nnU-Net's ignore channel. Foreground is ``label > 0`` without the
-    ignore label, ``== label`` when one is chosen, or the union of the regions.
-    """
-    if target.ndim < 4:
-        raise ValueError(f"target must be (B, C, *spatial) with 2 or 3 spatial axes, got shape {tuple(target.shape)}")
-    if regions:
-        if label is not None:
-            raise ValueError("a single localisation label cannot be chosen on a region-based dataset: the target "
-                             "is the union of the regions")
-        channels = target[:, :-1] if ignore_label is not None else target
-        return (channels > 0).any(1)
-    if target.shape[1] != 1:
-        raise ValueError(f"expected a label map with one channel (B, 1, *spatial), got shape {tuple(target.shape)}; "
-                         "is deep supervision or region training on?")
-    labels = target[:, 0]
-    if label is not None:
-        return labels == label
-    mask = labels > 0
-    if ignore_label is not None:
-        mask &= labels != ignore_label
-    return mask
-
-
-def centres_of_mass(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Normalised centre of mass (B, ndim) of boolean masks (B, *spatial), and which masks are non-empty (B,).
-
-    Coordinate ``(index + 0.5) / size`` per axis, in the array's axis order, so 0 and 1 are the patch's outer
-    faces. Empty masks get the patch centre (0.5) and ``valid == False``.
-    """
-    weights = mask.float()
-    spatial = weights.shape[1:]
-    total = weights.flatten(1).sum(1)
-    centres = []
-    for axis, size in enumerate(spatial):
-        other = [d + 1 for d in range(len(spatial)) if d != axis]
-        marginal = weights.sum(dim=other) if other else weights
-        coords = (torch.arange(size, device=mask.device, dtype=torch.float32) + 0.5) / size
-        centres.append((marginal * coords).sum(1) / total.clamp_min(1))
-    centres = torch.stack(centres, 1)
-    valid = total > 0
-    return torch.where(valid[:, None], centres, torch.full_like(centres, 0.5)), valid
-
-
-def centre_errors_mm(predicted: torch.Tensor, true: torch.Tensor, patch_shape: Sequence[int],
-                     spacing: Sequence[float]) -> torch.Tensor:
-    """Euclidean distance in mm (B,) between normalised centres (B, ndim) in a patch of ``patch_shape`` voxels of
-    ``spacing`` mm (both in the array's axis order)."""
-    if not (predicted.shape[-1] == true.shape[-1] == len(patch_shape) == len(spacing)):
-        raise ValueError(f"centres {tuple(predicted.shape)} / {tuple(true.shape)}, patch {tuple(patch_shape)} and "
-                         f"spacing {tuple(spacing)} must have the same number of axes")
-    mm_per_unit = torch.as_tensor([n * s for n, s in zip(patch_shape, spacing)], dtype=torch.float32,
-                                  device=predicted.device)
-    return ((predicted.float() - true.float()) * mm_per_unit).norm(dim=-1)
-
-
-class CentreRegressionLoss(nn.Module):
-    """MSE between predicted and true normalised centres; the true centre comes from the batch's label target.
-
-    Patches without foreground have no centre and are left out; a batch without any gives a zero loss that still
-    back-propagates (nnU-Net's train step calls ``backward`` unconditionally).
-    """
-
-    def __init__(self, label: Optional[int] = None, ignore_label: Optional[int] = None, regions: bool = False):
-        super().__init__()
-        self.label = label
-        self.ignore_label = ignore_label
-        self.regions = regions
-
-    def targets(self, target: Union[torch.Tensor, List[torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """True centres (B, ndim) and validity (B,) of nnU-Net's target (full-resolution entry of a list)."""
-        if isinstance(target, (list, tuple)):
-            target = target[0]
-        return centres_of_mass(foreground_mask(target, self.label, self.ignore_label, self.regions))
-
-    def forward(self, prediction: torch.Tensor, target: Union[torch.Tensor, List[torch.Tensor]]) -> torch.Tensor:
-        centres, valid = self.targets(target)
-        if prediction.shape != centres.shape:
-            raise ValueError(f"prediction {tuple(prediction.shape)} does not match the centres "
-                             f"{tuple(centres.shape)} of a target of shape {tuple(_full_res(target).shape)}")
-        squared = (prediction.float() - centres) ** 2
-        if not bool(valid.any()):
-            return squared.sum() * 0.0
-        return squared[valid].mean()
-
-
-def _full_res(target: Union[torch.Tensor, List[torch.Tensor]]) -> torch.Tensor:
-    return target[0] if isinstance(target, (list, tuple)) else target
-
-
 def localization_score(normalised_errors: np.ndarray, ndim: int) -> float:
     """Stand-in for nnU-Net's pseudo Dice: ``1 - mean(normalised error) / sqrt(ndim)``, clipped to [0, 1]."""
     return float(np.clip(1.0 - np.mean(normalised_errors) / math.sqrt(ndim), 0.0, 1.0))
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# centre-only annotations: points file -> sphere label maps of an nnU-Net raw dataset
-# ------------------------------------------------------------------------------------------------------------------
-
-POINT_COORDINATES = ("world", "voxel")
-
-
-def read_points_file(path: PathLike) -> Dict[str, List[float]]:
-    """``{case_id: [c0, c1(, c2)]}`` from a JSON points file, checked (one point of 2 or 3 numbers per case)."""
-    path = Path(path)
-    try:
-        points = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read the points file {path}: {e}") from e
-    if not isinstance(points, dict) or not points:
-        raise ValueError(f"{path} must hold a non-empty JSON object {{case_id: [coordinates]}}")
-    for case, point in points.items():
-        if not (isinstance(point, list) and len(point) in (2, 3)
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in point)):
-            raise ValueError(f"{path}: the point of case {case!r} must be a list of 2 or 3 finite numbers, "
-                             f"got {point!r}")
-    return {case: [float(v) for v in point] for case, point in points.items()}
-
-
-def sphere_label_array(size_xyz: Sequence[int], spacing_xyz: Sequence[float], centre_index_xyz: Sequence[float],
-                       radius_mm: float) -> np.ndarray:
-    """uint8 array in numpy order (reversed ``size_xyz``): 1 within ``radius_mm`` of the continuous voxel index
-    ``centre_index_xyz`` (an ellipsoid in voxels for anisotropic spacing), at least the nearest voxel."""
-    size = np.asarray(size_xyz, dtype=int)
-    spacing = np.asarray(spacing_xyz, dtype=float)
-    centre = np.asarray(centre_index_xyz, dtype=float)
-    lo = np.maximum(np.floor(centre - radius_mm / spacing).astype(int), 0)
-    hi = np.minimum(np.ceil(centre + radius_mm / spacing).astype(int) + 1, size)
-    grids = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")  # x, y, z order
-    distance_sq = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing))
-    label_xyz = np.zeros(tuple(size), dtype=np.uint8)
-    label_xyz[tuple(slice(a, b) for a, b in zip(lo, hi))] = distance_sq <= radius_mm ** 2
-    nearest = tuple(int(v) for v in np.clip(np.rint(centre), 0, size - 1))
-    label_xyz[nearest] = 1
-    return np.ascontiguousarray(label_xyz.transpose(tuple(range(len(size)))[::-1]))
-
-
-def write_point_labels(points_file: PathLike, dataset_dir: PathLike, radius_mm: float = 3.0,
-                       coordinates: str = "world", overwrite: bool = False) -> List[Path]:
-    """Write ``labelsTr/<case><file_ending>`` of an nnU-Net raw dataset from centre points: label 1 in a sphere.
-
-    ``points_file`` is JSON ``{case_id: point}``, one point per training case of ``dataset_dir/imagesTr``:
-    ``coordinates="world"``: physical (x, y, z) in mm, the ITK/SimpleITK (LPS) convention of the image header
-    (3D Slicer shows RAS: negate x and y); ``"voxel"``: array index (z, y, x) of the raw image as SimpleITK's
-    ``GetArrayFromImage`` orders it (fractions allowed). 2D images take two numbers. ``radius_mm`` should be at
-    least the target spacing of the configuration you train, so that the sphere survives resampling; it also bounds
-    the centre bias where a patch border cuts the sphere. dataset.json must define label 1. Returns the files
-    written; existing label files are only replaced with ``overwrite``.
-    """
-    import SimpleITK as sitk
-
-    if coordinates not in POINT_COORDINATES:
-        raise ValueError(f"coordinates must be one of {POINT_COORDINATES}, got {coordinates!r}")
-    if not radius_mm > 0:
-        raise ValueError(f"radius_mm must be positive, got {radius_mm}")
-    dataset_dir = Path(dataset_dir)
-    dataset_json_path = dataset_dir / "dataset.json"
-    if not dataset_json_path.is_file():
-        raise FileNotFoundError(f"{dataset_json_path} not found: dataset_dir must be an nnU-Net raw dataset folder "
-                                "(dataset.json, imagesTr/)")
-    dataset_json = json.loads(dataset_json_path.read_text())
-    file_ending = dataset_json.get("file_ending")
-    if not file_ending:
-        raise ValueError(f"{dataset_json_path} has no 'file_ending'")
-    if 1 not in dataset_json.get("labels", {}).values():
-        raise ValueError(f"{dataset_json_path} must define the point label 1, e.g. "
-                         '"labels": {"background": 0, "target": 1}')
-    points = read_points_file(points_file)
-    images = {p.name[:-len("_0000" + file_ending)]: p
-              for p in sorted((dataset_dir / "imagesTr").glob("*_0000" + file_ending))}
-    if not images:
-        raise FileNotFoundError(f"no training images *_0000{file_ending} in {dataset_dir / 'imagesTr'}")
-    unknown, unpointed = sorted(set(points) - set(images)), sorted(set(images) - set(points))
-    if unknown or unpointed:
-        raise ValueError(f"{points_file} and {dataset_dir / 'imagesTr'} must list the same cases: "
-                         f"points without an image: {unknown[:10]}, images without a point: {unpointed[:10]}")
-    labels_dir = dataset_dir / "labelsTr"
-    existing = [c for c in images if (labels_dir / f"{c}{file_ending}").exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} label files already exist in {labels_dir} (e.g. {existing[0]}"
-                              f"{file_ending}); pass overwrite=True to replace them")
-
-    labels_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for case, image_path in images.items():
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(image_path))
-        reader.ReadImageInformation()
-        size, spacing = reader.GetSize(), reader.GetSpacing()
-        ndim = len(size)
-        point = points[case]
-        if len(point) != ndim:
-            raise ValueError(f"case {case!r}: {len(point)} coordinates for a {ndim}D image ({image_path})")
-        if coordinates == "world":
-            direction = np.asarray(reader.GetDirection(), dtype=float).reshape(ndim, ndim)
-            offset = np.asarray(point) - np.asarray(reader.GetOrigin())
-            index = np.linalg.solve(direction, offset) / np.asarray(spacing)
-        else:
-            index = np.asarray(point[::-1])
-        if np.any(index < -0.5) or np.any(index > np.asarray(size) - 0.5):
-            raise ValueError(f"case {case!r}: the point {point} ({coordinates}) lies outside the image {image_path} "
-                             f"(voxel index x,y,z {np.round(index, 2).tolist()}, size {list(size)})")
-        label = sitk.GetImageFromArray(sphere_label_array(size, spacing, index, radius_mm))
-        label.SetSpacing(spacing)
-        label.SetOrigin(reader.GetOrigin())
-        label.SetDirection(reader.GetDirection())
-        out = labels_dir / f"{case}{file_ending}"
-        sitk.WriteImage(label, str(out), True)
-        written.append(out)
-    return written
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# trainer
-# ------------------------------------------------------------------------------------------------------------------
-
-def _called_from_nnunet_inference() -> bool:
-    frame = sys._getframe(1)
-    while frame is not None:
-        if str(frame.f_globals.get("__name__", "")).startswith("nnunetv2.inference"):
-            return True
-        frame = frame.f_back
-    return False
 
 
 class LocalizationPretrainTrainer(GuardedTrainer):
@@ -335,7 +107,7 @@ class LocalizationPretrainTrainer(GuardedTrainer):
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        if _called_from_nnunet_inference():
+        if called_from_nnunet_inference():
             raise RuntimeError(
                 "This model was trained by LocalizationPretrainTrainer: it regresses the centre of the target in a "
                 "patch and produces no segmentation, so nnUNetv2_predict cannot use it. Its encoder weights "
@@ -361,7 +133,7 @@ class LocalizationPretrainTrainer(GuardedTrainer):
 
     def validation_step(self, batch: dict) -> dict:
         data = batch["data"].to(self.device, non_blocking=True)
-        target = _full_res(batch["target"]).to(self.device, non_blocking=True)
+        target = full_resolution_target(batch["target"]).to(self.device, non_blocking=True)
         with self._autocast():
             prediction = self.network(data).float()
         centres, valid = self.centre_loss.targets(target)

@@ -20,8 +20,8 @@ rather than a copy of that number.
 MedicalNet's own optimiser (``medicalnet_optimizer = True``, variant :class:`Med3DFinetuneTrainer_MedicalNetSGD`):
 ``train.py`` exactly: SGD with momentum 0.9 (no Nesterov) and weight decay 1e-3, pretrained tensors at 1e-3 and
 new layers at 100x (0.1), ``ExponentialLR(gamma=0.99)`` stepped once per epoch before it
-(:class:`~nnunet_transfer.trainers.finetune.ExponentialLRScheduler`). nnU-Net's loss, data pipeline and epoch length
-stay (MedicalNet trains with cross-entropy only).
+(:class:`~nnunet_transfer.trainers.lr_schedulers.ExponentialLRScheduler`). nnU-Net's loss, data pipeline and epoch
+length stay (MedicalNet trains with cross-entropy only).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from typing import List, Optional
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_transfer.trainers.finetune import ExponentialLRScheduler, FineTuneTrainer
+from nnunet_transfer.trainers.finetune import FineTuneTrainer
+from nnunet_transfer.trainers.lr_schedulers import ExponentialLRScheduler
 from nnunet_transfer.utils.modules import unwrap_network
 
 __all__ = ["Med3DFinetuneTrainer", "Med3DFinetuneTrainer_MedicalNet", "Med3DFinetuneTrainer_MedicalNetSGD",

@@ -23,6 +23,7 @@ from nnunet_transfer.architectures.attention_unet import GATE_KEY_PREFIX
 from nnunet_transfer.losses.log_dice import NegativeLogSoftDice
 from nnunet_transfer.losses.wrapping import with_base_loss
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
+from nnunet_transfer.trainers.lr_schedulers import PlateauLRScheduler
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS
 
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
@@ -63,25 +64,6 @@ class FrozenEncoderTrainer_logDice(FrozenEncoderTrainer):
 
 class _EarlyStop(Exception):
     """Raised at the end of an epoch when the validation Dice stopped improving."""
-
-
-class PlateauLRScheduler:
-    """ReduceLROnPlateau driven by the trainer's validation Dice, callable the way nnU-Net steps its schedulers.
-
-    nnU-Net calls ``step(epoch)`` at the start of every epoch; this reads the latest EMA pseudo Dice instead.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, metric: Callable[[], Optional[float]], factor: float = 0.5,
-                 patience: int = 10, min_lr: float = 1e-7):
-        self.optimizer = optimizer
-        self.metric = metric
-        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=factor,
-                                                                  patience=patience, min_lr=min_lr)
-
-    def step(self, epoch: Optional[int] = None) -> None:
-        value = self.metric()
-        if value is not None:
-            self.plateau.step(value)
 
 
 class AttentionUNetTrainer(FineTuneTrainer):
