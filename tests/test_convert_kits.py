@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tree_digest
 import SimpleITK as sitk
 
 from nnunet_transfer.data.convert_kits import convert_kits, detect_kits_layout, list_mots_overlap
 from nnunet_transfer.data.errors import ConversionError
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
 from nnunet_transfer.data.synthetic import synth_kits21
+from support.files import tree_digest
 
 SHAPE = (8, 24, 24)
 

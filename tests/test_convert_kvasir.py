@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tree_digest
 from PIL import Image
 
 from nnunet_transfer.data.convert_kvasir import convert_kvasir
 from nnunet_transfer.data.errors import ConversionError
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
 from nnunet_transfer.data.synthetic import synth_kvasir
+from support.files import tree_digest
 
 
 @pytest.fixture(scope="module")

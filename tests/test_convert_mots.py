@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tree_digest
 import SimpleITK as sitk
 
 from nnunet_transfer.data.convert_mots import convert_mots, read_split_file
@@ -22,6 +21,7 @@ from nnunet_transfer.data.errors import ConversionError
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY, TASKS, nnunet_region_labels
 from nnunet_transfer.data.raw_dataset import staged_dataset
 from nnunet_transfer.data.synthetic import synth_mots
+from support.files import tree_digest
 
 SHAPE = (8, 24, 24)
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from nnunet_transfer.cli.main import main
 from nnunet_transfer.discovery import ext_trainer_dir, ext_trainer_value
 
 ENV_WITHOUT_NNUNET = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
@@ -44,17 +45,22 @@ def test_nnunet_lookup_returns_our_class_objects():
     assert "all found" in out.stdout
 
 
-def test_doctor_explains_what_to_fix_and_passes_when_set_up(tmp_path):
-    bad = _cli("doctor", env=ENV_WITHOUT_NNUNET)
-    assert bad.returncode == 1
-    assert "[FIX] nnUNet_raw is not set" in bad.stdout and 'eval "$(nnunet-transfer env)"' in bad.stdout
-    env = dict(ENV_WITHOUT_NNUNET, nnUNet_extTrainer=ext_trainer_value(None))
+def test_doctor_explains_what_to_fix_and_passes_when_set_up(tmp_path, monkeypatch, capsys):
+    # the CLI's entry point in this process (a subprocess each would import torch twice more); the doctor still runs
+    # nnU-Net's trainer lookup in a fresh process, with this environment, as it does for a user
+    for var in [k for k in os.environ if k.startswith("nnUNet_")]:
+        monkeypatch.delenv(var)
+    assert main(["doctor"]) == 1
+    bad = capsys.readouterr().out
+    assert "[FIX] nnUNet_raw is not set" in bad and 'eval "$(nnunet-transfer env)"' in bad
+    monkeypatch.setenv("nnUNet_extTrainer", ext_trainer_value(None))
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (tmp_path / var).mkdir()
-        env[var] = str(tmp_path / var)
-    good = _cli("doctor", env=env)
-    assert good.returncode == 0, good.stdout + good.stderr
-    assert "nnU-Net finds our trainers" in good.stdout
+        monkeypatch.setenv(var, str(tmp_path / var))
+    code = main(["doctor"])
+    good = capsys.readouterr()
+    assert code == 0, good.out + good.err
+    assert "nnU-Net finds our trainers" in good.out
 
 
 def test_cli_reports_user_errors_without_traceback(tmp_path):

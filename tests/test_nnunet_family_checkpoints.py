@@ -6,11 +6,11 @@ import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
-from nnunet_family_fixtures import (generic_unet_v1_state_dict, resenc_unet, v1_plans, v2_plans, write_nnssl_checkpoint,
-                                    write_results_folder, write_v1_model, zip_results_folder)
 from nnunet_transfer.pretrained.nnunet_family import KIND_NNSSL, KIND_V1, KIND_V2, read_source_checkpoint
 from nnunet_transfer.transfer.encoder_export import encoder_state_dict
 from nnunet_transfer.transfer.weights import nnunet_pretrained_weights_report, transfer_weights
+from support.nnunet_family import (generic_unet_v1_state_dict, resenc_unet, v1_plans, v2_plans, write_nnssl_checkpoint,
+                                   write_results_folder, write_v1_model, zip_results_folder)
 
 POOL = [[1, 2, 2], [2, 2, 2]]
 KERNELS = [[1, 3, 3], [3, 3, 3], [3, 3, 3]]

@@ -7,13 +7,14 @@ import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
-from nnunet_family_fixtures import (Payload, generic_unet_v1_state_dict, resenc_unet, v1_plans, v2_plans,
-                                    write_nnssl_checkpoint, write_results_folder, write_v1_model, zip_results_folder)
 from nnunet_transfer.cli.main import main
 from nnunet_transfer.pretrained.data_only_pickle import read_data_only_pickle
 from nnunet_transfer.pretrained.nnunet_family import read_source_checkpoint
 from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError
 from nnunet_transfer.transfer.weights import transfer_weights
+from support.booby_trap import Payload
+from support.nnunet_family import (generic_unet_v1_state_dict, resenc_unet, v1_plans, v2_plans, write_nnssl_checkpoint,
+                                   write_results_folder, write_v1_model, zip_results_folder)
 
 POOL, KERNELS = [[2, 2, 2]], [[3, 3, 3]] * 2
 

@@ -22,16 +22,7 @@ from nnunet_transfer.pretrained.safe_load import (CheckpointFormatError, Unreada
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_command_line_pretrained_weights
 from nnunet_transfer.trainers.nnunet_invocation import (NNUNET_TRAIN_ARGUMENTS, nnunet_train_parser,
                                                          pretrained_weights_argument)
-
-
-class Payload:
-    """Unpickling this creates ``marker``: the proof that a file's code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
+from support.booby_trap import Payload
 
 
 def booby_trapped_checkpoints(folder: Path, marker: Path) -> dict:

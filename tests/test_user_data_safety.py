@@ -26,8 +26,9 @@ from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.export import (MANIFEST_NAME, ChecksumMismatchError, ModelExistsError, export_model,
                                     install_and_predict, install_model)
 from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError
+from support.booby_trap import Payload
 from test_export import CONFIG, DATASET, MODEL_REL, TRAINER, _write_inputs, _write_tiny_model
-from test_untrusted_files import Payload, damaged_checkpoints
+from test_untrusted_files import damaged_checkpoints
 
 
 def digest(path: Path) -> str:

@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import MOTS_ID, MOTS_NAME, TINY_MOTS
 from nnunet_transfer.data import mots_tasks
+from support.mots_run import MOTS_ID, MOTS_NAME, TINY_MOTS
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """End to end with the real nnU-Net commands: Med3D-style pretraining -> MedicalNet-format file -> plan-arch --weights
 -> fine-tuning.
 
-On the session's tiny MOTS dataset (tests/conftest.py): plan-arch -a med3d-resnet10 -> one epoch of two iterations
+On the session's tiny MOTS dataset (tests/e2e/conftest.py): plan-arch -a med3d-resnet10 -> one epoch of two iterations
 of Med3DPretrainTrainer (shared ResNet-10, one branch per task) -> the encoder file written at the end of training
 loads through MedicalNet's loader with every key, and ``plan-arch --weights`` takes it as a MedicalNet file.
 """
@@ -14,8 +14,7 @@ import torch
 from nnunet_transfer.architectures.med3d import Med3DResNet
 from nnunet_transfer.transfer.weights import read_state_dict
 from nnunet_transfer.workspace import trainer_variant_source
-
-from conftest import MOTS_ID, MOTS_NAME
+from support.mots_run import MOTS_ID, MOTS_NAME
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from conftest import MOTS_NAME
 from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
 from nnunet_transfer.transfer.weights import TransferReport
 from nnunet_transfer.workspace import trainer_variant_source
+from support.mots_run import MOTS_NAME
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from conftest import MOTS_ID, MOTS_SHAPE
 from nnunet_transfer.evaluation.kits import HECS, evaluate_kits21
 from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
 from nnunet_transfer.transfer.weights import TransferReport
 from nnunet_transfer.workspace import trainer_variant_source
+from support.mots_run import MOTS_ID, MOTS_SHAPE
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ import shutil
 import pytest
 import torch
 
-from conftest import MOTS_ID, MOTS_NAME, TINY_MOTS
 from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
 from nnunet_transfer.workspace import CommandFailed, trainer_variant_source
-from test_untrusted_files import Payload
+from support.booby_trap import Payload
+from support.mots_run import MOTS_ID, MOTS_NAME, TINY_MOTS
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@
   packs it (paths relative to ``nnUNet_results``).
 - nnssl (MIC-DKFZ/nnssl ``AbstractBaseTrainer.save_checkpoint`` with ``AdaptationPlan.serialize()``).
 
-``Payload`` is a booby trap: unpickling it would write a marker file.
+The writers take an optional ``support.booby_trap.Payload`` to plant in the pickled parts.
 """
 
 from __future__ import annotations
@@ -25,15 +25,7 @@ import torch
 from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
 from torch import nn
 
-
-class Payload:
-    """Unpickling this runs ``exec``, which writes ``marker``: a stand-in for a malicious checkpoint."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').write('executed')",)
+from support.booby_trap import Payload
 
 
 def generic_unet_v1_state_dict(input_channels: int, base_features: int, num_classes: int,
