@@ -30,6 +30,7 @@ import csv
 import json
 import math
 import multiprocessing
+import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -621,12 +622,20 @@ CaseResult = tuple[dict[str, dict[str, float]], list[str]]
 
 
 def _run_cases(jobs: dict[str, tuple[Path, list[Reference]]], num_workers: int) -> dict[str, CaseResult]:
-    """Evaluate every case (in worker processes if num_workers > 1) with a progress counter."""
+    """Evaluate every case (in worker processes if num_workers > 1) with a progress counter: about 20 lines
+    however many cases, each with the time elapsed and an estimate of the time left."""
     total = len(jobs)
     done: dict[str, CaseResult] = {}
+    every = max(1, math.ceil(total / 20))
+    started = time.perf_counter()
 
     def report(case_id: str) -> None:
-        print(f"KiTS21 evaluation: {len(done)}/{total} cases done ({case_id})", flush=True)
+        if len(done) % every and len(done) != total:
+            return
+        elapsed = time.perf_counter() - started
+        left = elapsed / len(done) * (total - len(done))
+        print(f"KiTS21 evaluation: {len(done)}/{total} cases done ({case_id}), {elapsed:.1f} s elapsed"
+              + (f", about {left:.0f} s left" if len(done) < total else ""), flush=True)
 
     if num_workers == 1 or total == 1:
         for case_id, (pred_path, refs) in jobs.items():
