@@ -31,7 +31,7 @@ import json
 import math
 import multiprocessing
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -648,8 +648,8 @@ def _run_cases(jobs: dict[str, tuple[Path, list[Reference]]], num_workers: int) 
     with ProcessPoolExecutor(max_workers=min(num_workers, total), mp_context=context) as pool:
         futures = {pool.submit(_evaluate_case, c, p, r): c for c, (p, r) in jobs.items()}
         pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        while pending:  # FIRST_COMPLETED: report each case as it finishes (FIRST_EXCEPTION waits for all of them)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 if future.exception() is not None:
                     for other in pending:
