@@ -8,13 +8,26 @@ that looks like a KiTS21 scan (two kidneys, a tumor, a cyst, a prediction with b
 
     python benchmarks/bench_kits_eval.py            # 128 x 256 x 256 voxels
     python benchmarks/bench_kits_eval.py --quick    # 64 x 128 x 128 voxels
+
+``--folder-cases N``: ``evaluate kits21`` (:func:`~nnunet_transfer.evaluation.kits.evaluate_kits21`, what
+``nnunet-transfer evaluate kits21 PRED GT -np W`` runs) over a folder of N synthetic cases (the case above with
+seeds 0..7, repeated, written as ``case_XXXXX.nii.gz`` predictions and a labels folder of references), with ``--workers``
+spawned worker processes vs one process, alternating, results asserted equal. Its progress lines are shown.
+
+    python benchmarks/bench_kits_eval.py --folder-cases 32 --workers 2 --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import shutil
+import statistics
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -94,13 +107,65 @@ def _best_time(fn, repeats: int) -> tuple[float, dict]:
     return best, result
 
 
+#: synthetic (prediction, reference) pairs of the folder benchmark; further cases are copies of them
+DISTINCT_CASES = 8
+
+
+def folder_benchmark(n_cases: int, workers: int, shape: tuple[int, int, int], repeats: int) -> None:
+    """``evaluate_kits21`` over ``n_cases`` files: ``workers`` processes vs one, alternating (module docstring)."""
+    import SimpleITK as sitk
+
+    from nnunet_transfer.evaluation.kits import evaluate_kits21
+
+    spacing = (3.0, 0.78125, 0.78125)
+    root = Path(tempfile.mkdtemp(prefix="bench_kits_folder_"))
+    pred_dir, gt_dir = root / "pred", root / "labelsTr"
+    pred_dir.mkdir()
+    gt_dir.mkdir()
+    for seed in range(min(n_cases, DISTINCT_CASES)):  # cases i, i + 8, ... are copies of one synthetic pair
+        for array, folder in zip(synthetic_case(shape, spacing, seed=seed), (pred_dir, gt_dir)):
+            image = sitk.GetImageFromArray(array)
+            image.SetSpacing(spacing[::-1])
+            sitk.WriteImage(image, str(folder / f"case_{seed:05d}.nii.gz"), True)
+            for i in range(seed + DISTINCT_CASES, n_cases, DISTINCT_CASES):
+                shutil.copyfile(folder / f"case_{seed:05d}.nii.gz", folder / f"case_{i:05d}.nii.gz")
+    times: dict[int, list[float]] = {1: [], workers: []}
+    results, progress = {}, {}
+    for _ in range(repeats):
+        for n in (workers, 1):
+            out = io.StringIO()
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(out):
+                results[n] = evaluate_kits21(pred_dir, gt_dir, num_workers=n)
+            times[n].append(time.perf_counter() - start)
+            progress[n] = out.getvalue().splitlines()
+    shutil.rmtree(root)
+    assert results[1]["per_case"] == results[workers]["per_case"], "worker processes changed the results"
+    one, many = statistics.median(times[1]), statistics.median(times[workers])
+    print(f"evaluate kits21 over {n_cases} cases of {'x'.join(map(str, shape))} voxels (labels-folder reference), "
+          f"median of {repeats} alternating repeats; per-case results equal")
+    print(f"{'processes':<26}{'time [s]':>10}{'cases/s':>10}")
+    for n, t in ((1, one), (workers, many)):
+        print(f"{f'{n} (num_workers={n})':<26}{t:>10.2f}{n_cases / t:>10.1f}")
+    print(f"speed-up with {workers} worker processes: {one / many:.2f}x; progress lines of the last "
+          f"{workers}-worker run ({len(progress[workers])} lines):")
+    for line in progress[workers][:3] + ["..."] + progress[workers][-2:]:
+        print("    " + line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="64x128x128 instead of 128x256x256")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--folder-cases", type=int, default=0,
+                        help="time evaluate_kits21 over a folder of this many cases instead (see above)")
+    parser.add_argument("--workers", type=int, default=2, help="--folder-cases: worker processes against one")
     args = parser.parse_args()
 
     shape = (64, 128, 128) if args.quick else (128, 256, 256)
+    if args.folder_cases:
+        folder_benchmark(args.folder_cases, args.workers, shape, args.repeats)
+        return
     cases = {
         "anisotropic 3.0x0.78x0.78 mm": (3.0, 0.78125, 0.78125),
         "isotropic 0.8 mm": (0.8, 0.8, 0.8),

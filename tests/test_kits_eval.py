@@ -438,3 +438,17 @@ def test_worker_processes_give_the_same_results(tmp_path):
     parallel = evaluate_kits21(tmp_path / "pred", tmp_path / "gt", num_workers=2)
     assert parallel == serial
     assert list(parallel["per_case"]) == ["case_00000", "case_00001", "case_00002"]
+
+
+def test_progress_is_about_twenty_lines_ending_with_all_cases(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    pred, ref = random_pair(rng)
+    for i in range(45):
+        write_labels(tmp_path / "gt" / f"case_{i:05d}.nii.gz", ref, (1.5, 0.8, 0.8))
+        write_labels(tmp_path / "pred" / f"case_{i:05d}.nii.gz", pred, (1.5, 0.8, 0.8))
+    evaluate_kits21(tmp_path / "pred", tmp_path / "gt")
+    progress = [line for line in capsys.readouterr().out.splitlines() if "cases done" in line]
+    assert 10 <= len(progress) <= 21
+    assert progress[0].startswith("KiTS21 evaluation: 3/45 cases done (case_00002), ") and "s left" in progress[0]
+    assert progress[-1].startswith("KiTS21 evaluation: 45/45 cases done (case_00044), ")
+    assert "left" not in progress[-1]

@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="mots: DoDNet's post-processing first (largest components, tumour inside the organ, "
                         "tumour components <= 50 voxels removed)")
-    p.add_argument("-np", type=int, default=1, help="kits21: worker processes")
+    p.add_argument("-np", type=int, default=1,
+                   help="kits21: worker processes scoring cases in parallel (spawned, as in nnU-Net's evaluation)")
     p.set_defaults(func=_cmd_evaluate)
 
     from nnunet_transfer.demo import DemoConfig

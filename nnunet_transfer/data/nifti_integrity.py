@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -24,8 +24,55 @@ __all__ = ["DamagedImageError", "nifti_problem", "check_nifti"]
 CHUNK = 1 << 22
 
 
-def _open_stream(path: Path):
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+#: compressed bytes read from the file at a time
+READ_SIZE = 1 << 20
+
+
+def _gzip_blocks(stream) -> Iterator[bytes]:
+    """The decompressed content of a gzip file object in blocks of at most :data:`CHUNK` bytes.
+
+    zlib directly (``wbits=31``: gzip header, CRC-32 and length verified for every member), which is what
+    ``gzip.open`` does too, without its per-block overhead (about a quarter of the check's time on CT volumes).
+    Like ``gzip.open``: concatenated members are read one after the other, zero padding after a member is
+    skipped, anything else is an error, and a stream that ends inside a member raises ``EOFError``.
+    """
+    decompressor = None  # of the member being read; None before the first and between members
+    members = 0
+    while data := stream.read(READ_SIZE):
+        while data:
+            if decompressor is None:
+                if members:
+                    data = data.lstrip(b"\0")  # padding after a member
+                    if not data:
+                        break
+                decompressor = zlib.decompressobj(31)
+                members += 1
+            block = decompressor.decompress(data, CHUNK)
+            if block:
+                yield block
+            if decompressor.eof:
+                data, decompressor = decompressor.unused_data, None
+            else:
+                data = decompressor.unconsumed_tail
+                while not data and len(block) == CHUNK:  # output was capped: zlib may hold more
+                    block = decompressor.decompress(b"", CHUNK)
+                    if block:
+                        yield block
+                    if decompressor.eof:
+                        data, decompressor = decompressor.unused_data, None
+                        break
+    if decompressor is not None:
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    """The (decompressed, for ``.gz``) content of ``path`` in blocks of at most :data:`CHUNK` bytes."""
+    with open(path, "rb") as stream:
+        if path.name.endswith(".gz"):
+            yield from _gzip_blocks(stream)
+        else:
+            while block := stream.read(CHUNK):
+                yield block
 
 
 #: what reading a damaged gzip stream raises
@@ -40,9 +87,8 @@ def _damaged(path: Path, error: BaseException) -> str:
 def _stream_problem(path: Path) -> Optional[str]:
     """The damage of ``path``'s (gzip) stream, read to its end, or None."""
     try:
-        with _open_stream(path) as stream:
-            while stream.read(CHUNK):
-                pass
+        for _ in _blocks(path):
+            pass
     except STREAM_ERRORS as e:
         return _damaged(path, e)
     return None
@@ -66,19 +112,15 @@ def nifti_problem(path: Union[str, Path], check_finite: bool = True) -> Optional
     finite = check_finite and dtype.kind == "f"
     position, carry, bad = 0, b"", 0
     try:
-        with _open_stream(path) as stream:
-            while True:
-                block = stream.read(CHUNK)
-                if not block:
-                    break
-                start = position
-                position += len(block)
-                if finite and position > offset:
-                    data = carry + block[max(0, offset - start):]
-                    usable = len(data) - len(data) % dtype.itemsize
-                    values = np.frombuffer(data[:usable], dtype=dtype)
-                    bad += int(values.size - np.count_nonzero(np.isfinite(values)))
-                    carry = data[usable:]
+        for block in _blocks(path):
+            start = position
+            position += len(block)
+            if finite and position > offset:
+                data = carry + block[max(0, offset - start):]
+                usable = len(data) - len(data) % dtype.itemsize
+                values = np.frombuffer(data[:usable], dtype=dtype)
+                bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                carry = data[usable:]
     except STREAM_ERRORS as e:
         return _damaged(path, e)
     if position < expected:

@@ -262,14 +262,24 @@ def _sitk_message(err: BaseException) -> str:
     return text[:400]
 
 
-def read_volume(path: Path) -> Tuple[Any, Optional[str]]:
-    """(SimpleITK image, None) or (None, problem naming the file and SimpleITK's error)."""
+def read_volume(path: Path, header_only: bool = False) -> Tuple[Any, Optional[str]]:
+    """(SimpleITK image, None) or (None, problem naming the file and SimpleITK's error).
+
+    ``header_only``: a SimpleITK ``ImageFileReader`` after ``ReadImageInformation`` instead of the image, for a
+    file whose voxels are not needed (it is copied byte for byte): the integrity check below still reads its whole
+    stream once, but SimpleITK does not decompress it a second time.
+    """
     import SimpleITK as sitk
 
     if not path.is_file():
         return None, f"file {path} does not exist"
     try:
-        image = sitk.ReadImage(str(path))
+        if header_only:
+            image = sitk.ImageFileReader()
+            image.SetFileName(str(path))
+            image.ReadImageInformation()
+        else:
+            image = sitk.ReadImage(str(path))
     except RuntimeError as e:  # SimpleITK reports unreadable/corrupt files as RuntimeError
         return None, f"cannot read {path} (is it a complete, uncorrupted NIfTI file?): SimpleITK: {_sitk_message(e)}"
     problem = nifti_problem(path)  # SimpleITK reads truncated files (zeros) and NaN/inf voxels (as 0) silently
@@ -377,6 +387,8 @@ def check_case_geometries(cases: Sequence[Tuple[str, Path, Optional[Path]]], pol
             continue  # unreadable: reported by the conversion of the case
         if has_identity_affine(image):
             report.identity_affine.append(case_id)
+        if policy == "error":
+            continue  # nothing to decide: the conversion of the case reports a mismatch (so no label header here)
         label = read_header(label_path) if label_path is not None else None
         if label is None or not geometry_problems(image, image_path, label, label_path):
             continue
@@ -400,6 +412,8 @@ def label_values(arr: np.ndarray) -> np.ndarray:
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     lo, hi = int(arr.min()), int(arr.max())
+    if hi - lo < 16:  # a label map: one comparison per value in the range is several times faster than bincount
+        return np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (arr == v).any()], dtype=np.int64)
     if hi - lo > 65535:
         return np.unique(arr).astype(np.int64)
     counts = np.zeros(hi - lo + 1, dtype=np.int64)
@@ -426,8 +440,19 @@ def integer_label_array(arr: np.ndarray, path: Path) -> Tuple[Optional[np.ndarra
     return arr.astype(np.int64), None
 
 
-def remap_labels(arr: np.ndarray, label_map: Mapping[int, int]) -> np.ndarray:
-    """Source values -> output values by lookup table (values must already be known to be allowed)."""
+def remap_labels(arr: np.ndarray, label_map: Mapping[int, int], present: Optional[Sequence[int]] = None
+                 ) -> np.ndarray:
+    """Source values -> output values (uint8; values must already be known to be allowed).
+
+    ``present``: the values ``arr`` holds, when known; with few of them one masked assignment per non-zero output
+    is used, which is several times faster than the lookup table's full-size index conversion.
+    """
+    if present is not None and len(present) <= 4:
+        out = np.zeros(arr.shape, dtype=np.uint8)
+        for src in present:
+            if label_map.get(int(src), 0):
+                out[arr == src] = label_map[int(src)]
+        return out
     size = max([0, *label_map.keys()]) + 1
     lut = np.zeros(size, dtype=np.uint8)
     for src, dst in label_map.items():
@@ -446,7 +471,10 @@ def convert_volume_case(job: VolumeCase) -> List[str]:
     import SimpleITK as sitk
 
     problems: List[str] = []
-    image, err = read_volume(job.image)
+    # a .nii.gz image is copied as it is: its header and read_volume's integrity check (complete stream, finite
+    # voxels) are all it needs, so SimpleITK reads only the header (one decompression instead of two)
+    copy_image = job.image.name.endswith(".nii.gz")
+    image, err = read_volume(job.image, header_only=copy_image)
     if err:
         problems.append(err)
     label = None
@@ -455,14 +483,17 @@ def convert_volume_case(job: VolumeCase) -> List[str]:
         if err:
             problems.append(err)
     for vol, path in ((image, job.image), (label, job.label)):
-        if vol is not None and (vol.GetDimension() != 3 or vol.GetNumberOfComponentsPerPixel() != 1):
+        components = vol.GetNumberOfComponents() if isinstance(vol, sitk.ImageFileReader) else \
+            vol.GetNumberOfComponentsPerPixel() if vol is not None else 1
+        if vol is not None and (vol.GetDimension() != 3 or components != 1):
             problems.append(f"{path} is not a 3D single-channel volume (dimension {vol.GetDimension()}, "
-                            f"{vol.GetNumberOfComponentsPerPixel()} components per voxel)")
+                            f"{components} components per voxel)")
     if problems:
         return problems
-    image_arr = sitk.GetArrayViewFromImage(image)
-    if image_arr.dtype.kind == "f" and np.isnan(image_arr).any():
-        problems.append(f"image {job.image} contains NaN values; replace them (e.g. by the minimum intensity)")
+    if not copy_image:
+        image_arr = sitk.GetArrayViewFromImage(image)
+        if image_arr.dtype.kind == "f" and np.isnan(image_arr).any():
+            problems.append(f"image {job.image} contains NaN values; replace them (e.g. by the minimum intensity)")
     remapped = None
     if label is not None:
         problems += (geometry_problems(image, job.image, label, job.label) if job.check_label_geometry
@@ -473,24 +504,27 @@ def convert_volume_case(job: VolumeCase) -> List[str]:
         else:
             label_map = dict(job.label_map)
             allowed = sorted({0, *label_map})
-            bad = [v for v in label_values(arr).tolist() if v not in allowed]
+            present = label_values(arr).tolist()
+            bad = [v for v in present if v not in allowed]
             if bad:
                 problems.append(f"label {job.label} contains values {bad} that are not allowed for this dataset; "
                                 f"allowed values are {allowed}")
             elif not problems:
-                remapped = remap_labels(arr, label_map)
+                remapped = remap_labels(arr, label_map, present)
     if problems:
         return problems
 
     job.image_out.parent.mkdir(parents=True, exist_ok=True)
-    if job.image.name.endswith(".nii.gz"):
+    if copy_image:
         shutil.copyfile(job.image, job.image_out)
     else:
         sitk.WriteImage(image, str(job.image_out), True)
     if remapped is not None and job.label_out is not None:
         job.label_out.parent.mkdir(parents=True, exist_ok=True)
         out = sitk.GetImageFromArray(remapped)
-        out.CopyInformation(image)
+        out.SetSpacing(image.GetSpacing())  # the image's exact geometry (an image or a header reader)
+        out.SetOrigin(image.GetOrigin())
+        out.SetDirection(image.GetDirection())
         sitk.WriteImage(out, str(job.label_out), True)
     return []
 

@@ -30,7 +30,8 @@ import csv
 import json
 import math
 import multiprocessing
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -621,12 +622,20 @@ CaseResult = tuple[dict[str, dict[str, float]], list[str]]
 
 
 def _run_cases(jobs: dict[str, tuple[Path, list[Reference]]], num_workers: int) -> dict[str, CaseResult]:
-    """Evaluate every case (in worker processes if num_workers > 1) with a progress counter."""
+    """Evaluate every case (in worker processes if num_workers > 1) with a progress counter: about 20 lines
+    however many cases, each with the time elapsed and an estimate of the time left."""
     total = len(jobs)
     done: dict[str, CaseResult] = {}
+    every = max(1, math.ceil(total / 20))
+    started = time.perf_counter()
 
     def report(case_id: str) -> None:
-        print(f"KiTS21 evaluation: {len(done)}/{total} cases done ({case_id})", flush=True)
+        if len(done) % every and len(done) != total:
+            return
+        elapsed = time.perf_counter() - started
+        left = elapsed / len(done) * (total - len(done))
+        print(f"KiTS21 evaluation: {len(done)}/{total} cases done ({case_id}), {elapsed:.1f} s elapsed"
+              + (f", about {left:.0f} s left" if len(done) < total else ""), flush=True)
 
     if num_workers == 1 or total == 1:
         for case_id, (pred_path, refs) in jobs.items():
@@ -639,8 +648,8 @@ def _run_cases(jobs: dict[str, tuple[Path, list[Reference]]], num_workers: int) 
     with ProcessPoolExecutor(max_workers=min(num_workers, total), mp_context=context) as pool:
         futures = {pool.submit(_evaluate_case, c, p, r): c for c, (p, r) in jobs.items()}
         pending = set(futures)
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        while pending:  # FIRST_COMPLETED: report each case as it finishes (FIRST_EXCEPTION waits for all of them)
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 if future.exception() is not None:
                     for other in pending:
