@@ -431,7 +431,7 @@ def measure_dynamic_head(s: Settings) -> dict:
     return {k: round(v, 3) for k, v in r.items()}
 
 
-def measure_edge_targets(s: Settings, mleam_step_ms: Optional[float]) -> dict:
+def measure_edge_targets(s: Settings, mleam_step: Optional[tuple]) -> dict:
     """Edge targets of a 3-label map at the 3 finest deep-supervision scales (what an MLEAM step computes)."""
     import numpy as np
     from bench_edge_targets import _toy_label_map, reference_edges
@@ -443,8 +443,9 @@ def measure_edge_targets(s: Settings, mleam_step_ms: Optional[float]) -> dict:
     scales = [seg[(...,) + (slice(None, None, 2 ** k),) * len(s.patch)] for k in range(3)]
     r = timed_steps(lambda: edge_targets_for_deep_supervision(scales), s)
     out = {"label_map": list(seg.shape), "scales": 3, "torch_ms": r["step_ms"], "torch_peak_gib": r["peak_gib"]}
-    if mleam_step_ms:
-        out["share_of_mleam_fp16_step"] = round(r["step_ms"] / mleam_step_ms, 4)
+    if mleam_step:  # (AMP dtype, MLEAM plain-encoder step ms): fp16 (nnU-Net's default), else bf16
+        out["mleam_step_dtype"] = mleam_step[0]
+        out["share_of_mleam_step"] = round(r["step_ms"] / mleam_step[1], 4)
     if not _importable("pywt"):
         out["pywavelets"] = "not installed here"
         return out
@@ -540,8 +541,10 @@ def run(s: Settings) -> dict:
 
     print("2.-4. dynamic head, edge targets, losses", flush=True)
     run_entry(results, doc, "dynamic_head", lambda: measure_dynamic_head(s), s)
-    mleam = doc["networks"].get("MLEAM, plain encoder", {}).get("eager", {}).get("fp16", {})
-    run_entry(results, doc, "edge_targets", lambda: measure_edge_targets(s, mleam.get("step_ms")), s)
+    mleam = doc["networks"].get("MLEAM, plain encoder", {}).get("eager", {})
+    mleam_step = next(((amp, mleam[amp]["step_ms"]) for amp in ("fp16", "bf16") if "step_ms" in mleam.get(amp, {})),
+                      None)
+    run_entry(results, doc, "edge_targets", lambda: measure_edge_targets(s, mleam_step), s)
     for amp in AMP_DTYPES:
         run_entry(results, doc["losses"], f"HEC vs DC_and_CE, {amp}", lambda amp=amp: measure_hec(s, amp), s)
         run_entry(results, doc["losses"], f"partial-label vs DC_and_BCE, {amp}",
@@ -602,10 +605,11 @@ def markdown(doc: dict) -> str:
                   f"| {_cell(head, 'speedup', '{:.2f}x')} |"]
     edges = doc.get("edge_targets")
     if edges:
-        lines += ["", "| edge targets (3 labels, 3 scales) | torch ms | share of MLEAM fp16 step | PyWavelets full-res "
+        lines += ["", f"| edge targets (3 labels, 3 scales) | torch ms | share of MLEAM {edges.get('mleam_step_dtype', '')} "
+                  "step | PyWavelets full-res "
                   "ms | torch full-res ms | max diff |", "|---|---:|---:|---:|---:|---:|",
                   f"| {'x'.join(map(str, edges.get('label_map', [])))} | {_cell(edges, 'torch_ms')} "
-                  f"| {_cell(edges, 'share_of_mleam_fp16_step', '{:.2%}')} "
+                  f"| {_cell(edges, 'share_of_mleam_step', '{:.2%}')} "
                   f"| {_cell(edges, 'pywavelets_full_res_ms') or edges.get('pywavelets', '')} "
                   f"| {_cell(edges, 'torch_full_res_ms')} | {_cell(edges, 'max_abs_diff', '{:.1e}')} |"]
     if doc["losses"]:
