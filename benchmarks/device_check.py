@@ -18,7 +18,8 @@ Launch (the lead, from the repository root of the checkout the session was start
      $OUT/device_check.json (every figure), device_check.md (the tables) and device_check.log.
   3. copy the tables into benchmarks/RESULTS.md with the command and commit them.
 
-Proof without a GPU (outside CI; about a minute), importing exactly as the device would:
+Proof without a GPU (outside CI), importing exactly as the device would (about a minute on 2 CPU cores with
+``--compile`` and no names, i.e. without torch.compile; CPU compile of the first network comes on top):
 
     python benchmarks/device_env.py copy
     python benchmarks/device_env.py simulate benchmarks/device_check.py --device cpu --tiny --out /tmp/device_check
