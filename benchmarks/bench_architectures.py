@@ -68,8 +68,7 @@ def attention_unet(in_channels: int, num_classes: int, patch: list[int]) -> nn.M
 
 
 def res_unet_aspp(in_channels: int, num_classes: int, patch: list[int]) -> nn.Module:
-    from nnunet_transfer.architectures.res_unet_aspp import ResUNetASPP
-    from nnunet_transfer.planning.res_unet_aspp_planner import PAPER_ENCODER_BLOCKS
+    from nnunet_transfer.architectures.res_unet_aspp import PAPER_ENCODER_BLOCKS, ResUNetASPP
 
     kwargs = _plain_kwargs(in_channels, num_classes, patch)
     del kwargs["n_conv_per_stage"]  # residual stages count blocks instead

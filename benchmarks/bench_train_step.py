@@ -86,7 +86,7 @@ class Bench:
 
     def aspp_plans(self, dataset: str) -> str:
         """The plain plans with ResUNetASPP on the same topology (same data, patch and batch)."""
-        from nnunet_transfer.planning.res_unet_aspp_planner import PAPER_ENCODER_BLOCKS
+        from nnunet_transfer.architectures.res_unet_aspp import PAPER_ENCODER_BLOCKS
 
         folder = self.ws.preprocessed / dataset
         plans = json.loads((folder / "nnUNetPlans.json").read_text())

@@ -17,9 +17,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from nnunet_transfer.architectures.res_unet_aspp import ResUNetASPP
+from nnunet_transfer.architectures.res_unet_aspp import PAPER_ENCODER_BLOCKS, ResUNetASPP
 from nnunet_transfer.planning import PLANNERS, ResUNetASPPPlanner, plan_experiment, resolve_planner
-from nnunet_transfer.planning.res_unet_aspp_planner import PAPER_ENCODER_BLOCKS, estimate_conv_feature_map_elements
+from nnunet_transfer.planning.res_unet_aspp_planner import estimate_conv_feature_map_elements
 
 CLASS_PATH = "nnunet_transfer.architectures.res_unet_aspp.ResUNetASPP"
 LABELS = {"background": 0, "kidney": 1, "tumor": 2, "cyst": 3}

@@ -23,13 +23,15 @@ Outputs are centre coordinates normalised to the patch, axis order of the input 
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
+
+if TYPE_CHECKING:  # only a type: the plans handler pulls in nnU-Net's image I/O (the GPU check runs without it)
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 #: largest number of pooled cells per axis in front of the fully connected layers
 DEFAULT_MAX_POOL_GRID = 4

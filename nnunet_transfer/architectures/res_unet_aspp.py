@@ -65,6 +65,13 @@ from torch.nn.modules.conv import _ConvNd
 
 #: ASPP dilation rates used when the plans do not say otherwise (see the module docstring for why so small)
 DEFAULT_ASPP_RATES: Tuple[int, ...] = (1, 2, 4)
+#: Blocks per encoder stage, counting the downsampling block: full-resolution stage 1 block, then the paper's
+#: four stages "downsample, then repeat the basic block 2, 3, 5, 2 times" = 3, 4, 6, 3; deeper stages (nnU-Net
+#: topologies often have 5-6 downsamplings) repeat the last count. The planners cut this to the number of
+#: stages their topology search gives.
+PAPER_ENCODER_BLOCKS: Tuple[int, ...] = (1, 3, 4, 6, 3) + (3,) * 8
+#: One decoder residual block per stage (paper).
+PAPER_DECODER_BLOCKS: Tuple[int, ...] = (1,) * 12
 
 IntOrSeq = Union[int, Sequence[int]]
 PerStage = Union[int, Sequence[IntOrSeq]]

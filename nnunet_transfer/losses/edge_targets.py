@@ -48,7 +48,6 @@ import itertools
 from typing import Sequence
 
 import numpy as np
-import pywt
 import torch
 import torch.nn.functional as F
 
@@ -88,6 +87,8 @@ def edge_map_reference(mask: np.ndarray) -> np.ndarray:
             "edge_map_reference: mask values must lie in [0, 1] (a binary mask); got range "
             f"[{arr.min()}, {arr.max()}]. For a label map compute one mask per class (seg == c)."
         )
+    import pywt  # the reference alone needs pywavelets; the torch path runs without it (e.g. the GPU check)
+
     padded = np.pad(arr, [(0, _high_end_padding(s)) for s in arr.shape], mode="edge")
     (coeffs,) = pywt.swtn(padded, "haar", level=1, trim_approx=False, norm=False)
     approx_key = "a" * arr.ndim

@@ -27,18 +27,17 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
     ResEncUNetPlanner,
 )
 
-from nnunet_transfer.architectures.res_unet_aspp import DEFAULT_ASPP_RATES, ResUNetASPP, ResUNetASPPTopology
+from nnunet_transfer.architectures.res_unet_aspp import (
+    DEFAULT_ASPP_RATES,
+    PAPER_DECODER_BLOCKS,
+    PAPER_ENCODER_BLOCKS,
+    ResUNetASPP,
+    ResUNetASPPTopology,
+)
 
-#: Blocks per encoder stage, counting the downsampling block: full-resolution stage 1 block, then the paper's
-#: four stages "downsample, then repeat the basic block 2, 3, 5, 2 times" = 3, 4, 6, 3; deeper stages (nnU-Net
-#: topologies often have 5-6 downsamplings) repeat the last count. The planner cuts this to the number of
-#: stages its topology search gives.
-PAPER_ENCODER_BLOCKS: Tuple[int, ...] = (1, 3, 4, 6, 3) + (3,) * 8
 #: The paper's encoder has exactly four downsampling stages (5 resolution levels): what the paper-topology
 #: planner keeps of the topology nnU-Net's search gives.
 PAPER_NUM_STAGES = 5
-#: One decoder residual block per stage (paper).
-PAPER_DECODER_BLOCKS: Tuple[int, ...] = (1,) * 12
 
 RESUNET_ASPP_CLASS_PATH = f"{ResUNetASPP.__module__}.{ResUNetASPP.__name__}"
 
