@@ -31,6 +31,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
+from nnunet_transfer.architectures.encoders import network_keys
+
 #: largest number of pooled cells per axis in front of the fully connected layers
 DEFAULT_MAX_POOL_GRID = 4
 DEFAULT_HIDDEN_FEATURES = 256
@@ -80,6 +82,7 @@ class LocalizerNetwork(nn.Module):
                  hidden_features: int = DEFAULT_HIDDEN_FEATURES, dropout: float = DEFAULT_DROPOUT):
         super().__init__()
         self.encoder = encoder
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = network_keys(encoder)
         self.regressor = CentreRegressor(bottleneck_channels, pool_grid, hidden_features, dropout)
 
     @property
