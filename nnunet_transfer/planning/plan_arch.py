@@ -4,7 +4,8 @@ nnU-Net builds whatever network a configuration names (``architecture.network_cl
 different architecture is a different plans file, not a different planner. :func:`plan_arch` starts from the plans
 nnU-Net already made for the dataset (``nnUNetv2_plan_and_preprocess`` or ``nnUNetv2_plan_experiment``), keeps
 everything that decides the preprocessed data (spacing, normalisation, resampling, and therefore the
-``data_identifier``: the data nnU-Net already preprocessed is reused) and batch size, and replaces the architecture:
+``data_identifier``: the data nnU-Net already preprocessed is reused) and batch size, and replaces the architecture
+(``arch`` is a name of the encoder registry, :mod:`nnunet_transfer.architectures.encoders`):
 
 * ``med3d-resnet{10,18,34,50,101,152,200}``: :class:`~nnunet_transfer.architectures.med3d_unet.Med3DUNet`
   (MedicalNet encoder + U-Net decoder), entry from :func:`~nnunet_transfer.architectures.med3d_unet.med3d_plans_entry`:

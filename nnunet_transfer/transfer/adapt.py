@@ -74,12 +74,17 @@ class NotAdaptable(ValueError):
 
 
 def input_projection_keys(network: nn.Module) -> Tuple[str, ...]:
-    """The network's ``keys_to_in_proj`` (modules whose weights depend on the input channels).
+    """The modules whose weights depend on the input channels: the network's ``keys_to_in_proj``.
 
-    A module without them (not one of our networks or of dynamic-network-architectures) names none, so no tensor gets
-    the input-channel rule; its channel counts are still matched like those of any other convolution.
+    Every network we ship and nnU-Net's own U-Nets name them. A network outside that convention (e.g.
+    dynamic-network-architectures' ``ResidualUNet``, a user's own module) says nothing, so its first convolution in
+    module order is taken, as for every network before the convention was read.
     """
-    return tuple(getattr(network, "keys_to_in_proj", ()) or ())
+    keys = getattr(network, "keys_to_in_proj", None)
+    if keys is not None:
+        return tuple(keys)
+    first = next((name for name, m in network.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return () if first is None else (first,)
 
 
 def tensor_roles(network: nn.Module) -> dict:
