@@ -43,6 +43,7 @@ __all__ = [
     "MedicalNetArchitecture",
     "ArchitectureMismatchError",
     "infer_medicalnet_architecture",
+    "check_architecture",
     "looks_like_medicalnet",
     "split_head",
     "medicalnet_layout",
