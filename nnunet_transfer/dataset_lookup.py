@@ -7,12 +7,10 @@ names the datasets that look like the one asked for.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import List, Union
 
-from nnunet_transfer.discovery import NNUNET_PATH_VARIABLES
+from nnunet_transfer.discovery import set_nnunet_folders
 from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
 
 __all__ = ["DatasetNotFoundError", "known_datasets", "dataset_name"]
@@ -27,10 +25,9 @@ class DatasetNotFoundError(NnUNetTransferError, LookupError):
 def known_datasets() -> List[str]:
     """``DatasetXXX_Name`` folders in the nnU-Net folders that are set."""
     names = set()
-    for variable in NNUNET_PATH_VARIABLES:
-        root = os.environ.get(variable)
-        if root and Path(root).is_dir():
-            names |= {p.name for p in Path(root).iterdir() if p.is_dir() and _DATASET.match(p.name)}
+    for root in set_nnunet_folders():
+        if root.is_dir():
+            names |= {p.name for p in root.iterdir() if p.is_dir() and _DATASET.match(p.name)}
     return sorted(names)
 
 

@@ -1,4 +1,11 @@
-"""How nnU-Net finds nnunet-transfer's trainers: the ``nnUNet_extTrainer`` folder and the shell line setting it."""
+"""How nnunet-transfer finds nnU-Net's folders and nnU-Net finds nnunet-transfer's trainers.
+
+- nnU-Net's folders (``nnUNet_raw``, ``nnUNet_preprocessed``, ``nnUNet_results``): :func:`nnunet_folder` and
+  :func:`optional_nnunet_folder` are the one lookup every module uses. They read the variables at call time, as
+  nnU-Net 2.8's ``nnunetv2.paths`` does (so a test or CLI that sets one late works), and take the value as nnU-Net
+  does (no ``~`` expansion: the folder nnU-Net uses is the folder we use);
+- our trainers: the ``nnUNet_extTrainer`` folder and the shell line setting it.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,43 @@ import os
 import shlex
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, List, Mapping, Optional, Sequence
+
+from nnunet_transfer.errors import NnUNetTransferError
 
 #: nnU-Net 2.8's documented variable listing extra trainer folders (os.pathsep separated)
 EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
 NNUNET_PATH_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
-def nnunet_folder(variable: str) -> Path:
-    """The folder an nnU-Net path variable names, read at call time; a RuntimeError saying how to set it if unset."""
+class NnUNetFolderNotSetError(NnUNetTransferError, RuntimeError):
+    """An nnU-Net path variable that a command needs is not set."""
+
+
+def folder_not_set_message(variable: str, consequence: str = "") -> str:
+    """``<variable> is not set[<consequence>]. Fix: export ...``: the message for an unset nnU-Net path variable."""
+    return (f"{variable} is not set{consequence}. Fix: export {variable}=/path/to/{variable} "
+            "(or eval \"$(nnunet-transfer env --workspace DIR)\")")
+
+
+def optional_nnunet_folder(variable: str) -> Optional[Path]:
+    """The folder an nnU-Net path variable names, read at call time; None when it is unset (or empty)."""
     value = os.environ.get(variable)
-    if not value:
-        raise RuntimeError(f"{variable} is not set. Fix: export {variable}=/path/to/{variable} "
-                           "(or eval \"$(nnunet-transfer env --workspace DIR)\")")
-    return Path(value)
+    return Path(value) if value else None
+
+
+def nnunet_folder(variable: str) -> Path:
+    """The folder an nnU-Net path variable names, read at call time; :class:`NnUNetFolderNotSetError` (a
+    RuntimeError naming the variable and the fix) when it is unset."""
+    folder = optional_nnunet_folder(variable)
+    if folder is None:
+        raise NnUNetFolderNotSetError(folder_not_set_message(variable))
+    return folder
+
+
+def set_nnunet_folders(variables: Sequence[str] = NNUNET_PATH_VARIABLES) -> List[Path]:
+    """The folders of those ``variables`` that are set, in that order."""
+    return [f for f in map(optional_nnunet_folder, variables) if f is not None]
 
 
 def ext_trainer_dir() -> Path:

@@ -15,11 +15,10 @@ import torch.nn.functional as F
 from nnunet_transfer.architectures.med3d import (
     DEFAULT_SHORTCUT,
     RESNET_LAYOUTS,
-    ArchitectureMismatchError,
     Med3DResNet,
     ZeroPadShortcut,
-    infer_medicalnet_architecture,
 )
+from nnunet_transfer.pretrained.medicalnet import ArchitectureMismatchError, infer_medicalnet_architecture
 from nnunet_transfer.pretrained.registry import get_checkpoint, list_checkpoints, verify_checkpoint
 from nnunet_transfer.pretrained.safe_load import (
     CheckpointFormatError,

@@ -245,7 +245,7 @@ def test_edge_loss_decreases_when_training_on_a_toy_mask():
 def test_constructor_errors_name_the_problem():
     with pytest.raises(TypeError, match="n_stages"):
         MLEAMUNet(1, 2, conv_op=nn.Conv3d)
-    with pytest.raises(ValueError, match="'plain' or 'med3d'"):
+    with pytest.raises(ValueError, match="unknown encoder 'vit'.*registered encoders: plain, med3d-resnet10"):
         MLEAMUNet(1, 2, encoder="vit")
     with pytest.raises(ValueError, match="n_conv_per_stage_decoder"):
         MLEAMUNet(1, 2, **dict(_plain_kwargs(3), n_conv_per_stage_decoder=[1, 1]))

@@ -264,7 +264,7 @@ def test_plan_arch_errors_are_clear_and_write_nothing(planned, medicalnet_file, 
     folder = planned / "nnUNet_preprocessed" / DATASET
     with pytest.raises(FileNotFoundError, match="nnUNetv2_plan_and_preprocess -d 611"):
         plan_arch(DATASET_ID, "med3d-resnet10", source_plans="nnUNetResEncUNetMPlans", preprocess=False)
-    with pytest.raises(ValueError, match="unknown architecture 'med3d-resnet11'"):
+    with pytest.raises(ValueError, match="unknown encoder 'med3d-resnet11' \\(did you mean"):
         plan_arch(DATASET_ID, "med3d-resnet11", preprocess=False)
     with pytest.raises(ValueError, match="unknown decoder"):
         plan_arch(DATASET_ID, "med3d-resnet10", decoder="unet++", preprocess=False)

@@ -180,3 +180,18 @@ def test_plans_record_carries_the_rules(tmp_path):
     source = torch.load(ckpt, weights_only=True)["network_weights"]
     key = "encoder.stages.0.0.convs.0.conv.weight"
     torch.testing.assert_close(target.state_dict()[key], source[key].sum(2, keepdim=True))
+
+
+def test_input_convolutions_come_from_keys_to_in_proj_or_the_first_conv_of_other_networks():
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+    from torch import nn
+
+    from nnunet_transfer.transfer.adapt import input_projection_keys, tensor_roles
+
+    unet = PlainConvUNet(1, 2, [4, 8], nn.Conv3d, 3, [1, 2], 1, 2, 1, norm_op=nn.InstanceNorm3d)
+    assert input_projection_keys(unet) == tuple(unet.keys_to_in_proj)
+    first = {k for k, r in tensor_roles(unet).items() if r.first_conv}
+    assert first == {f"{k}.weight" for k in unet.keys_to_in_proj}
+    foreign = nn.Sequential(nn.Identity(), nn.Conv3d(1, 4, 3), nn.Conv3d(4, 4, 3))  # no convention: first conv
+    assert input_projection_keys(foreign) == ("1",)
+    assert [k for k, r in tensor_roles(foreign).items() if r.first_conv] == ["1.weight"]

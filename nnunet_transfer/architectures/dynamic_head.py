@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # NOT_EVALUATED_LOGIT is re-exported: callers of the dynamic head import it from here
+from nnunet_transfer.architectures.encoders import network_keys
 from nnunet_transfer.architectures.task_conditioned import NOT_EVALUATED_LOGIT, TaskConditionedNetwork  # noqa: F401
 
 #: what the controller's global average pooling reads: the raw bottleneck, or DoDNet's GroupNorm + ReLU of it
@@ -114,6 +115,7 @@ class DynamicHeadNetwork(TaskConditionedNetwork):
         super().__init__(num_tasks, head_channel_index, head_out_channels)
         self.encoder = encoder
         self.decoder = decoder
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = network_keys(encoder)
         self.head = DynamicHead(head_in_channels, head_hidden_channels, head_out_channels)
         bottleneck_channels = int(encoder.output_channels[-1])
         self.controller = nn.Linear(bottleneck_channels + num_tasks, self.head.num_params)

@@ -30,6 +30,8 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
+from nnunet_transfer.architectures.encoders import network_keys
+
 if TYPE_CHECKING:  # only a type: the plans handler pulls in nnU-Net's image I/O (the GPU check runs without it)
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -82,6 +84,7 @@ class LocalizerNetwork(nn.Module):
                  hidden_features: int = DEFAULT_HIDDEN_FEATURES, dropout: float = DEFAULT_DROPOUT):
         super().__init__()
         self.encoder = encoder
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = network_keys(encoder)
         self.regressor = CentreRegressor(bottleneck_channels, pool_grid, hidden_features, dropout)
 
     @property

@@ -19,41 +19,30 @@ the gradient through those shortcuts; ours keeps the gradient (forward values ar
 
 The encoder also carries the attributes that decoders of dynamic-network-architectures read from an encoder
 (``output_channels``, ``strides``, ``kernel_sizes``, ``conv_op``, ``norm_op``, ...), with five skips:
-the stem (before the max-pool, 1/2 resolution), layer1 (1/4), layer2, layer3 and layer4 (all 1/8).
+the stem (before the max-pool, 1/2 resolution), layer1 (1/4), layer2, layer3 and layer4 (all 1/8), and that
+library's weight-transfer keys (``key_to_encoder``, ``key_to_stem``, ``keys_to_in_proj``) relative to itself.
+MedicalNet's file format (head keys, architecture inference, loading) is :mod:`nnunet_transfer.pretrained.medicalnet`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Mapping, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_transfer.pretrained.safe_load import (
-    CheckpointFormatError,
-    LoadReport,
-    adapt_input_channels,
-    find_state_dict,
-    load_matching,
-    read_checkpoint_file,
-    strip_key_prefixes,
-)
+if TYPE_CHECKING:  # the MedicalNet format lives in pretrained/, which imports this module
+    from nnunet_transfer.transfer.weights import TransferReport
 
 __all__ = [
     "Med3DResNet",
     "BasicBlock",
     "Bottleneck",
     "ZeroPadShortcut",
-    "MedicalNetArchitecture",
-    "ArchitectureMismatchError",
     "RESNET_LAYOUTS",
     "DEFAULT_SHORTCUT",
-    "HEAD_KEY_PREFIXES",
-    "infer_medicalnet_architecture",
     "describe_architecture",
 ]
 
@@ -69,8 +58,6 @@ RESNET_LAYOUTS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 }
 #: Shortcut type of MedicalNet's released checkpoints (its README's ``--resnet_shortcut``).
 DEFAULT_SHORTCUT: dict[int, str] = {10: "B", 18: "A", 34: "A", 50: "B", 101: "B", 152: "B", 200: "B"}
-#: Checkpoint keys that belong to MedicalNet's segmentation head, never to the encoder.
-HEAD_KEY_PREFIXES: tuple[str, ...] = ("conv_seg.",)
 
 _LAYER_PLANES = (64, 128, 256, 512)
 #: Below this many voxels on the first spatial axis, conv1's CPU weight gradient is wrong (see ``_conv1``).
@@ -170,60 +157,10 @@ class Bottleneck(nn.Module):
 _BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-@dataclass(frozen=True)
-class MedicalNetArchitecture:
-    """Architecture read off a state dict: depth (None if the block counts match no known depth)."""
-
-    depth: int | None
-    block: str
-    layers: tuple[int, int, int, int]
-    shortcut_type: str
-    in_channels: int
-
-    def __str__(self) -> str:
-        name = f"ResNet-{self.depth}" if self.depth is not None else "an unknown ResNet"
-        return f"{name} ({self.block} blocks {list(self.layers)}, shortcut {self.shortcut_type})"
-
-
-class ArchitectureMismatchError(ValueError):
-    """A checkpoint was made for another MedicalNet depth or shortcut type than the network."""
-
-
 def describe_architecture(depth: int, shortcut_type: str) -> str:
     """Human-readable description, e.g. ``ResNet-50 (bottleneck blocks [3, 4, 6, 3], shortcut B)``."""
     block, layers = RESNET_LAYOUTS[depth]
     return f"ResNet-{depth} ({block} blocks {list(layers)}, shortcut {shortcut_type})"
-
-
-def infer_medicalnet_architecture(state_dict: Mapping[str, torch.Tensor],
-                                  source: str = "checkpoint") -> MedicalNetArchitecture:
-    """Infer depth, block type and shortcut type of a MedicalNet ResNet from its (prefix-free) keys.
-
-    Blocks per layer come from the ``layerN.I.`` indices, Bottleneck vs BasicBlock from the presence of
-    ``conv3`` in blocks, shortcut B from ``downsample.0`` convs (shortcut A has no parameters).
-    """
-    if "conv1.weight" not in state_dict:
-        raise CheckpointFormatError(
-            f"{source} is not a MedicalNet 3D ResNet: it has no 'conv1.weight' (first keys: "
-            f"{list(state_dict)[:5]}). Expected keys like 'module.conv1.weight', 'module.layer1.0.conv1.weight'."
-        )
-    counts = [0, 0, 0, 0]
-    pattern = re.compile(r"^layer([1-4])\.(\d+)\.")
-    for key in state_dict:
-        m = pattern.match(key)
-        if m:
-            layer, idx = int(m.group(1)) - 1, int(m.group(2))
-            counts[layer] = max(counts[layer], idx + 1)
-    if min(counts) == 0:
-        raise CheckpointFormatError(
-            f"{source} is not a MedicalNet 3D ResNet: blocks per layer read from its keys are {counts}, "
-            f"but every one of layer1..layer4 must have at least one block."
-        )
-    block = "bottleneck" if any(re.match(r"^layer\d\.\d+\.conv3\.weight$", k) for k in state_dict) else "basic"
-    shortcut = "B" if any(".downsample.0.weight" in k for k in state_dict) else "A"
-    depth = next((d for d, (b, layers) in RESNET_LAYOUTS.items() if b == block and layers == tuple(counts)), None)
-    in_channels = int(state_dict["conv1.weight"].shape[1])
-    return MedicalNetArchitecture(depth, block, tuple(counts), shortcut, in_channels)  # type: ignore[arg-type]
 
 
 class Med3DResNet(nn.Module):
@@ -292,6 +229,12 @@ class Med3DResNet(nn.Module):
         self.nonlin_kwargs = {"inplace": True}
         self.dropout_op = None
         self.dropout_op_kwargs = None
+        # dynamic-network-architectures' keys, relative to this module (a network holding it prefixes its own
+        # name, see architectures.encoders.network_keys). MedicalNet's stem (conv1-bn1-relu-maxpool) is not a
+        # submodule of its own: its keys must stay MedicalNet's, so the stem key names its convolution.
+        self.key_to_encoder = ""
+        self.key_to_stem = "conv1"
+        self.keys_to_in_proj = ("conv1",)
 
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -363,43 +306,19 @@ class Med3DResNet(nn.Module):
         return list(feats) if self.return_skips else feats[-1]
 
     def load_medicalnet(self, path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
-                        strict_shapes: bool = True) -> LoadReport:
-        """Load MedicalNet weights safely and report what was loaded.
+                        strict_shapes: bool = True) -> "TransferReport":
+        """Load MedicalNet weights safely and report what was loaded (see
+        :func:`nnunet_transfer.pretrained.medicalnet.load_medicalnet`, which this calls).
 
         Accepts a released file (``{'state_dict': {'module.conv1.weight': ...}}``), a bare state dict file,
         a ``.safetensors`` file, or an in-memory (possibly wrapped) state dict. Files are read with
         ``torch.load(weights_only=True, map_location="cpu")``. ``module.`` prefixes are stripped and the
         segmentation head (``conv_seg.*``) is filtered out. A checkpoint of another depth or shortcut type
-        raises :class:`ArchitectureMismatchError` naming the architecture it looks like. If
-        ``in_channels`` differs from the checkpoint's, ``conv1.weight`` is adapted (noted in the report).
-        With ``strict_shapes`` any other shape mismatch raises; otherwise it is skipped and reported.
+        raises ``ArchitectureMismatchError`` naming the architecture it looks like. If ``in_channels`` differs
+        from the checkpoint's, ``conv1.weight`` is adapted (noted in the report). With ``strict_shapes`` any
+        other shape mismatch raises; otherwise it is skipped and reported.
         """
-        if isinstance(path_or_state_dict, (str, Path)):
-            source = str(path_or_state_dict)
-            raw = read_checkpoint_file(path_or_state_dict)
-        elif isinstance(path_or_state_dict, Mapping):
-            source, raw = "in-memory state dict", path_or_state_dict
-        else:
-            raise TypeError(f"load_medicalnet takes a path or a state dict, got {type(path_or_state_dict).__name__}")
-        state = strip_key_prefixes(find_state_dict(raw, source=source))
-        head = [k for k in state if k.startswith(HEAD_KEY_PREFIXES)]
-        state = {k: v for k, v in state.items() if k not in head}
+        # imported here: the format module builds on the transfer path, which sits above the architectures
+        from nnunet_transfer.pretrained.medicalnet import load_medicalnet
 
-        found = infer_medicalnet_architecture(state, source=source)
-        if (found.depth, found.shortcut_type) != (self.depth, self.shortcut_type):
-            fix = (f"Med3DResNet(depth={found.depth}, shortcut_type={found.shortcut_type!r})"
-                   if found.depth is not None else "a Med3DResNet whose depth matches the file")
-            raise ArchitectureMismatchError(
-                f"{source} holds weights of {found}, but this encoder is {self.architecture}. "
-                f"Build {fix} to use this file, or pick the file made for ResNet-{self.depth} "
-                f"(shortcut {self.shortcut_type}), e.g. resnet_{self.depth}.pth."
-            )
-
-        def _adapt_conv1(weight: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, str]:
-            new = adapt_input_channels(weight, target.shape[1])
-            how = ("summed over channels" if target.shape[1] == 1
-                   else f"tiled and scaled by {weight.shape[1]}/{target.shape[1]}")
-            return new, f"input channels {weight.shape[1]} -> {target.shape[1]} ({how})"
-
-        return load_matching(self, state, source=source, strict_shapes=strict_shapes,
-                             adapters={"conv1.weight": _adapt_conv1}, skipped=head)
+        return load_medicalnet(self, path_or_state_dict, strict_shapes=strict_shapes)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_transfer.architectures.encoders import network_keys
 from nnunet_transfer.architectures.task_conditioned import TaskConditionedNetwork
 
 __all__ = ["Med3DBranches", "Med3DBranchNetwork"]
@@ -60,6 +61,7 @@ class Med3DBranchNetwork(TaskConditionedNetwork):
                  outputs_per_task: int = 2):
         super().__init__(num_tasks, head_channel_index, outputs_per_task)
         self.encoder = encoder
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = network_keys(encoder)
         self.decoder = Med3DBranches(int(encoder.output_channels[-1]), num_tasks, outputs_per_task,
                                      getattr(encoder, "conv_op", nn.Conv3d))
 

@@ -30,6 +30,7 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Con
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
+from nnunet_transfer.architectures.encoders import network_keys
 from nnunet_transfer.architectures.med3d import DEFAULT_SHORTCUT, RESNET_LAYOUTS, Med3DResNet
 
 __all__ = [
@@ -207,7 +208,8 @@ class Med3DUNet(nn.Module):
             LeakyReLU(0.01) as nnU-Net. The encoder keeps MedicalNet's BatchNorm/ReLU so its weights load.
 
     MedicalNet weights: ``net.encoder.load_medicalnet(path)`` after construction (nnU-Net's trainer builds
-    the network, then the transfer module loads them).
+    the network, then the transfer module loads them). ``key_to_encoder``, ``key_to_stem`` and ``keys_to_in_proj``
+    follow dynamic-network-architectures (``encoder``, ``encoder.conv1``, ``("encoder.conv1",)``).
     """
 
     def __init__(self, input_channels: int, num_classes: int, depth: int = 50, shortcut_type: str | None = None,
@@ -231,6 +233,9 @@ class Med3DUNet(nn.Module):
             nonlin=_locate(decoder_nonlin, "decoder_nonlin"), nonlin_kwargs=decoder_nonlin_kwargs,
             dropout_op=_locate(decoder_dropout_op, "decoder_dropout_op"), dropout_op_kwargs=decoder_dropout_op_kwargs,
         )
+        # weight-transfer keys (dynamic-network-architectures' convention): the decoder's input_block also sees the
+        # image, but it is a new layer, not the pretrained input projection
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = network_keys(self.encoder)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.decoder(self.encoder.forward_features(x), x)

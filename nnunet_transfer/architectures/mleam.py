@@ -66,9 +66,10 @@ from dynamic_network_architectures.building_blocks.helper import (
     get_matching_convtransp,
     maybe_convert_scalar_to_list,
 )
-from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
+
+from nnunet_transfer.architectures.encoders import network_keys, resolve_encoder
 
 __all__ = [
     "LayerConfig",
@@ -347,13 +348,14 @@ class MLEAMDecoder(nn.Module):
 class MLEAMUNet(nn.Module):
     """Encoder + :class:`MLEAMDecoder`, constructible by nnU-Net from plans.
 
-    ``encoder="plain"``: ``encoder_kwargs`` are exactly the plans' ``PlainConvUNet`` kwargs (``n_stages``,
+    ``encoder`` names an entry of the encoder registry (:mod:`nnunet_transfer.architectures.encoders`), built with
+    ``encoder_kwargs``: ``"plain"`` takes exactly the plans' ``PlainConvUNet`` kwargs (``n_stages``,
     ``features_per_stage``, ``conv_op``, ``kernel_sizes``, ``strides``, ``n_conv_per_stage``, ``conv_bias``,
     ``norm_op``, ``norm_op_kwargs``, ``dropout_op``, ``dropout_op_kwargs``, ``nonlin``, ``nonlin_kwargs``);
-    ``n_conv_per_stage_decoder`` is the number of RRBs per decoder level.
-    ``encoder="med3d"``: ``encoder_kwargs`` go to ``nnunet_transfer.architectures.med3d.Med3DResNet`` (e.g.
-    ``depth``) with ``in_channels=input_channels``; ``decoder_norm_op``/``decoder_norm_op_kwargs`` can replace its
-    batch norm in the decoder. ``pam_kernel_sizes``/``n_edge_levels`` configure the decoder (see module docstring).
+    ``"med3d-resnetN"`` (or ``"med3d"`` with ``depth=N``, as plans store it) takes Med3DResNet's ``shortcut_type``
+    and ``strides``. ``n_conv_per_stage_decoder`` is the number of RRBs per decoder level;
+    ``decoder_norm_op``/``decoder_norm_op_kwargs`` can replace the encoder's norm in the decoder (e.g. Med3D's batch
+    norm). ``pam_kernel_sizes``/``n_edge_levels`` configure the decoder (see module docstring).
     """
 
     def __init__(self, input_channels: int, num_classes: int, encoder: str = "plain", deep_supervision: bool = False,
@@ -361,22 +363,10 @@ class MLEAMUNet(nn.Module):
                  n_edge_levels: int = 3, decoder_norm_op: Type[nn.Module] | None = None,
                  decoder_norm_op_kwargs: dict | None = None, **encoder_kwargs):
         super().__init__()
-        if encoder == "plain":
-            required = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage")
-            missing = [k for k in required if k not in encoder_kwargs]
-            if missing:
-                raise TypeError(
-                    f"MLEAMUNet(encoder='plain') is missing PlainConvUNet argument(s) {missing}; pass the plans' "
-                    "architecture kwargs (arch_kwargs of the configuration)."
-                )
-            self.encoder = PlainConvEncoder(input_channels, return_skips=True, **encoder_kwargs)
-        elif encoder == "med3d":
-            from nnunet_transfer.architectures.med3d import Med3DResNet  # lazy: only this branch needs it
-
-            self.encoder = Med3DResNet(in_channels=input_channels, **encoder_kwargs)
-        else:
-            raise ValueError(f"MLEAMUNet: encoder must be 'plain' or 'med3d', got {encoder!r}.")
+        spec, encoder_kwargs = resolve_encoder(encoder, encoder_kwargs)
+        self.encoder = spec.build(input_channels, **encoder_kwargs)
         self.encoder_name = encoder
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = network_keys(self.encoder)
         self.decoder = MLEAMDecoder(self.encoder, num_classes, deep_supervision, n_conv_per_stage_decoder,
                                     pam_kernel_sizes, n_edge_levels, decoder_norm_op, decoder_norm_op_kwargs)
 

@@ -63,6 +63,8 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
+from nnunet_transfer.architectures.encoders import network_keys
+
 #: ASPP dilation rates used when the plans do not say otherwise (see the module docstring for why so small)
 DEFAULT_ASPP_RATES: Tuple[int, ...] = (1, 2, 4)
 #: Blocks per encoder stage, counting the downsampling block: full-resolution stage 1 block, then the paper's
@@ -338,7 +340,8 @@ class ResUNetASPPEncoder(nn.Module):
 
     Exposes what nnU-Net/dynamic_network_architectures decoders and tools read from an encoder:
     ``output_channels``, ``strides``, ``kernel_sizes``, ``conv_op``, ``norm_op``, ``norm_op_kwargs``,
-    ``dropout_op``, ``dropout_op_kwargs``, ``nonlin``, ``nonlin_kwargs``, ``conv_bias``, ``return_skips``.
+    ``dropout_op``, ``dropout_op_kwargs``, ``nonlin``, ``nonlin_kwargs``, ``conv_bias``, ``return_skips``, and
+    the weight-transfer keys ``key_to_encoder``, ``key_to_stem``, ``keys_to_in_proj`` relative to itself.
     """
 
     def __init__(self, topology: ResUNetASPPTopology, ops: _Ops, input_channels: int, return_skips: bool = True):
@@ -365,6 +368,8 @@ class ResUNetASPPEncoder(nn.Module):
         self.norm_op, self.norm_op_kwargs = ops.norm_op, ops.norm_op_kwargs
         self.dropout_op, self.dropout_op_kwargs = ops.dropout_op, ops.dropout_op_kwargs
         self.nonlin, self.nonlin_kwargs = ops.nonlin, ops.nonlin_kwargs
+        # weight-transfer keys relative to this module (dynamic_network_architectures' convention)
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = "", "stem", ("stem.conv",)
 
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], torch.Tensor]:
         x = self.stem(x)
@@ -454,9 +459,7 @@ class ResUNetASPP(AbstractDynamicNetworkArchitectures):
         self.encoder = ResUNetASPPEncoder(self.topology, ops, input_channels, return_skips=True)
         self.decoder = ResUNetASPPDecoder(self.topology, ops, num_classes, deep_supervision)
         # where weight-transfer tools (dynamic_network_architectures' convention) find encoder, stem, input conv
-        self.key_to_encoder = "encoder"
-        self.key_to_stem = "encoder.stem"
-        self.keys_to_in_proj = ("encoder.stem.conv",)
+        self.key_to_encoder, self.key_to_stem, self.keys_to_in_proj = network_keys(self.encoder)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         return self.decoder(self.encoder(x))

@@ -267,6 +267,23 @@ def _cmd_verify_weights(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class _EncoderNames:
+    """``plan-arch --arch`` choices: the encoder registry's names, read only when argparse checks or lists them (the
+    registry imports torch, which the other commands do not need)."""
+
+    @staticmethod
+    def _names() -> List[str]:
+        from nnunet_transfer.architectures.encoders import ENCODERS
+
+        return list(ENCODERS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnunet-transfer",
@@ -430,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
                                          "dataset (optionally with MedicalNet weights)")
     p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
-    p.add_argument("-a", "--arch", required=True, help="encoder: med3d-resnet{10,18,34,50,101,152,200} or plain")
+    p.add_argument("-a", "--arch", required=True, choices=_EncoderNames(), metavar="ARCH",
+                   help="encoder, a name of the encoder registry: %(choices)s")
     p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
     p.add_argument("--weights", help="MedicalNet checkpoint (or nnU-Net checkpoint for --arch plain)")
     p.add_argument("-sp", default="nnUNetPlans", help="plans to start from")

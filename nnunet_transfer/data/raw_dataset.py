@@ -3,8 +3,8 @@ safely, and the checked conversion of one 3D image/label pair (used by the MOTS 
 
 Guarantees every converter gets from here:
 
-* **Location.** The target is ``$nnUNet_raw/DatasetXXX_Name``. The variable is read from ``os.environ`` at
-  call time (so a test or a CLI that sets it late works), falling back to ``nnunetv2.paths.nnUNet_raw``.
+* **Location.** The target is ``$nnUNet_raw/DatasetXXX_Name``, found by the one lookup of nnU-Net's folders
+  (:func:`nnunet_transfer.discovery.optional_nnunet_folder`, read at call time like nnU-Net 2.8 does).
 * **No ambiguity.** A dataset id that is already used under another name in ``nnUNet_raw``,
   ``nnUNet_preprocessed`` or ``nnUNet_results`` is refused: nnU-Net resolves ``-d ID`` by folder prefix and
   would fail (or pick the wrong dataset) later.
@@ -36,6 +36,7 @@ import numpy as np
 from nnunet_transfer.data.errors import ConversionError
 from nnunet_transfer.data.existing_dataset import remove_stale_staging
 from nnunet_transfer.data.nifti_integrity import nifti_problem
+from nnunet_transfer.discovery import folder_not_set_message, optional_nnunet_folder, set_nnunet_folders
 from nnunet_transfer.utils.atomic import swap_into_place
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -45,7 +46,6 @@ R = TypeVar("R")
 RAW_ENV = "nnUNet_raw"
 #: other nnU-Net roots in which a dataset id must not be used under a different name
 OTHER_ROOT_ENVS = ("nnUNet_preprocessed", "nnUNet_results")
-ENV_FIX = 'run `eval "$(nnunet-transfer env)"` or `export nnUNet_raw=/path/to/nnUNet_raw`'
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 _DATASET_DIR = re.compile(r"^Dataset(\d+)_(.+)$")
@@ -63,19 +63,11 @@ DIRECTION_ATOL = 1e-3  # absolute, per direction-cosine entry
 
 def nnunet_raw_dir() -> Path:
     """The ``nnUNet_raw`` folder, read at call time; :class:`ConversionError` (naming the fix) when unset."""
-    value = os.environ.get(RAW_ENV)
-    if not value:
-        try:
-            from nnunetv2 import paths as nnunet_paths
-
-            fallback = getattr(nnunet_paths, RAW_ENV, None)
-            value = fallback.get() if hasattr(fallback, "get") else fallback
-        except ImportError:  # nnunetv2 is a hard dependency; without it only the env var counts
-            value = None
-    if not value:
-        raise ConversionError(f"the environment variable {RAW_ENV} is not set, so there is no place to write the "
-                              f"nnU-Net raw dataset: {ENV_FIX}")
-    return Path(value).expanduser()
+    folder = optional_nnunet_folder(RAW_ENV)
+    if folder is None:
+        raise ConversionError(folder_not_set_message(RAW_ENV, ", so there is no place to write the nnU-Net raw "
+                                                              "dataset"))
+    return folder
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
@@ -91,7 +83,7 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
 def conflicting_datasets(dataset_id: int, name: str) -> List[Path]:
     """Folders ``DatasetXXX_Other`` with the same id but another name in any nnU-Net root that is set."""
     conflicts: List[Path] = []
-    roots = [nnunet_raw_dir()] + [Path(os.environ[e]).expanduser() for e in OTHER_ROOT_ENVS if os.environ.get(e)]
+    roots = [nnunet_raw_dir(), *set_nnunet_folders(OTHER_ROOT_ENVS)]
     for root in roots:
         if not root.is_dir():
             continue

@@ -4,7 +4,8 @@ nnU-Net builds whatever network a configuration names (``architecture.network_cl
 different architecture is a different plans file, not a different planner. :func:`plan_arch` starts from the plans
 nnU-Net already made for the dataset (``nnUNetv2_plan_and_preprocess`` or ``nnUNetv2_plan_experiment``), keeps
 everything that decides the preprocessed data (spacing, normalisation, resampling, and therefore the
-``data_identifier``: the data nnU-Net already preprocessed is reused) and batch size, and replaces the architecture:
+``data_identifier``: the data nnU-Net already preprocessed is reused) and batch size, and replaces the architecture
+(``arch`` is a name of the encoder registry, :mod:`nnunet_transfer.architectures.encoders`):
 
 * ``med3d-resnet{10,18,34,50,101,152,200}``: :class:`~nnunet_transfer.architectures.med3d_unet.Med3DUNet`
   (MedicalNet encoder + U-Net decoder), entry from :func:`~nnunet_transfer.architectures.med3d_unet.med3d_plans_entry`:
@@ -29,15 +30,16 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import re
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from nnunet_transfer.architectures.med3d import RESNET_LAYOUTS
+from nnunet_transfer.architectures.encoders import ENCODERS, get_encoder
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
+from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
 from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.pretrained.medicalnet import MEDICALNET_EXCLUDE, medicalnet_prefix_map
+from nnunet_transfer.pretrained.registry import get_checkpoint, verify_checkpoint
 from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, TransferReport, transfer_weights
 
@@ -46,44 +48,30 @@ __all__ = ["plan_arch", "architecture_configuration", "parse_arch", "default_pla
 
 MLEAM_CLASS_NAME = "nnunet_transfer.architectures.mleam.MLEAMUNet"
 PLAIN_UNET_CLASS_NAME = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-#: every value ``arch`` accepts
-ARCHITECTURES: Tuple[str, ...] = ("plain",) + tuple(f"med3d-resnet{d}" for d in sorted(RESNET_LAYOUTS))
+#: every value ``arch`` accepts: the encoder registry's names
+ARCHITECTURES: Tuple[str, ...] = tuple(ENCODERS)
 DECODERS: Tuple[Optional[str], ...] = (None, "mleam")
 #: MLEAM decoder settings written into the plans (the paper: one RRB per level, edge attention on 3 levels)
 MLEAM_DECODER_KWARGS = {"n_conv_per_stage_decoder": 1, "pam_kernel_sizes": [3, 5, 7], "n_edge_levels": 3}
-#: MedicalNet files may carry their segmentation head ``conv_seg``: never loaded
-MEDICALNET_EXCLUDE: Tuple[str, ...] = tuple(DEFAULT_EXCLUDE) + ("conv_seg.",)
-_ENCODER_PREFIX = "encoder."
 
 
 def parse_arch(arch: str, decoder: Optional[str]) -> Optional[int]:
-    """Validate ``arch``/``decoder``; the Med3D depth (None for ``plain``)."""
+    """Validate ``arch`` (an encoder registry name) and ``decoder``; the Med3D depth (None for ``plain``)."""
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {[d for d in DECODERS if d]} or none "
                          "(the architecture's own decoder)")
-    match = re.fullmatch(r"med3d-resnet(\d+)", arch)
-    if match and int(match.group(1)) in RESNET_LAYOUTS:
-        return int(match.group(1))
-    if arch == "plain":
-        if decoder is None:
-            raise ValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
-                             "plans directly, or give decoder='mleam'")
-        return None
-    raise ValueError(f"unknown architecture {arch!r}; choose one of {list(ARCHITECTURES)}")
+    spec = get_encoder(arch)
+    if spec.name == "plain" and decoder is None:
+        raise ValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
+                         "plans directly, or give decoder='mleam'")
+    depth = spec.fixed_kwargs.get("depth")
+    return None if depth is None else int(depth)
 
 
 def default_plans_name(source_plans: str, arch: str, decoder: Optional[str]) -> str:
     """``nnUNetPlans_med3d-resnet50``, ``nnUNetPlans_med3d-resnet50_mleam``, ``nnUNetPlans_mleam`` (plain encoder)."""
     parts = [source_plans] + ([] if arch == "plain" else [arch]) + ([decoder] if decoder else [])
     return "_".join(parts)
-
-
-def _env_folder(name: str) -> Path:
-    value = os.environ.get(name)
-    if not value:
-        raise RuntimeError(f"{name} is not set. Fix: export {name}=... (or eval \"$(nnunet-transfer env "
-                           "--workspace DIR)\")")
-    return Path(value)
 
 
 def architecture_configuration(configuration: dict, arch: str, decoder: Optional[str] = None,
@@ -166,8 +154,6 @@ def _build_network(plans: dict, configuration: str, dataset_json: dict):
 
 def _verify_medicalnet(weights: Path, depth: int) -> None:
     """Registry check of a MedicalNet file; a renamed file is checked against the record of its depth."""
-    from nnunet_transfer.pretrained.registry import get_checkpoint, verify_checkpoint
-
     try:
         record = get_checkpoint(weights.name)
     except KeyError:
@@ -190,10 +176,11 @@ def _check_encoder_loads(network, weights: Path, prefix_map: Dict[str, str], exc
 
     with torch.no_grad():
         report = transfer_weights(network, weights, prefix_map=prefix_map, exclude=exclude)
+    encoder = f"{network.key_to_encoder}."
     mismatched = {k for k, _, _ in report.shape_mismatched}
-    missing = [k for k in report.missing if k.startswith(_ENCODER_PREFIX)] + \
-              sorted(k for k in mismatched if k.startswith(_ENCODER_PREFIX))
-    if missing or not any(k.startswith(_ENCODER_PREFIX) for k in report.loaded):
+    missing = [k for k in report.missing if k.startswith(encoder)] + \
+              sorted(k for k in mismatched if k.startswith(encoder))
+    if missing or not any(k.startswith(encoder) for k in report.loaded):
         shown = ", ".join(missing[:6]) + (f", ... (+{len(missing) - 6})" if len(missing) > 6 else "")
         raise ValueError(f"{weights} does not cover the network's encoder: {len(missing)} encoder tensors are missing "
                          f"or have another shape ({shown or 'nothing loaded'}).\n{report}\nIs it the checkpoint of "
@@ -229,7 +216,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     if plans_name == source_plans:
         raise ValueError(f"plans_name {plans_name!r} equals the source plans; give a new name so nnU-Net's plans "
                          "stay as they are")
-    root = _env_folder("nnUNet_preprocessed")
+    root = nnunet_folder("nnUNet_preprocessed")
     dataset_name = maybe_convert_to_dataset_name(dataset_id)
     folder = root / dataset_name
     source_file = folder / f"{source_plans}.json"
@@ -248,7 +235,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     new_cfg = architecture_configuration(resolved, arch, decoder, configuration)
     new_plans = dict(copy.deepcopy(plans), plans_name=plans_name, configurations={configuration: new_cfg})
 
-    raw = os.environ.get("nnUNet_raw")
+    raw = optional_nnunet_folder("nnUNet_raw")
     record = None
     if weights is not None:
         weights_path = Path(weights).resolve()
@@ -256,10 +243,10 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
             raise FileNotFoundError(f"pretrained weights {weights_path} do not exist")
         if depth is not None:
             _verify_medicalnet(weights_path, depth)
-        network = _build_network(new_plans, configuration, _dataset_json(folder, Path(raw) / dataset_name
+        network = _build_network(new_plans, configuration, _dataset_json(folder, raw / dataset_name
                                                                          if raw else None))
         if depth is not None:
-            prefix_map, exclude = {"": _ENCODER_PREFIX}, MEDICALNET_EXCLUDE
+            prefix_map, exclude = medicalnet_prefix_map(network), MEDICALNET_EXCLUDE
             description = f"MedicalNet ResNet-{depth} encoder ({weights_path.name})"
         else:
             # an nnU-Net PlainConvUNet checkpoint: same encoder keys; its decoder (and the decoder's reference to

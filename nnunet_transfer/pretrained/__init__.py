@@ -1,15 +1,15 @@
-"""Pretrained checkpoints: a registry of released files and safe loading of foreign weights.
+"""Pretrained checkpoints: reading foreign weights safely, the formats we know, and a registry of released files.
 
+- :mod:`nnunet_transfer.pretrained.safe_load`: ``weights_only`` reading, state-dict unwrapping, prefix
+  stripping, input-channel adaptation and a loading report, reusable for any foreign checkpoint;
+- :mod:`nnunet_transfer.pretrained.nnunet_family`: nnU-Net v1/v2, results folders and zips, nnssl checkpoints;
+- :mod:`nnunet_transfer.pretrained.medicalnet`: MedicalNet's format (head keys, architecture inference, loading);
 - :mod:`nnunet_transfer.pretrained.registry`: one record per released MedicalNet checkpoint and
   :func:`~nnunet_transfer.pretrained.registry.verify_checkpoint` for downloaded files.
-- :mod:`nnunet_transfer.pretrained.safe_load`: ``weights_only`` reading, state-dict unwrapping, prefix
-  stripping, input-channel adaptation and a loading report, reusable for any foreign checkpoint.
 
-The registry names are imported lazily: the registry needs the Med3D encoder, and the encoder needs
-``safe_load``, so importing the registry here eagerly would make the two packages import each other.
+Only the generic reading tools are imported here; import the format and registry modules by their names (they build
+on the transfer path, which itself reads checkpoints through this package).
 """
-
-from typing import Any
 
 from nnunet_transfer.pretrained.safe_load import (
     CheckpointFormatError,
@@ -21,11 +21,7 @@ from nnunet_transfer.pretrained.safe_load import (
     read_checkpoint_file,
 )
 
-_REGISTRY_NAMES = ("MEDICALNET_CHECKPOINTS", "PretrainedCheckpoint", "VerificationReport", "get_checkpoint",
-                   "list_checkpoints", "verify_checkpoint")
-
 __all__ = [
-    *_REGISTRY_NAMES,
     "CheckpointFormatError",
     "LoadReport",
     "UnsafeCheckpointError",
@@ -34,11 +30,3 @@ __all__ = [
     "load_state_dict_file",
     "read_checkpoint_file",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _REGISTRY_NAMES:
-        from nnunet_transfer.pretrained import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,19 +19,10 @@ from pathlib import Path
 
 import torch
 
-from nnunet_transfer.architectures.med3d import (
-    HEAD_KEY_PREFIXES,
-    Med3DResNet,
-    describe_architecture,
-    infer_medicalnet_architecture,
-)
+from nnunet_transfer.architectures.med3d import Med3DResNet, describe_architecture
 from nnunet_transfer.errors import NnUNetTransferError
-from nnunet_transfer.pretrained.safe_load import (
-    CheckpointFormatError,
-    find_state_dict,
-    read_checkpoint_file,
-    strip_key_prefixes,
-)
+from nnunet_transfer.pretrained.medicalnet import infer_medicalnet_architecture, split_head
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, load_state_dict_file
 from nnunet_transfer.utils.hashing import sha256_of_file
 
 __all__ = [
@@ -168,12 +159,11 @@ def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | Non
                                        f"pretrained on {rec.pretraining_data}")
 
     try:
-        state = strip_key_prefixes(find_state_dict(read_checkpoint_file(path), source=str(path)))
+        state, head = split_head(load_state_dict_file(path))
     except _READ_ERRORS as exc:  # reported, not swallowed: the report carries the message and ok=False
         report.add("loads safely", False, f"{type(exc).__name__}: {exc}")
         return report
-    n_head = sum(k.startswith(HEAD_KEY_PREFIXES) for k in state)
-    state = {k: v for k, v in state.items() if not k.startswith(HEAD_KEY_PREFIXES)}
+    n_head = len(head)
     report.add("loads safely", True, f"{len(state)} tensors" + (f" (+{n_head} head tensors ignored)" if n_head else ""))
 
     try:

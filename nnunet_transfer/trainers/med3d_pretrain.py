@@ -82,7 +82,7 @@ class Med3DPretrainTrainer(MOTSPretrainTrainer):
         network = unwrap_network(self.network)
         output = Path(self.output_folder) / encoder_file_name(network)
         layout = "medicalnet" if isinstance(network.encoder, Med3DResNet) else "plain"
-        extract_encoder(network.state_dict(), output, overwrite=True, layout=layout)
+        extract_encoder(network, output, overwrite=True, layout=layout)
         use = (f"plan-arch -a med3d-resnet{network.encoder.depth} --weights {output}" if layout == "medicalnet"
                else f"set-pretrained {output} -d TARGET_ID")
         self.print_to_log_file(f"Pretrained encoder ({layout} layout) written to {output}; "

@@ -19,7 +19,9 @@ Rules (each one per spatial axis or channel dimension):
   neighbour upsampling of the old block).
 - **channel counts** (feature caps, classes of an inner layer): the overlapping channels are copied, the rest keep
   the target's initialisation. The first convolution of a decoder stage sees ``cat(upsampled, skip)``, so its input
-  channels are matched per half. The network's first convolution uses :func:`adapt_input_channels` (timm's rule).
+  channels are matched per half. The network's input convolutions (the ``keys_to_in_proj`` every network we ship
+  and nnU-Net's own networks name, dynamic-network-architectures' convention) use :func:`adapt_input_channels`
+  (timm's rule).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class AdaptOptions:
     enabled: bool = True
     kernel_reduce: str = "mean"
     kernel_grow: str = "centre"
+    #: only the input convolutions' input channels adapt; every other tensor must fit (MedicalNet into Med3DResNet)
+    input_channels_only: bool = False
 
     def __post_init__(self) -> None:
         if self.kernel_reduce not in KERNEL_REDUCE_RULES:
@@ -69,17 +73,30 @@ class NotAdaptable(ValueError):
     """No rule makes the checkpoint tensor fit; the message is the reason reported for the skipped tensor."""
 
 
+def input_projection_keys(network: nn.Module) -> Tuple[str, ...]:
+    """The modules whose weights depend on the input channels: the network's ``keys_to_in_proj``.
+
+    Every network we ship and nnU-Net's own U-Nets name them. A network outside that convention (e.g.
+    dynamic-network-architectures' ``ResidualUNet``, a user's own module) says nothing, so its first convolution in
+    module order is taken, as for every network before the convention was read.
+    """
+    keys = getattr(network, "keys_to_in_proj", None)
+    if keys is not None:
+        return tuple(keys)
+    first = next((name for name, m in network.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return () if first is None else (first,)
+
+
 def tensor_roles(network: nn.Module) -> dict:
     """``{state-dict key: TensorRole}`` for the weights of the network's (transposed) convolutions."""
+    in_proj = set(input_projection_keys(network))
     roles = {}
-    first = True
-    for name, module in network.named_modules():
+    for name, module in network.named_modules(remove_duplicate=False):
         if not isinstance(module, nn.modules.conv._ConvNd):
             continue
         key = f"{name}.weight" if name else "weight"
-        roles[key] = TensorRole(conv=True, transposed=bool(module.transposed), first_conv=first,
+        roles[key] = TensorRole(conv=True, transposed=bool(module.transposed), first_conv=name in in_proj,
                                 concat_input=bool(_DECODER_CONCAT_CONV.search(key)))
-        first = False
     return roles
 
 
@@ -175,6 +192,11 @@ def adapt_tensor(source: torch.Tensor, target: torch.Tensor, role: TensorRole = 
     """Make ``source`` fit ``target``'s shape; returns ``(tensor, rule note)`` or raises :class:`NotAdaptable`."""
     if source.ndim != target.ndim:
         raise NotAdaptable(f"{source.ndim} dimensions in the checkpoint vs {target.ndim} in the network")
+    if options.input_channels_only and not (role.first_conv and not role.transposed and source.ndim >= 2
+                                            and source.shape[0] == target.shape[0]
+                                            and source.shape[2:] == target.shape[2:]):
+        raise NotAdaptable(f"shape {list(source.shape)} vs {list(target.shape)}: only the input convolution's input "
+                           "channels are adapted here")
     notes: List[str] = []
     value = source
     if role.conv and source.ndim >= 3 and tuple(source.shape[2:]) != tuple(target.shape[2:]):
@@ -186,7 +208,9 @@ def adapt_tensor(source: torch.Tensor, target: torch.Tensor, role: TensorRole = 
                            "is not a convolution weight")
     in_dim, out_dim = (0, 1) if role.transposed else (1, 0)
     if value.ndim >= 2 and value.shape[1] != target.shape[1] and role.first_conv and not role.transposed:
-        notes.append(f"input channels {value.shape[1]} -> {target.shape[1]} (timm rule)")
+        how = ("summed over channels" if target.shape[1] == 1
+               else f"tiled and scaled by {value.shape[1]}/{target.shape[1]}")
+        notes.append(f"input channels {value.shape[1]} -> {target.shape[1]} (timm rule: {how})")
         value = adapt_input_channels(value, target.shape[1])
     if tuple(value.shape) != tuple(target.shape):
         halves = None

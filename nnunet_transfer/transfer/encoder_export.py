@@ -5,8 +5,11 @@ For classification heads, other frameworks, or a later ``set-pretrained``: the f
 
 Which tensors are the encoder:
 
-- nnU-Net-style networks (nnU-Net's U-Nets, MOTS/DoDNet, our Med3D/MLEAM/attention networks): every key under
-  ``encoder.`` (the stem is part of it: ``encoder.stages.0`` or ``encoder.stem``); nnU-Net's second names
+- a network (an ``nn.Module``, e.g. the trainer's): the tensors under its ``key_to_encoder`` and ``key_to_stem``
+  (dynamic-network-architectures' convention, which every network we ship follows);
+- a checkpoint of an nnU-Net-style network (nnU-Net's U-Nets, MOTS/DoDNet, our Med3D/MLEAM/attention networks): a
+  file holds no network, but all of these keep encoder and stem under :data:`ENCODER_PREFIX` (their ``key_to_encoder``
+  and ``key_to_stem`` start with ``encoder``): every key under ``encoder.``; nnU-Net's second names
   (``decoder.encoder.*``) are not repeated;
 - MedicalNet 3D ResNets (``conv1``, ``bn1``, ``layer1..4``): everything but the segmentation head ``conv_seg``.
 
@@ -22,30 +25,44 @@ from typing import Dict, Union
 
 import torch
 
-from nnunet_transfer.architectures.med3d import HEAD_KEY_PREFIXES
+from torch import nn
+
+from nnunet_transfer.pretrained.medicalnet import looks_like_medicalnet, medicalnet_layout, split_head
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 from nnunet_transfer.transfer.weights import StateDictSource, read_state_dict
 from nnunet_transfer.utils.atomic import write_atomically
 
+#: where nnU-Net-style networks keep encoder and stem, for checkpoints (which hold no network to ask)
 ENCODER_PREFIX = "encoder."
 OUTPUT_SUFFIXES = (".pth", ".pt", ".safetensors")
 #: ``plain``: ``{name: tensor}``; ``medicalnet``: MedicalNet's released layout (see the module docstring)
 LAYOUTS = ("plain", "medicalnet")
-MEDICALNET_KEY_PREFIX = "module."
+
+EncoderSource = Union[StateDictSource, nn.Module]
 
 
-def medicalnet_layout(encoder: Dict[str, torch.Tensor],
-                      source: str = "state dict") -> Dict[str, Dict[str, torch.Tensor]]:
-    """``{'state_dict': {'module.<key>': tensor}}`` of a prefix-free Med3D ResNet encoder state dict."""
-    if "conv1.weight" not in encoder or not any(k.startswith("layer1.") for k in encoder):
-        raise CheckpointFormatError(
-            f"{source}: the encoder is not a Med3D ResNet (no conv1/layer1 keys; first keys: {list(encoder)[:4]}), "
-            "so it cannot be written in MedicalNet's layout; write the plain layout instead")
-    return {"state_dict": {MEDICALNET_KEY_PREFIX + k: v for k, v in encoder.items()}}
+def network_encoder_prefixes(network: nn.Module) -> tuple:
+    """Key prefixes of ``network``'s encoder and stem (its ``key_to_encoder``/``key_to_stem``), or a TypeError."""
+    keys = [getattr(network, a, None) for a in ("key_to_encoder", "key_to_stem")]
+    if keys[0] is None:
+        raise TypeError(f"{type(network).__name__} does not say where its encoder is (no key_to_encoder); give its "
+                        "state dict instead, whose encoder is read from the 'encoder.' keys")
+    return tuple(dict.fromkeys(f"{k}." if k else "" for k in keys if k is not None))
 
 
-def encoder_state_dict(source: StateDictSource, strip_prefix: bool = False) -> Dict[str, torch.Tensor]:
-    """The encoder tensors of ``source`` (a checkpoint file or state dict), see the module docstring."""
+def encoder_state_dict(source: EncoderSource, strip_prefix: bool = False) -> Dict[str, torch.Tensor]:
+    """The encoder tensors of ``source`` (a network, a checkpoint file or a state dict), see the module docstring.
+
+    ``strip_prefix``: keys relative to the encoder (without ``encoder.``; a network's own ``key_to_encoder``).
+    """
+    if isinstance(source, nn.Module):
+        prefixes = network_encoder_prefixes(source)
+        state = dict(source.state_dict())
+        encoder = {k: v for k, v in state.items() if k.startswith(prefixes)}
+        if strip_prefix and source.key_to_encoder:
+            top = source.key_to_encoder.split(".")[0] + "."
+            encoder = {k[len(top):] if k.startswith(top) else k: v for k, v in encoder.items()}
+        return encoder
     state = read_state_dict(source)
     name = str(source) if isinstance(source, (str, Path)) else "state dict"
     encoder = {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
@@ -53,16 +70,16 @@ def encoder_state_dict(source: StateDictSource, strip_prefix: bool = False) -> D
         if strip_prefix:
             encoder = {k[len(ENCODER_PREFIX):]: v for k, v in encoder.items()}
         return encoder
-    if "conv1.weight" in state and any(k.startswith("layer1.") for k in state):  # MedicalNet ResNet
-        return {k: v for k, v in state.items() if not k.startswith(HEAD_KEY_PREFIXES)}
+    if looks_like_medicalnet(state):
+        return split_head(state)[0]
     raise CheckpointFormatError(
         f"{name} has no encoder tensors: no key starts with {ENCODER_PREFIX!r} and it is not a MedicalNet ResNet "
         f"(conv1/layer1..4). First keys: {list(state)[:6]}")
 
 
-def extract_encoder(checkpoint: StateDictSource, output: Union[str, Path], strip_prefix: bool = False,
+def extract_encoder(checkpoint: EncoderSource, output: Union[str, Path], strip_prefix: bool = False,
                     overwrite: bool = False, layout: str = "plain") -> Path:
-    """Write the encoder of ``checkpoint`` (a file or a state dict) to ``output`` (``.pth``/``.pt`` or
+    """Write the encoder of ``checkpoint`` (a network, a file or a state dict) to ``output`` (``.pth``/``.pt`` or
     ``.safetensors``; ``layout="medicalnet"``: ``.pth``/``.pt`` only); returns the path."""
     output = Path(output)
     if layout not in LAYOUTS:
@@ -78,7 +95,8 @@ def extract_encoder(checkpoint: StateDictSource, output: Union[str, Path], strip
     encoder = {k: v.detach().contiguous().clone()
                for k, v in encoder_state_dict(checkpoint, strip_prefix or layout == "medicalnet").items()}
     if layout == "medicalnet":
-        name = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "state dict"
+        name = (str(checkpoint) if isinstance(checkpoint, (str, Path))
+                else type(checkpoint).__name__ if isinstance(checkpoint, nn.Module) else "state dict")
         medicalnet = medicalnet_layout(encoder, name)
         return write_atomically(output, lambda tmp: torch.save(medicalnet, tmp))
     if output.suffix == ".safetensors":
