@@ -70,10 +70,6 @@ def _architecture_modules() -> list:
 
 
 @pytest.mark.parametrize("module", _architecture_modules())
-def test_architectures_import_nothing_of_ours_from_pretrained_or_losses(first_imports, module, request):
-    if module == "nnunet_transfer.architectures.mleam":
-        # the MLEAM edge loss still lives in architectures/mleam.py and imports losses/; its move to losses/ is a
-        # sibling change of this one (issue 11): drop this marker when it has landed
-        request.applymarker(pytest.mark.xfail(strict=True, reason="mleam_edge_loss not yet moved to losses/"))
+def test_architectures_import_nothing_of_ours_from_pretrained_or_losses(first_imports, module):
     loaded = first_imports[module]["loaded"]
     assert not [m for m in loaded if m.startswith(FORBIDDEN_FOR_ARCHITECTURES)], loaded
