@@ -18,7 +18,6 @@ numbers. The trainer variants are written into the workspace, the way nnU-Net us
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import time
@@ -27,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, NNUNET_PATH_VARIABLES, environment_variables
+from nnunet_transfer.discovery import (EXT_TRAINER_VARIABLE, NNUNET_PATH_VARIABLES, environment_variables,
+                                       set_nnunet_folders)
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
 
 MOTS_ID, MOTS_NAME = 990, "Dataset990_DemoMOTS"
@@ -90,9 +90,9 @@ def trainer_name(model: str, seed: int) -> str:
 
 def default_workspace() -> Optional[Path]:
     """The user's nnU-Net folders when all three variables are set (None: pick ./nnunet_workspace)."""
-    values = [os.environ.get(v) for v in NNUNET_PATH_VARIABLES]
-    if all(values) and len({str(Path(v).parent) for v in values}) == 1:
-        return Path(values[0]).parent
+    folders = set_nnunet_folders()
+    if len(folders) == len(NNUNET_PATH_VARIABLES) and len({f.parent for f in folders}) == 1:
+        return folders[0].parent
     return None
 
 

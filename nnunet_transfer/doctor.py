@@ -7,7 +7,8 @@ import subprocess
 import sys
 from typing import List, Tuple
 
-from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, NNUNET_PATH_VARIABLES, ext_trainer_dir
+from nnunet_transfer.discovery import (EXT_TRAINER_VARIABLE, NNUNET_PATH_VARIABLES, ext_trainer_dir,
+                                       folder_not_set_message, optional_nnunet_folder)
 
 _PROBE = (
     "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
@@ -20,10 +21,10 @@ _PROBE = (
 def check_paths() -> List[Tuple[bool, str]]:
     results = []
     for var in NNUNET_PATH_VARIABLES:
-        value = os.environ.get(var)
-        if not value:
-            results.append((False, f"{var} is not set. Fix: export {var}=/path/to/{var} "
-                                   f"(or eval \"$(nnunet-transfer env --workspace DIR)\")"))
+        folder = optional_nnunet_folder(var)
+        value = str(folder) if folder is not None else None
+        if value is None:
+            results.append((False, folder_not_set_message(var)))
         elif os.path.exists(value) and not os.path.isdir(value):
             results.append((False, f"{var}={value} is a file, not a folder. Fix: point {var} at a folder "
                                    f"(export {var}=/path/to/{var})"))

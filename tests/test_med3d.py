@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,8 @@ from nnunet_transfer.pretrained.safe_load import (
     adapt_input_channels,
     read_checkpoint_file,
 )
+
+from support.booby_trap import Payload
 
 KEYS_JSON = Path(__file__).parent / "data" / "medicalnet_state_dict_keys.json"
 
@@ -247,21 +248,11 @@ def test_infer_architecture_from_keys_for_every_depth():
         infer_medicalnet_architecture({"encoder.stages.0.weight": torch.zeros(1)})
 
 
-class _Payload:
-    """A pickled object whose unpickling would create a directory: proof that no code ran."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (self.marker,))
-
-
 def test_pickled_custom_object_is_refused(tmp_path):
     marker = tmp_path / "code_ran"
     sd = {"module." + k: v for k, v in Med3DResNet(depth=10).state_dict().items()}
     path = tmp_path / "resnet_10.pth"
-    torch.save({"state_dict": sd, "arch": _Payload(str(marker))}, path)
+    torch.save({"state_dict": sd, "arch": Payload(marker)}, path)
     with pytest.raises(UnsafeCheckpointError) as info:
         Med3DResNet(depth=10).load_medicalnet(path)
     assert str(path) in str(info.value) and "weights_only" in str(info.value)
