@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from PIL import Image
 from nnunet_transfer.architectures.attention_unet import GATE_KEY_PREFIX
 from nnunet_transfer.transfer.weights import TransferReport
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
+
+from support.files import input_folder
 
 pytestmark = pytest.mark.slow
 
@@ -67,10 +68,7 @@ def test_attention_unet_finetunes_from_gate_free_grayscale_unet(kvasir, tmp_path
     assert set(report.loaded) == {k for k in source if ".seg_layers." not in k}
 
     images = sorted((ws.raw / KVASIR_NAME / "imagesTr").glob("*_0000.png"))[:2]
-    inp, out = tmp_path / "in", tmp_path / "out"
-    inp.mkdir()
-    for f in images:
-        shutil.copy(f, inp / f.name)
+    inp, out = input_folder(images, tmp_path / "in"), tmp_path / "out"
     ws.predict(inp, out, KVASIR_ID, "2d", TINY_ATTENTION, ["0"])
     for f in images:
         pred = np.asarray(Image.open(out / f.name.replace("_0000.png", ".png")))

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_transfer.data import mots_tasks
+from support.files import input_folder
 from support.mots_run import MOTS_ID, MOTS_NAME, TINY_MOTS
 
 pytestmark = pytest.mark.slow
@@ -46,10 +47,7 @@ def test_checkpoint_is_nnunet_format_with_backbone_names(mots_pretrained):
 def test_stock_predict_gives_a_multi_organ_label_map(mots_pretrained, tmp_path):
     ws = mots_pretrained["workspace"]
     images = sorted((ws.raw / MOTS_NAME / "imagesTr").glob("*_0000.nii.gz"))[:2]
-    inp, out = tmp_path / "in", tmp_path / "out"
-    inp.mkdir()
-    for f in images:
-        shutil.copy(f, inp / f.name)
+    inp, out = input_folder(images, tmp_path / "in"), tmp_path / "out"
     ws.predict(inp, out, MOTS_ID, "3d_fullres", TINY_MOTS, ["0"])
     allowed = set(mots_tasks.unified_labels().values())
     for f in images:
