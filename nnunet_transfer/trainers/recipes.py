@@ -11,7 +11,7 @@ attention-gated U-Net fine-tuned across modalities.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
