@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from nnunet_transfer.demo import (DemoConfig, MODELS, comparison_table, demo_splits, held_out_folders,
+from nnunet_transfer.recipes.demo import (DemoConfig, MODELS, comparison_table, demo_splits, held_out_folders,
                                   predict_folder, run_demo, summarise, write_demo_plans)
 from nnunet_transfer.evaluation.dodnet import dice
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source

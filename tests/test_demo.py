@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_transfer.demo import (DemoConfig, comparison_table, demo_features, demo_splits, mean_sd, summarise,
+from nnunet_transfer.recipes.demo import (DemoConfig, comparison_table, demo_features, demo_splits, mean_sd, summarise,
                                   verdict, write_demo_plans)
 from nnunet_transfer.utils.seeding import seed_everything
 from nnunet_transfer.workspace import trainer_variant_source

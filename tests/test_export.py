@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE
-from nnunet_transfer.export import (
+from nnunet_transfer.inference.export import (
     MANIFEST_NAME,
     README_NAME,
     ChecksumMismatchError,

@@ -53,7 +53,7 @@ def test_negative_log_soft_dice_wraps_nnunets_dice_term():
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
     from nnunet_transfer.losses.log_dice import NegativeLogSoftDice
-    from nnunet_transfer.trainers.recipes import FrozenEncoderTrainer, FrozenEncoderTrainer_logDice
+    from nnunet_transfer.trainers.frozen_encoder import FrozenEncoderTrainer, FrozenEncoderTrainer_logDice
 
     torch.manual_seed(0)
     dice_only = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=0,

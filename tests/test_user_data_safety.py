@@ -23,7 +23,7 @@ from nnunet_transfer.cli.main import main
 from nnunet_transfer.data.errors import ConversionError
 from nnunet_transfer.data.synthetic import synth_kits21, synth_kvasir
 from nnunet_transfer.errors import NnUNetTransferError
-from nnunet_transfer.export import (MANIFEST_NAME, ChecksumMismatchError, ModelExistsError, export_model,
+from nnunet_transfer.inference.export import (MANIFEST_NAME, ChecksumMismatchError, ModelExistsError, export_model,
                                     install_and_predict, install_model)
 from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError
 from support.booby_trap import Payload

@@ -58,7 +58,7 @@ def predict_tasks(input_dir: PathLike, output_dir: PathLike, dataset: Union[int,
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
-    from nnunet_transfer.export import _fold_value, _input_cases, _torch_device
+    from nnunet_transfer.inference.export import _fold_value, _input_cases, _torch_device
 
     chosen = select_tasks(tasks)
     model_dir = Path(get_output_folder(dataset, trainer, plans, configuration))

@@ -14,7 +14,8 @@ from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import (MOTSPretrainTrainer, MOTSPretrainTrainerBalanced,
                                                    MOTSPretrainTrainerDoDNetPooling)
-from nnunet_transfer.trainers.recipes import AttentionUNetTrainer, FrozenEncoderTrainer, FrozenEncoderTrainer_logDice
+from nnunet_transfer.trainers.attention_unet import AttentionUNetTrainer
+from nnunet_transfer.trainers.frozen_encoder import FrozenEncoderTrainer, FrozenEncoderTrainer_logDice
 
 __all__ = [
     "AttentionUNetTrainer",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnunet_transfer.demo import (ALIGNED_PLANS, DEMO_PLANS, KITS_ID, KITS_NAME, MOTS_ID, MOTS_NAME, MOTS_TRAINER,
+from nnunet_transfer.recipes.demo import (ALIGNED_PLANS, DEMO_PLANS, KITS_ID, KITS_NAME, MOTS_ID, MOTS_NAME, MOTS_TRAINER,
                                   RESULTS_FILE, DemoConfig, predict_folder, run_demo, trainer_name)
 from nnunet_transfer.evaluation.dodnet import dice
 from nnunet_transfer.evaluation.kits import HECS, evaluate_kits21

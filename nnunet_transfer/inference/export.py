@@ -261,7 +261,7 @@ def _readme(manifest: dict, dataset_json: dict) -> str:
         "Predict with nnunet-transfer (installs into a temporary nnUNet_results, verifies the checksums):",
         f"  pip install nnunetv2=={manifest['nnunetv2_version']} nnunet-transfer=={manifest['plugin_version']}",
         "  nnunet-transfer predict-export MODEL.zip -i INPUT_FOLDER -o OUTPUT_FOLDER -device cuda",
-        "  (in Python: nnunet_transfer.export.install_and_predict('MODEL.zip', 'INPUT_FOLDER', 'OUTPUT_FOLDER', "
+        "  (in Python: nnunet_transfer.inference.export.install_and_predict('MODEL.zip', 'INPUT_FOLDER', 'OUTPUT_FOLDER', "
         "device='cuda'))",
         "",
         "Predict with nnU-Net's own commands:",

@@ -1,0 +1,117 @@
+"""``nnunet-transfer`` commands. Data: synthetic sources in the official layouts, converters to nnU-Net raw datasets,
+point annotations to labels."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from nnunet_transfer.data import synthetic
+
+    sizes = {"cases": args.cases} if args.cases is not None else {}
+    if args.kind == "mots":
+        synthetic.synth_mots(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None, **sizes)
+    elif args.kind == "kits21":
+        synthetic.synth_kits21(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None,
+                               layout=args.layout, groups=args.groups, **sizes)
+    else:
+        synthetic.synth_kvasir(args.out, seed=args.seed, size=tuple(args.shape[-2:]) if args.shape else (64, 64),
+                               **sizes)
+    print(f"wrote synthetic {args.kind} sources to {Path(args.out).resolve()}")
+    return 0
+
+
+#: the dataset name each converter uses without --name
+DEFAULT_DATASET_NAMES = {"mots": "MOTS", "kits21": "KiTS21", "kvasir": "KvasirSEG"}
+
+
+def _prepare_conversion(args: argparse.Namespace) -> None:
+    """Before converting: refuse to replace an existing dataset without --force (the converters replace it)."""
+    from nnunet_transfer.data.existing_dataset import refuse_to_replace
+    from nnunet_transfer.data.raw_dataset import dataset_folder_name, nnunet_raw_dir
+
+    target = nnunet_raw_dir() / dataset_folder_name(args.d, args.name or DEFAULT_DATASET_NAMES[args.kind])
+    refuse_to_replace(target, args.force)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    if not getattr(args, "list_mots_overlap", False):
+        _prepare_conversion(args)
+    if args.kind == "mots":
+        from nnunet_transfer.data.convert_mots import convert_mots
+
+        folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"],
+                              split_file=args.split, tasks=args.tasks, num_workers=args.np,
+                              geometry_mismatch=args.geometry_mismatch)
+    elif args.kind in ("kits21", "kits"):
+        from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
+
+        if args.list_mots_overlap:
+            print("\n".join(list_mots_overlap(args.source)))
+            return 0
+        folder = convert_kits(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kits21"],
+                              exclude_mots_overlap=args.exclude_mots_overlap,
+                              only_mots_overlap=args.only_mots_overlap, num_workers=args.np,
+                              geometry_mismatch=args.geometry_mismatch)
+    else:
+        from nnunet_transfer.data.convert_kvasir import convert_kvasir
+
+        folder = convert_kvasir(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kvasir"],
+                                num_workers=args.np)
+    print(f"nnU-Net raw dataset written to {folder}")
+    return 0
+
+
+def _cmd_points_to_labels(args: argparse.Namespace) -> int:
+    from nnunet_transfer.data.point_labels import write_point_labels
+
+    written = write_point_labels(args.points, args.dataset_dir, radius_mm=args.radius_mm, coordinates=args.coordinates,
+                                 overwrite=args.overwrite)
+    print(f"wrote {len(written)} sphere label files into {Path(args.dataset_dir) / 'labelsTr'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``nnunet-transfer`` parser."""
+    p = sub.add_parser("synth", help="write seeded synthetic data in an official dataset layout")
+    p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which official layout to imitate")
+    p.add_argument("out", help="output folder (the source root a converter then reads)")
+    p.add_argument("--cases", type=int, default=None, help="cases per source (default: small)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same data)")
+    p.add_argument("--shape", type=int, nargs="+", help="volume shape z y x (kvasir: height width)")
+    p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
+    p.add_argument("--groups", type=int, default=None,
+                   help="kits21 only: also write segmentation_samples/ with this many groups, as the official "
+                        "sample_segmentations.py would (a fresh clone has none)")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("convert", help="convert an official dataset layout into an nnU-Net raw dataset")
+    p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which source dataset the folder holds")
+    p.add_argument("source", help="root folder of the source data")
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id")
+    p.add_argument("--name", help="dataset name (DatasetXXX_NAME)")
+    p.add_argument("--split", help="mots: JSON {'train': [...], 'test': [...]} or DoDNet list file")
+    p.add_argument("--tasks", nargs="+", help="mots: only these tasks (liver kidney hepatic_vessel ...)")
+    p.add_argument("--exclude-mots-overlap", action="store_true", help="kits21: leave out the KiTS19 cases")
+    p.add_argument("--only-mots-overlap", action="store_true", help="kits21: only the KiTS19 cases")
+    p.add_argument("--list-mots-overlap", action="store_true", help="kits21: print the overlapping case ids")
+    p.add_argument("--geometry-mismatch", choices=["error", "use-image", "skip"], default="error",
+                   help="mots, kits21: what an image/label header mismatch does: error (default), use-image (write "
+                        "the label with the image's geometry when the array sizes agree; LiTS case 53) or skip "
+                        "(leave the case out); both are listed in the summary")
+    p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.add_argument("--force", action="store_true", help="replace an existing dataset of the same id and name")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("points-to-labels", help="localisation data with only centres annotated: write small sphere "
+                                                "labels into an nnU-Net raw dataset")
+    p.add_argument("points", help="JSON {case_id: point}")
+    p.add_argument("dataset_dir", help="the nnU-Net raw dataset folder (DatasetXXX_Name)")
+    p.add_argument("--radius-mm", type=float, default=3.0,
+                   help="sphere radius in mm (default 3); at least the spacing of the configuration you train")
+    p.add_argument("--coordinates", choices=["world", "voxel"], default="world",
+                   help="world: x, y, z in mm (ITK/LPS); voxel: z, y, x array index")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in labelsTr")
+    p.set_defaults(func=_cmd_points_to_labels)

@@ -1,0 +1,104 @@
+"""``nnunet-transfer`` commands. Planning: our experiment planners, plans with other architectures, and plans aligned
+with a pretraining dataset."""
+
+from __future__ import annotations
+
+import argparse
+from typing import List
+
+
+def _cmd_align_plans(args: argparse.Namespace) -> int:
+    from nnunet_transfer.transfer.align import align_plans
+
+    plans_file = align_plans(args.s, args.t, source_plans=args.sp, target_plans=args.tp,
+                             configurations=args.c, preprocess=not args.no_preprocess,
+                             pretrained_checkpoint=args.pretrained, num_processes=args.np)
+    print(f"aligned plans written to {plans_file}")
+    print(f"train with: nnUNetv2_train {args.t} {args.c[0]} FOLD -tr <trainer> -p {plans_file.stem} "
+          + ("" if args.pretrained else "-pretrained_weights <pretraining checkpoint_final.pth>"))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from nnunet_transfer.planning.run_planner import PLANNERS, plan_experiment
+
+    if args.pl not in PLANNERS:
+        raise ValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
+    plans_file = plan_experiment(args.d, args.pl, gpu_memory_target_gb=args.gpu_memory_target,
+                                 plans_name=args.overwrite_plans_name, preprocess=args.preprocess,
+                                 configurations=tuple(args.c), num_processes=args.np)
+    print(f"plans written to {plans_file}")
+    return 0
+
+
+class _EncoderNames:
+    """``plan-arch --arch`` choices: the encoder registry's names, read only when argparse checks or lists them (the
+    registry imports torch, which the other commands do not need)."""
+
+    @staticmethod
+    def _names() -> List[str]:
+        from nnunet_transfer.architectures.encoders import ENCODERS
+
+        return list(ENCODERS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
+def _cmd_plan_arch(args: argparse.Namespace) -> int:
+    from nnunet_transfer.planning.plan_arch import plan_arch
+
+    plans_file = plan_arch(args.d, args.arch, decoder=args.decoder, weights=args.weights, source_plans=args.sp,
+                           configuration=args.c, plans_name=args.p, preprocess=not args.no_preprocess,
+                           num_processes=args.np)
+    trainer = "MLEAMTrainer" if args.decoder == "mleam" else "Med3DFinetuneTrainer"
+    print(f"plans written to {plans_file}")
+    print(f"train with: nnUNetv2_train {args.d} {args.c} FOLD -tr {trainer} -p {plans_file.stem}"
+          + ("   (the pretrained weights come from the plans' record: no -pretrained_weights)" if args.weights else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``nnunet-transfer`` parser."""
+    p = sub.add_parser("align-plans", help="give a fine-tuning dataset the pretraining dataset's plans and preprocess "
+                                           "it (fingerprint -> move plans -> preprocess)")
+    p.add_argument("-s", type=int, required=True, help="pretraining (source) dataset id, e.g. 600")
+    p.add_argument("-t", type=int, required=True, help="fine-tuning (target) dataset id, e.g. 601")
+    p.add_argument("-sp", default="nnUNetPlans", help="source plans identifier")
+    p.add_argument("-tp", default=None, help="target plans identifier (default: <sp>_from<source id>)")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess")
+    p.add_argument("--pretrained", help="also write this checkpoint as the plans' pretrained-weights record")
+    p.add_argument("--no-preprocess", action="store_true", help="write the plans only (preprocess later with "
+                                                                "nnUNetv2_preprocess)")
+    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.set_defaults(func=_cmd_align_plans)
+
+    p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (its fingerprint must exist)")
+    p.add_argument("-pl", required=True, help="planner class, e.g. ResUNetASPPPlanner")
+    p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess with --preprocess")
+    p.add_argument("-gpu_memory_target", type=float, default=None,
+                   help="GPU memory the plans are sized for, in GB (nnU-Net's default: 8)")
+    p.add_argument("-overwrite_plans_name", default=None,
+                   help="name of the plans written (default: the planner's, e.g. nnUNetResUNetASPPPlans)")
+    p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
+    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
+                                         "dataset (optionally with MedicalNet weights)")
+    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
+    p.add_argument("-a", "--arch", required=True, choices=_EncoderNames(), metavar="ARCH",
+                   help="encoder, a name of the encoder registry: %(choices)s")
+    p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
+    p.add_argument("--weights", help="MedicalNet checkpoint (or nnU-Net checkpoint for --arch plain)")
+    p.add_argument("-sp", default="nnUNetPlans", help="plans to start from")
+    p.add_argument("-c", default="3d_fullres", help="configuration to start from; the only one the new plans hold")
+    p.add_argument("-p", default=None, help="name of the new plans (default derived from arch/decoder)")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="write the plans only (default: preprocess when the plans' data is not there yet)")
+    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.set_defaults(func=_cmd_plan_arch)

@@ -1,0 +1,47 @@
+"""``nnunet-transfer`` commands. The paper recipes and the demo (the kits21-dodnet comparison on embedded synthetic
+data)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from nnunet_transfer.recipes.demo import DemoConfig, run_demo
+
+    config = DemoConfig(workspace=Path(args.workspace) if args.workspace else None, mots_cases=args.mots_cases,
+                        target_cases=tuple(args.target_cases), val_cases=args.val_cases, test_cases=args.test_cases,
+                        seeds=tuple(args.seeds), pretrain_epochs=args.pretrain_epochs,
+                        pretrain_iterations=args.pretrain_iterations, epochs=args.epochs, iterations=args.iterations,
+                        data_seed=args.data_seed, shape=tuple(args.shape), base_features=args.base_features,
+                        max_features=args.max_features)
+    run_demo(config)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``nnunet-transfer`` parser."""
+    from nnunet_transfer.recipes.demo import DemoConfig
+
+    d = DemoConfig()
+
+    p = sub.add_parser("demo", help="MOTS pretraining -> KiTS21 fine-tuning from scratch and pretrained, over seeds, "
+                                    "on embedded synthetic data, on CPU")
+    p.add_argument("--workspace", help="folder for nnU-Net's data (default: nnUNet_* variables or ./nnunet_workspace)")
+    p.add_argument("--mots-cases", type=int, default=d.mots_cases, help="synthetic cases per MOTS source")
+    p.add_argument("--target-cases", type=int, nargs="+", default=list(d.target_cases), metavar="N",
+                   help="labelled KiTS21 cases per fine-tuning; several numbers (e.g. 2 4 8) give the few-label curve")
+    p.add_argument("--val-cases", type=int, default=d.val_cases, help="KiTS21 cases for nnU-Net's validation curves")
+    p.add_argument("--test-cases", type=int, default=d.test_cases, help="held-out KiTS21 cases that are scored")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds), help="one fine-tuning per seed and side")
+    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help="MOTS pretraining epochs")
+    p.add_argument("--pretrain-iterations", type=int, default=d.pretrain_iterations, help="iterations per epoch")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs")
+    p.add_argument("--iterations", type=int, default=d.iterations, help="fine-tuning iterations per epoch")
+    p.add_argument("--shape", type=int, nargs=3, default=list(d.shape), help="synthetic volume shape z y x")
+    p.add_argument("--data-seed", type=int, default=d.data_seed, help="seed of the synthetic data")
+    p.add_argument("--base-features", type=int, default=d.base_features,
+                   help="demo plans: features of the first stage (nnU-Net: 32)")
+    p.add_argument("--max-features", type=int, default=d.max_features, help="demo plans: feature cap (nnU-Net: 320)")
+    p.set_defaults(func=_cmd_demo)

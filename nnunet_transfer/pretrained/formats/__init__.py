@@ -1,0 +1,21 @@
+"""Checkpoint formats: one reader module per released format, each exposing ``FORMAT`` (a
+:class:`~nnunet_transfer.pretrained.formats.base.CheckpointFormat`). :data:`FORMAT_MODULES` lists them in the order
+they are tried; adding a format is one module here and one name in that tuple."""
+
+from __future__ import annotations
+
+import importlib
+from typing import List
+
+from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, SourceWeights
+
+#: reader modules of this package, tried in this order (the most specific formats first)
+FORMAT_MODULES: tuple = ()
+
+
+def registered_formats() -> List[CheckpointFormat]:
+    """Every registered checkpoint format, in detection order."""
+    return [importlib.import_module(f"{__name__}.{name}").FORMAT for name in FORMAT_MODULES]
+
+
+__all__ = ["CheckpointFormat", "FormatReading", "SourceWeights", "FORMAT_MODULES", "registered_formats"]

@@ -1,0 +1,59 @@
+"""What a checkpoint format reader is and what it produces.
+
+A reader turns the top-level object of a checkpoint, already deserialised without running code (``weights_only``
+torch loading, data-only pickles, safetensors, JSON), into named tensors plus what the format says about them. It
+knows nothing about the network the tensors will go into: mapping, adaptation and loading are
+:mod:`nnunet_transfer.transfer`'s work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import torch
+
+
+@dataclass
+class FormatReading:
+    """What one reader makes of a checkpoint object."""
+
+    #: tensors with the format's wrappers and prefixes removed, named as the family's own network names them
+    tensors: Dict[str, torch.Tensor]
+    #: checkpoint keys deliberately not offered for transfer (a pretext decoder, a projection head), with the reason
+    #: in :attr:`notes`
+    filtered: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    #: the source plans when the format carries them (results folder plans.json, v1 .pkl, nnssl adaptation plan)
+    plans: Optional[Mapping[str, Any]] = None
+    #: what else the format states: architecture name, expected input (modality, spacing, normalisation), ...
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """One released checkpoint format: how to recognise its top-level object and how to read it."""
+
+    name: str
+    #: the family of models that ships this format (shown in reports)
+    family: str
+    detect: Callable[[Any], bool]
+    read: Callable[[Any, str], FormatReading]
+
+
+@dataclass
+class SourceWeights:
+    """A source checkpoint read once: the sha256 of the bytes read, the format recognised and its reading.
+
+    Everything downstream of the read works from this object; nothing re-opens the user's path.
+    """
+
+    source: str
+    sha256: str
+    format: str
+    family: str
+    reading: FormatReading
+
+    @property
+    def tensors(self) -> Dict[str, torch.Tensor]:
+        return self.reading.tensors
