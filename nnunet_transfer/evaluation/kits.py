@@ -40,7 +40,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_transfer.data.convert_kits import case_folders, kits_case_roots, searched_folders_text
-from nnunet_transfer.evaluation.kits_samples import (
+from nnunet_transfer.data.kits_samples import (
     INSTANCE_DIR,
     NUMBER_OF_GROUPS,
     SampledSegmentation,
@@ -317,7 +317,7 @@ def evaluate_kits21(
     :func:`~nnunet_transfer.data.convert_kits.kits_case_roots` are searched). In the official layout the sampled
     segmentations are the reference and a case's score is their mean: read from ``segmentation_samples/group*/``
     where the official sampler wrote them, otherwise built from the case's ``segmentations/`` instance
-    annotations exactly as that sampler does (:mod:`.kits_samples`); with neither, or with
+    annotations exactly as that sampler does (:mod:`nnunet_transfer.data.kits_samples`); with neither, or with
     ``reference="majority"``, ``aggregated_MAJ_seg.nii.gz`` is used. The mode is printed and stored as
     ``"gt_mode"``.
 
