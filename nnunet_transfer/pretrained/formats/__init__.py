@@ -9,8 +9,9 @@ from typing import List
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, SourceWeights
 
-#: reader modules of this package, tried in this order (the most specific formats first)
-FORMAT_MODULES: tuple = ()
+#: reader modules of this package, tried in this order (the most specific formats first; STU-Net before any reader
+#: of nnU-Net v1's Generic_UNet, whose keys also start with conv_blocks_context; the Universal Model before SuPreM)
+FORMAT_MODULES: tuple = ("stunet", "models_genesis", "universal_model", "suprem", "voco", "dodnet")
 
 
 def registered_formats() -> List[CheckpointFormat]:
