@@ -225,7 +225,8 @@ def public_weights_record(network, weights: Path, arch: str) -> PretrainedRecord
     transfer = load_backbone(network, reading.tensors, family=fmt.family, source=str(weights),
                              filtered=reading.filtered)
     expected = reading.metadata.get("architecture")
-    hint = f" The file is a {expected} checkpoint: plan with --arch {expected}." if expected and expected != arch else ""
+    hint = (f" The file is a {expected} checkpoint: plan with --arch {expected}." if expected and expected != arch
+            else "")
     if transfer.fraction < MIN_BACKBONE_FRACTION:
         raise ValueError(f"only {100 * transfer.fraction:.1f}% of the {fmt.family} backbone in {weights} loads into "
                          f"{arch} (at least {100 * MIN_BACKBONE_FRACTION:.0f}% needed).{hint}\n{transfer}")

@@ -7,6 +7,7 @@ project's own saving code does (see nnunet_transfer/pretrained/formats/*). Nothi
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Dict
 
@@ -37,6 +38,15 @@ def language_head(backbone_channels: int, organs: int) -> Dict[str, torch.Tensor
             "text_to_vision.weight": torch.randn(256, 512), "text_to_vision.bias": torch.zeros(256)}
 
 
+@lru_cache(maxsize=2)
+def swin_unetr(use_v2: bool = False):
+    """MONAI's Swin UNETR (feature size 48, 2 classes) as our class builds it; one instance per version (slow)."""
+    from nnunet_transfer.architectures.public.monai_networks import SwinUNETR
+
+    torch.manual_seed(0)
+    return SwinUNETR(1, 2, use_v2=use_v2)
+
+
 def stunet_release(size: str = "s") -> dict:
     """nnU-Net v1 ``.model`` of STU-Net (``NetworkTrainer.save_checkpoint``), 105 TotalSegmentator classes."""
     network = STUNet(1, 105, *STUNET_SIZES[size], strides=STUNET_RELEASE_STRIDES)
@@ -58,10 +68,8 @@ def suprem_release(backbone: str, organs: int = SUPREM_ORGANS, top_level: bool =
     if backbone == "unet":
         state = {k: v for k, v in UNet3D(1, 1).state_dict().items() if not k.startswith("out_tr.")}
         channels = 512
-    else:
-        from nnunet_transfer.architectures.public.monai_networks import SwinUNETR
-
-        state = {k: v for k, v in SwinUNETR(1, organs).state_dict().items() if not k.startswith("out.")}
+    else:  # SuPreM's backbone copy of Swin UNETR has MONAI's keys without the output layer ``out``
+        state = {k: v.clone() for k, v in swin_unetr().state_dict().items() if not k.startswith("out.")}
         channels = 768
     body = state if top_level else _prefixed(state, "backbone.")
     return {"net": _prefixed({**body, **language_head(channels, organs)}, "module."), "optimizer": {},
@@ -70,10 +78,8 @@ def suprem_release(backbone: str, organs: int = SUPREM_ORGANS, top_level: bool =
 
 def voco_release(prefix: str = "backbone.") -> Dict[str, torch.Tensor]:
     """VoCo's Swin UNETR v2 encoder (``swinViT`` + ``encoder1..4``, ``encoder10``; feature size 48) as a flat dict."""
-    from nnunet_transfer.architectures.public.monai_networks import SwinUNETR
-
-    state = SwinUNETR(1, 2, use_v2=True).state_dict()
-    encoder = {k: v for k, v in state.items() if k.startswith(("swinViT.", "encoder"))}
+    state = swin_unetr(use_v2=True).state_dict()
+    encoder = {k: v.clone() for k, v in state.items() if k.startswith(("swinViT.", "encoder"))}
     return _prefixed(encoder, prefix)
 
 

@@ -95,7 +95,8 @@ class DoDNetUNet3D(nn.Module):
         self.layer2 = _stage(64, 128, layers[2], 2, weight_std)
         self.layer3 = _stage(128, 256, layers[3], 2, weight_std)
         self.layer4 = _stage(256, 256, layers[4], 2, weight_std)
-        self.fusionConv = nn.Sequential(nn.GroupNorm(16, 256), nn.ReLU(inplace=False), _conv(256, 256, 1, 1, weight_std))
+        self.fusionConv = nn.Sequential(nn.GroupNorm(16, 256), nn.ReLU(inplace=False),
+                                        _conv(256, 256, 1, 1, weight_std))
         self.x8_resb = _stage(256, 128, 1, 1, weight_std)
         self.x4_resb = _stage(128, 64, 1, 1, weight_std)
         self.x2_resb = _stage(64, 32, 1, 1, weight_std)
