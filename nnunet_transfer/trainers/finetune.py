@@ -149,7 +149,9 @@ class FineTuneTrainer(GuardedTrainer):
             return nnunet_pretrained_weights_report(network, argument)
         if record is None:
             return None
-        return transfer_from_record(network, record, self.new_layer_patterns)
+        # the public networks name their own task head (``head_prefixes``: out_tr., seg_outputs., ...)
+        return transfer_from_record(network, record,
+                                    tuple(self.new_layer_patterns) + tuple(getattr(network, "head_prefixes", ())))
 
     def _reload_after_interrupted_start(self, network: nn.Module) -> Optional[TransferReport]:
         """``--c`` without a checkpoint (killed in epoch 0): nnU-Net starts afresh and does not load
@@ -216,13 +218,7 @@ class FineTuneTrainer(GuardedTrainer):
         return optimizer, scheduler
 
     # ------------------------------------------------------------------ freezing
-    def network_supports_deep_supervision(class_name: str) -> bool:
-    """False for a network class that declares ``supports_deep_supervision = False`` (one output only)."""
-    cls = pydoc.locate(class_name)
-    return bool(getattr(cls, "supports_deep_supervision", True))
-
-
-def frozen_parameter_names(self, epoch: int) -> Set[str]:
+    def frozen_parameter_names(self, epoch: int) -> Set[str]:
         """Names of the parameters that get no update in ``epoch``."""
         return frozen_parameter_names(
             [n for n, _ in unwrap_network(self.network).named_parameters()], self.pretrained_parameter_names, epoch,
