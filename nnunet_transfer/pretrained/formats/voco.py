@@ -1,4 +1,4 @@
-"""VoCo releases (Luffy03/VoCo: ``VoCo_{B,L,H}_SSL_head.pt``, ``VoCo_10k.pt``): the self-supervised Swin UNETR **v2**
+"""VoCo releases (Luffy03/VoCo, e.g. ``VoCo_10k.pt``): the self-supervised Swin UNETR **v2**
 encoder as a flat state dict.
 
 Keys: ``swinViT.*`` (with the v2 residual blocks ``swinViT.layers{1..4}c``) and ``encoder1..4``, ``encoder10``; files
