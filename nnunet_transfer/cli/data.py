@@ -73,6 +73,14 @@ def _cmd_points_to_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clip_intensities(args: argparse.Namespace) -> int:
+    from nnunet_transfer.data.intensity_clip import clip_dataset
+
+    clip_dataset(args.source, args.target, percentiles=args.percentiles, window=args.window,
+                 file_ending=args.file_ending, force=args.force)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``nnunet-transfer`` parser."""
     p = sub.add_parser("synth", help="write seeded synthetic data in an official dataset layout")
@@ -115,3 +123,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="world: x, y, z in mm (ITK/LPS); voxel: z, y, x array index")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in labelsTr")
     p.set_defaults(func=_cmd_points_to_labels)
+
+    p = sub.add_parser("clip-intensities", help="Med3D's per-volume clip: copy an nnU-Net raw dataset (or a folder of "
+                                                "images to predict) with every image clipped to its own percentiles "
+                                                "or to a fixed window; plan it with -pl Med3DPlanner (per-volume "
+                                                "z-score)")
+    p.add_argument("source", help="nnU-Net raw dataset folder (with dataset.json) or a folder of images")
+    p.add_argument("target", help="the folder to write (a new DatasetXXX_Name in nnUNet_raw, or an input folder)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="clip each image to these percentiles of its own values (default: 0.5 99.5, the paper)")
+    group.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="clip to fixed bounds instead, e.g. -200 250 (HU, the paper's LiTS window)")
+    p.add_argument("--file-ending", default=None, help="image file ending (default: dataset.json's, else .nii.gz)")
+    p.add_argument("--force", action="store_true", help="replace an existing target")
+    p.set_defaults(func=_cmd_clip_intensities)
