@@ -11,6 +11,9 @@ Entries:
 - ``plain``: nnU-Net's own ``PlainConvEncoder``, built from the plans' ``PlainConvUNet`` arguments (``n_stages``,
   ``features_per_stage``, ``conv_op``, ``kernel_sizes``, ``strides``, ``n_conv_per_stage``, ...); its weights come
   from an nnU-Net checkpoint of the plain U-Net;
+- ``localization-paper``: the localisation-pretraining paper's encoder (nnU-Net's ``PlainConvEncoder`` with 2x2
+  max-pooling, batch norm, ReLU, dropout at its end; :mod:`nnunet_transfer.architectures.localization_unet`), same
+  arguments as ``plain``; weights from an nnU-Net checkpoint (``LocalizationPretrainTrainer``'s);
 - ``med3d-resnet{10,18,34,50,101,152,200}``: MedicalNet's dilated 3D ResNet
   (:class:`~nnunet_transfer.architectures.med3d.Med3DResNet`), arguments ``shortcut_type`` and ``strides``; weights
   from a released MedicalNet file (:mod:`nnunet_transfer.pretrained.medicalnet`) or an nnU-Net checkpoint.
@@ -141,6 +144,13 @@ def _plain_stages(**kwargs: Any) -> EncoderStages:
                                                 for s in strides))
 
 
+def _build_localization_paper(input_channels: int, **kwargs: Any) -> nn.Module:
+    from nnunet_transfer.architectures.localization_unet import localization_paper_encoder  # imports this module
+
+    _check_plain_kwargs(kwargs)
+    return localization_paper_encoder(input_channels, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------- MedicalNet ResNets
 def med3d_encoder_name(depth: int) -> str:
     """Registry name of the Med3D ResNet of ``depth``, e.g. ``med3d-resnet50``."""
@@ -166,6 +176,9 @@ ENCODERS: Dict[str, EncoderSpec] = {
         med3d_encoder_name(depth), _build_med3d, _med3d_stages, ("medicalnet", "nnunet-checkpoint"),
         f"MedicalNet's dilated 3D ResNet-{depth}", MappingProxyType({"depth": depth}))
        for depth in sorted(RESNET_LAYOUTS)},
+    "localization-paper": EncoderSpec("localization-paper", _build_localization_paper, _plain_stages,
+                                      ("nnunet-checkpoint",), "the localisation paper's U-Net encoder (3x3 conv, batch "
+                                      "norm, ReLU, 2x2 max-pooling, dropout)"),
 }
 
 

@@ -59,7 +59,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
         folder = convert_kvasir(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kvasir"],
-                                num_workers=args.np)
+                                num_workers=args.np, image_preprocessing=args.image_preprocessing)
     print(f"nnU-Net raw dataset written to {folder}")
     return 0
 
@@ -109,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mots, kits21: what an image/label header mismatch does: error (default), use-image (write "
                         "the label with the image's geometry when the array sizes agree; LiTS case 53) or skip "
                         "(leave the case out); both are listed in the summary")
+    p.add_argument("--image-preprocessing", choices=["localization-paper", "attention-paper"], default=None,
+                   help="kvasir: a 2D paper's preprocessing: localization-paper (grey, normalised, CLAHE, gamma) or "
+                        "attention-paper (256 x 256; [0, 1] channels that the brain U-Net maps to [-1, 1])")
     p.add_argument("-np", type=int, default=1, help="worker processes")
     p.add_argument("--force", action="store_true", help="replace an existing dataset of the same id and name")
     p.set_defaults(func=_cmd_convert)

@@ -54,7 +54,9 @@ def _cmd_plan_arch(args: argparse.Namespace) -> int:
     plans_file = plan_arch(args.d, args.arch, decoder=args.decoder, weights=args.weights, source_plans=args.sp,
                            configuration=args.c, plans_name=args.p, preprocess=not args.no_preprocess,
                            num_processes=args.np)
-    trainer = "MLEAMTrainer" if args.decoder == "mleam" else "Med3DFinetuneTrainer"
+    trainer = "MLEAMTrainer" if args.decoder == "mleam" else \
+        "LocalizationPretrainTrainer (then FrozenEncoderTrainer)" if args.arch == "localization-paper" else \
+        "Med3DFinetuneTrainer"
     print(f"plans written to {plans_file}")
     print(f"train with: nnUNetv2_train {args.d} {args.c} FOLD -tr {trainer} -p {plans_file.stem}"
           + ("   (the pretrained weights come from the plans' record: no -pretrained_weights)" if args.weights else ""))
@@ -88,8 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
-                                         "dataset (optionally with MedicalNet weights)")
+    p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder, or the "
+                                         "localisation paper's U-Net, into a planned dataset (optionally with "
+                                         "MedicalNet weights)")
     p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
     p.add_argument("-a", "--arch", required=True, choices=_EncoderNames(), metavar="ARCH",
                    help="encoder, a name of the encoder registry: %(choices)s")
