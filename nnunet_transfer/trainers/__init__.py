@@ -15,11 +15,14 @@ from nnunet_transfer.trainers.mleam import MLEAMPretrainTrainer, MLEAMTrainer, M
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import (MOTSPretrainTrainer, MOTSPretrainTrainerBalanced,
                                                    MOTSPretrainTrainerDoDNetPooling)
-from nnunet_transfer.trainers.attention_unet import AttentionUNetTrainer
+from nnunet_transfer.trainers.attention_unet import (AttentionUNetTrainer, AttentionUNetTrainer_brainUNet,
+                                                     AttentionUNetTrainer_brainUNetNoGates)
 from nnunet_transfer.trainers.frozen_encoder import FrozenEncoderTrainer, FrozenEncoderTrainer_logDice
 
 __all__ = [
     "AttentionUNetTrainer",
+    "AttentionUNetTrainer_brainUNet",
+    "AttentionUNetTrainer_brainUNetNoGates",
     "FrozenEncoderTrainer",
     "FrozenEncoderTrainer_logDice",
     "FineTuneTrainer",
