@@ -2,11 +2,12 @@
 --image-preprocessing NAME``), so that nnU-Net trains and predicts on the images the paper's network saw.
 
 * ``localization-paper`` (Hu et al.): "grayscale conversion, normalization, contrast limited adaptive histogram
-  equalization and gamma correction", citing the retinal pipeline of Brown et al. That pipeline is the retina U-Net
-  preprocessing of that line of work: ITU-R 601 grey (0.299 R + 0.587 G + 0.114 B), standardisation then min-max
-  rescaling to 0..255, CLAHE with clip limit 2.0 on an 8 x 8 tile grid, gamma 1.2 (``out = in ** (1 / 1.2)``).
-  :func:`localization_paper_image` does this per image with numpy and scikit-image's CLAHE (OpenCV's clip limit 2.0
-  on 256 bins is scikit-image's normalised ``clip_limit`` 2 / 256). Output: one grey uint8 channel.
+  equalization and gamma correction", without parameters. We use the values of the widely used retinal-vessel U-Net
+  preprocessing: ITU-R 601 grey (0.299 R + 0.587 G + 0.114 B), standardisation then min-max rescaling to 0..255,
+  CLAHE with clip limit 2.0 on an 8 x 8 tile grid, gamma 1.2 (``out = in ** (1 / 1.2)``).
+  :func:`localization_paper_image` does this per image with numpy and scikit-image's CLAHE (a dependency of
+  nnU-Net; OpenCV's clip limit 2.0 on 256 bins is scikit-image's normalised ``clip_limit`` 2 / 256). Output: one
+  grey uint8 channel.
 * ``attention-paper`` (Khadka): images "normalized in the range of [-1, 1] and resized to 256 x 256".
   :func:`resize_pair` resizes image (bilinear) and mask (nearest) to 256 x 256; the channels are written as nnU-Net's
   ``rgb_to_0_1`` (x / 255), and the brain U-Net maps [0, 1] to [-1, 1] inside its forward

@@ -19,18 +19,19 @@ at or after each multiple of 2000 iterations (exact when 2000 is a multiple of `
 every 8 epochs at nnU-Net's 250 iterations; :class:`~nnunet_transfer.trainers.lr_schedulers.StepDecayLRScheduler`).
 
 Budget of the paper schedule. The paper gives no number of iterations. nnU-Net's 1000 x 250 iterations would spend
-all but the first ~6000 at rates below 1e-6 (1e-9 from epoch 48 on), where Adam's steps change nothing. A step
+242,000 of its 250,000 iterations (97 %) at rates below 1e-6 (1e-9 from epoch 48 on), where Adam's steps change
+nothing. A step
 schedule in which every step matters ends when the next division would take the rate to the negligible: the paper's
 schedule has three useful levels (1e-3, 1e-4, 1e-5), so :class:`MLEAMTrainer_paper` trains 3 x 2000 = 6000
 iterations (24 epochs of nnU-Net's 250; at the paper's batch of 16 that is 96,000 patches, ~1,900 per volume of
 PROMISE12's 50). Not a single iteration runs below 1e-5. ``paper_total_iterations`` changes it.
 
 Pretraining (:class:`MLEAMPretrainTrainer`): the paper pretrains the encoder on other MRI data with SGD (momentum 0.9)
-from 0.01, "decreased by a weight decay of 1e-6 after each epoch", with cross entropy only. We read the decay as the
-learning rate's inverse-time decay ``0.01 / (1 + 1e-6 * epoch)`` (Keras' ``decay`` argument; over any nnU-Net budget
-it is a constant rate) and use no other weight decay; the loss is nnU-Net's cross-entropy term alone (its Dice term
-weighted 0). Network from the plans (e.g. ``plan-arch -a med3d-resnet101``; the paper's "simple decoder" is not
-specified further, so the plans' decoder is used).
+from 0.01, which "decrease[s] by a weight decay of 1.0 x 10^-6 after each epoch", with cross entropy only. We read
+the decay as the learning rate's inverse-time decay ``0.01 / (1 + 1e-6 * epoch)`` (over any nnU-Net budget a
+practically constant rate) and use no weight decay (``pretrain_weight_decay``: the other reading, an L2 decay of
+1e-6); the loss is nnU-Net's cross-entropy term alone (its Dice term weighted 0). Network from the plans (e.g.
+``plan-arch -a med3d-resnet101``; the paper's "simple decoder" is not specified further, so the plans' decoder is used).
 """
 
 from __future__ import annotations
@@ -136,12 +137,13 @@ class MLEAMPretrainTrainer(FineTuneTrainer):
     pretrain_lr: float = 1e-2
     pretrain_momentum: float = 0.9
     pretrain_lr_decay: float = 1e-6
+    pretrain_weight_decay: float = 0.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = self.pretrain_lr
-        self.weight_decay = 0.0
+        self.weight_decay = self.pretrain_weight_decay
 
     def _get_deep_supervision_scales(self):
         return network_deep_supervision_scales(self)
@@ -153,7 +155,8 @@ class MLEAMPretrainTrainer(FineTuneTrainer):
         return loss
 
     def make_optimizer(self, param_groups: List[dict]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(param_groups, lr=self.initial_lr, momentum=self.pretrain_momentum, weight_decay=0.0)
+        return torch.optim.SGD(param_groups, lr=self.initial_lr, momentum=self.pretrain_momentum,
+                               weight_decay=self.weight_decay)
 
     def configure_optimizers(self):
         optimizer, _ = super().configure_optimizers()
