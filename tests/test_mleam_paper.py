@@ -117,3 +117,38 @@ def test_pretrain_trainer_is_cross_entropy_with_sgd_09(mleam_plans):
     target = torch.randint(0, 4, (2, 1, *patch)).float()
     expected = torch.nn.functional.cross_entropy(logits, target[:, 0].long())
     assert base(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bspline_deformation_moves_image_and_labels_together():
+    from nnunet_transfer.augmentation.bspline_deformation import BSplineDeformationTransform
+
+    np.random.seed(0)
+    seg = torch.zeros(1, 16, 40, 40, dtype=torch.int16)
+    seg[:, 4:12, 10:30, 12:28] = 1
+    seg[:, :, :2] = -1  # nnU-Net's padding label survives (nearest neighbour)
+    image = torch.stack([seg[0].float() * 100 + torch.randn(16, 40, 40), -seg[0].float()])
+    out = BSplineDeformationTransform(mesh_size=2, sigma=3.0)(image=image.clone(), segmentation=seg.clone())
+    assert out["image"].shape == image.shape and out["segmentation"].shape == seg.shape
+    assert out["segmentation"].dtype == torch.int16 and set(out["segmentation"].unique().tolist()) <= {-1, 0, 1}
+    moved = (out["segmentation"] != seg).float().mean().item()
+    assert 0.005 < moved < 0.5  # deformed, but not scrambled
+    foreground = out["segmentation"][0] == 1
+    # image and labels got the same field: the bright voxels are where the label went
+    assert (out["image"][0][foreground] > 50).float().mean() > 0.95
+    assert (out["image"][0][out["segmentation"][0] == 0] < 50).float().mean() > 0.95
+    same = BSplineDeformationTransform(sigma=0.0)(image=image.clone(), segmentation=seg.clone())
+    assert torch.allclose(same["image"], image, atol=1e-4) and torch.equal(same["segmentation"], seg)
+
+
+def test_paper_trainer_adds_the_deformation_after_nnunets_spatial_transform():
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    from nnunet_transfer.augmentation.bspline_deformation import BSplineDeformationTransform
+    from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper
+
+    args = (np.array(MLEAM_PAPER_PATCH), (-0.5, 0.5), None, (0, 1, 2), False)
+    paper = MLEAMTrainer_paper.get_training_transforms(*args, foreground_labels=[1]).transforms
+    spatial = next(i for i, t in enumerate(paper) if isinstance(t, SpatialTransform))
+    assert isinstance(paper[spatial + 1], BSplineDeformationTransform) and paper[spatial + 1].mesh_size == 2
+    plain = MLEAMTrainer.get_training_transforms(*args, foreground_labels=[1]).transforms
+    assert not any(isinstance(t, BSplineDeformationTransform) for t in plain) and len(plain) == len(paper) - 1

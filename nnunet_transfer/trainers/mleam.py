@@ -26,6 +26,11 @@ schedule has three useful levels (1e-3, 1e-4, 1e-5), so :class:`MLEAMTrainer_pap
 iterations (24 epochs of nnU-Net's 250; at the paper's batch of 16 that is 96,000 patches, ~1,900 per volume of
 PROMISE12's 50). Not a single iteration runs below 1e-5. ``paper_total_iterations`` changes it.
 
+Augmentation: :class:`MLEAMTrainer_paper` adds the paper's random B-spline deformation on a 2 x 2 x 2 control grid
+(:class:`~nnunet_transfer.augmentation.bspline_deformation.BSplineDeformationTransform`, every sample, displacement
+SD ``bspline_sigma`` voxels: the paper gives none) right after nnU-Net's spatial transform; the rest of nnU-Net's
+augmentation stays.
+
 Pretraining (:class:`MLEAMPretrainTrainer`): the paper pretrains the encoder on other MRI data with SGD (momentum 0.9)
 from 0.01, which "decrease[s] by a weight decay of 1.0 x 10^-6 after each epoch", with cross entropy only. We read
 the decay as the learning rate's inverse-time decay ``0.01 / (1 + 1e-6 * epoch)`` (over any nnU-Net budget a
@@ -40,9 +45,14 @@ import math
 from typing import List, Optional, Sequence
 
 import torch
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from torch import nn
 
+from nnunet_transfer.augmentation.bspline_deformation import BSplineDeformationTransform
 from nnunet_transfer.losses.mleam_edge import MLEAM_EDGE_WEIGHTS, MLEAMLoss
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.lr_schedulers import InverseTimeDecayLRScheduler, StepDecayLRScheduler
@@ -50,6 +60,18 @@ from nnunet_transfer.trainers.med3d import network_deep_supervision_scales
 from nnunet_transfer.utils.modules import unwrap_network
 
 __all__ = ["MLEAMTrainer", "MLEAMTrainer_paper", "MLEAMPretrainTrainer"]
+
+
+def insert_after_spatial_transform(transforms: ComposeTransforms, transform: BasicTransform) -> None:
+    """Put ``transform`` right after nnU-Net's ``SpatialTransform`` (after its return to 3D in pseudo-2D mode)."""
+    items = transforms.transforms
+    spatial = [i for i, t in enumerate(items) if isinstance(t, SpatialTransform)]
+    if not spatial:
+        raise RuntimeError("nnU-Net's training transforms have no SpatialTransform to put the deformation after")
+    position = spatial[0] + 1
+    if position < len(items) and isinstance(items[position], Convert2DTo3DTransform):
+        position += 1
+    items.insert(position, transform)
 
 
 class MLEAMTrainer(FineTuneTrainer):
@@ -64,6 +86,11 @@ class MLEAMTrainer(FineTuneTrainer):
     paper_lr_gamma: float = 0.1
     #: with ``paper_schedule``: the whole run in iterations (rounded up to whole epochs); None keeps nnU-Net's epochs
     paper_total_iterations: Optional[int] = None
+    #: the paper's random B-spline deformation (control grid ``bspline_mesh_size`` per axis) after nnU-Net's spatial
+    #: transform, displacement SD ``bspline_sigma`` voxels
+    bspline_deformation: bool = False
+    bspline_mesh_size: int = 2
+    bspline_sigma: float = 4.0
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -72,6 +99,16 @@ class MLEAMTrainer(FineTuneTrainer):
             self.initial_lr = self.paper_initial_lr
             if self.paper_total_iterations is not None:
                 self.num_epochs = math.ceil(self.paper_total_iterations / self.num_iterations_per_epoch)
+
+    @classmethod
+    def get_training_transforms(cls, *args, **kwargs) -> BasicTransform:
+        """nnU-Net's training transforms, with the B-spline deformation after its spatial transform when
+        ``bspline_deformation``."""
+        transforms = super(MLEAMTrainer, cls).get_training_transforms(*args, **kwargs)
+        if cls.bspline_deformation:
+            insert_after_spatial_transform(transforms, BSplineDeformationTransform(cls.bspline_mesh_size,
+                                                                                   cls.bspline_sigma))
+        return transforms
 
     # ------------------------------------------------------------------ network contract
     def _get_deep_supervision_scales(self):
@@ -124,10 +161,11 @@ class MLEAMTrainer(FineTuneTrainer):
 
 class MLEAMTrainer_paper(MLEAMTrainer):
     """The paper's optimiser: Adam (0.9, 0.999) from 1e-3, divided by 10 every 2000 iterations, for 6000 iterations
-    (the three useful rate levels, see the module docstring)."""
+    (the three useful rate levels, see the module docstring); the paper's B-spline deformation."""
 
     paper_schedule = True
     paper_total_iterations = 6000
+    bspline_deformation = True
 
 
 class MLEAMPretrainTrainer(FineTuneTrainer):
