@@ -57,6 +57,7 @@ def _cmd_plan_arch(args: argparse.Namespace) -> int:
     from nnunet_transfer.architectures.networks import NETWORKS
 
     trainer = ("MLEAMTrainer" if args.decoder == "mleam" else
+               "LocalizationPretrainTrainer (then FrozenEncoderTrainer)" if args.arch == "localization-paper" else
                "FineTuneTrainer" if args.arch in NETWORKS else "Med3DFinetuneTrainer")
     print(f"plans written to {plans_file}")
     print(f"train with: nnUNetv2_train {args.d} {args.c} FOLD -tr {trainer} -p {plans_file.stem}"
@@ -92,8 +93,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("plan-arch", help="write plans that put another network into a planned dataset: a public "
-                                         "model's network (STU-Net, UNet3D, DoDNet, Swin UNETR, SegResNet), a Med3D "
-                                         "encoder and/or the MLEAM decoder (optionally with its pretrained weights)")
+                                         "model's network (STU-Net, UNet3D, DoDNet, Swin UNETR, SegResNet), the "
+                                         "localisation paper's U-Net, a Med3D encoder and/or the MLEAM decoder "
+                                         "(optionally with its pretrained weights)")
     p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
     p.add_argument("-a", "--arch", required=True, choices=_ArchitectureNames(), metavar="ARCH",
                    help="network or encoder, a name of the network or encoder registry: %(choices)s")

@@ -20,6 +20,9 @@ everything that decides the preprocessed data (spacing, normalisation, resamplin
   model's own network, its constraints applied (:func:`~nnunet_transfer.architectures.networks.network_configuration`
   states them); with ``weights``, a file in the family's released format, read by its reader
   (:mod:`nnunet_transfer.pretrained.formats`), of whose backbone at least 95 % must load.
+* ``localization-paper``: :class:`~nnunet_transfer.architectures.localization_unet.LocalizationPaperUNet`, the
+  localisation-pretraining paper's U-Net (2D or 3D; patch rounded down to a multiple of 16), for
+  ``LocalizationPretrainTrainer`` and ``FrozenEncoderTrainer``.
 
 The patch size is the only data-related value that may change, and nnU-Net's preprocessed data does not depend on
 it. With ``weights`` the new configuration also gets a pretrained-weights record (:mod:`nnunet_transfer.transfer.
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from nnunet_transfer.architectures.encoders import get_encoder
+from nnunet_transfer.architectures.localization_unet import localization_paper_configuration
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
 from nnunet_transfer.architectures.networks import NETWORKS, architecture_names, network_configuration
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
@@ -54,6 +58,8 @@ __all__ = ["plan_arch", "architecture_configuration", "parse_arch", "default_pla
            "DECODERS", "MLEAM_CLASS_NAME", "PLAIN_UNET_CLASS_NAME"]
 
 MLEAM_CLASS_NAME = "nnunet_transfer.architectures.mleam.MLEAMUNet"
+#: the registry name of the localisation paper's encoder; plan-arch writes its whole U-Net
+LOCALIZATION_PAPER = "localization-paper"
 PLAIN_UNET_CLASS_NAME = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 #: every value ``arch`` accepts: the encoder registry's names and the network registry's
 ARCHITECTURES: Tuple[str, ...] = tuple(architecture_names())
@@ -75,6 +81,8 @@ def parse_arch(arch: str, decoder: Optional[str]) -> Optional[int]:
     if spec.name == "plain" and decoder is None:
         raise ValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
                          "plans directly, or give decoder='mleam'")
+    if spec.name == LOCALIZATION_PAPER and decoder is not None:
+        raise ValueError(f"arch {LOCALIZATION_PAPER!r} is the paper's whole U-Net; it takes no decoder")
     depth = spec.fixed_kwargs.get("depth")
     return None if depth is None else int(depth)
 
@@ -96,6 +104,8 @@ def architecture_configuration(configuration: dict, arch: str, decoder: Optional
     depth = parse_arch(arch, decoder)
     if arch in NETWORKS:
         return network_configuration(configuration, arch, configuration_name)[0]
+    if arch == LOCALIZATION_PAPER:
+        return localization_paper_configuration(configuration, configuration_name)
     patch = [int(p) for p in configuration["patch_size"]]
     if depth is None:  # plain encoder + MLEAM decoder
         architecture = configuration.get("architecture", {})

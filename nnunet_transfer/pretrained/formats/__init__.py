@@ -13,7 +13,7 @@ from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatRead
 #: Generic_UNet, whose keys also start with conv_blocks_context; the Universal Model before SuPreM; the plain state
 #: dict last, as the catch-all)
 FORMAT_MODULES: tuple = ("nnssl", "stunet", "nnunet_v1", "nnunet_v2", "models_genesis", "universal_model", "suprem",
-                         "voco", "dodnet", "medicalnet", "state_dict")
+                         "voco", "dodnet", "brain_unet", "medicalnet", "state_dict")
 
 
 def registered_formats() -> List[CheckpointFormat]:
