@@ -52,14 +52,6 @@ def _cmd_extract_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_verify_weights(args: argparse.Namespace) -> int:
-    from nnunet_transfer.pretrained.registry import verify_checkpoint
-
-    report = verify_checkpoint(args.path, args.record)
-    print(report)
-    return 0 if report.ok else 1
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``nnunet-transfer`` parser."""
     p = sub.add_parser("set-pretrained", help="write a pretrained-weights record into a dataset's plans (for "
@@ -102,7 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "weight': ...}}), for plan-arch --weights")
     p.set_defaults(func=_cmd_extract_encoder)
 
-    p = sub.add_parser("verify-weights", help="check a downloaded MedicalNet checkpoint against the registry")
-    p.add_argument("path", help="the downloaded checkpoint file (e.g. resnet_10_23dataset.pth)")
-    p.add_argument("--record", help="registry record name (default: from the file name)")
-    p.set_defaults(func=_cmd_verify_weights)
+    from nnunet_transfer.cli.zoo import add_verify_arguments
+
+    p = sub.add_parser("verify-weights", help="alias of `zoo verify`: check a downloaded checkpoint (MedicalNet "
+                                              "files key by key) against the zoo's record")
+    add_verify_arguments(p)

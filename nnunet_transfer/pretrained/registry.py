@@ -1,15 +1,17 @@
-"""Registry of released pretrained checkpoints (one record per file, timm style) and their verification.
+"""MedicalNet's released checkpoints as records of the model zoo, and their key-by-key verification.
 
-MedicalNet (Tencent, Med3D paper) released 3D ResNets in one archive, ``MedicalNet_pytorch_files`` (the
-``pretrain/`` folder), downloadable from Google Drive or Tencent Weiyun as listed in the MedicalNet README:
+The records themselves are entries of the zoo's one data module (:mod:`nnunet_transfer.zoo.catalogue`, family
+``MedicalNet``): MedicalNet (Tencent, Med3D paper) released 3D ResNets in one archive, ``MedicalNet_pytorch_files``
+(the ``pretrain/`` folder), downloadable from Google Drive or Tencent Weiyun as listed in the MedicalNet README:
 
 - ``resnet_{10,18,34,50,101,152,200}.pth``: pretrained on 3DSeg-8 (8 public segmentation datasets,
   the Med3D paper);
 - ``resnet_{10,18,34,50}_23dataset.pth``: pretrained on 23 datasets (README update of 2019-07-30).
 
-Sizes are approximate (float32 tensor bytes of the encoder, in MB = 10^6 bytes); MedicalNet publishes no
-checksums, so ``sha256`` is None until someone records the digest of a verified download
-(:func:`verify_checkpoint` prints it). We never invent checksums.
+This module views them as :class:`PretrainedCheckpoint` (depth, shortcut type) for the Med3D encoders and checks a
+downloaded file against our :class:`Med3DResNet` key by key (``zoo verify`` and ``verify-weights`` use it for
+MedicalNet files). MedicalNet publishes no checksums, so ``sha256`` is None until someone records the digest of a
+verified download (:func:`verify_checkpoint` prints it). We never invent checksums.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 MEDICALNET_PROJECT_URL = "https://github.com/Tencent/MedicalNet"
+MEDICALNET_FAMILY = "MedicalNet"
 #: Download addresses of the archive holding all pretrained files, as listed in the MedicalNet README.
 MEDICALNET_DOWNLOAD_SOURCES: tuple[str, ...] = (
     "https://drive.google.com/file/d/13tnSvXY7oDIEloNFiGTsjUIYfS3g3BfG/view?usp=sharing",  # Google Drive
@@ -74,17 +77,24 @@ class PretrainedCheckpoint:
         return Med3DResNet(depth=self.depth, in_channels=in_channels, shortcut_type=self.shortcut_type)
 
 
-# Approximate sizes (MB) from the encoders' float32 tensor bytes; same architecture, same size.
-_SIZE_MB = {10: 57.4, 18: 132.0, 34: 253.2, 50: 184.8, 101: 341.2, 152: 470.0, 200: 506.9}
+def _from_zoo(record) -> PretrainedCheckpoint:
+    """A MedicalNet zoo record as a :class:`PretrainedCheckpoint`."""
+    size_mb = float(record.size_note.split()[1]) if record.size_note.startswith("about ") else 0.0
+    return PretrainedCheckpoint(
+        record.file_name, int(record.details["depth"]), str(record.details["shortcut_type"]),
+        str(record.details["pretraining_data"]), size_mb, project_url=MEDICALNET_PROJECT_URL,
+        sha256=record.sha256 if record.checksum_published else None,
+        notes=record.description)
 
-MEDICALNET_CHECKPOINTS: tuple[PretrainedCheckpoint, ...] = tuple(
-    [PretrainedCheckpoint(f"resnet_{d}.pth", d, s, DATA_8, _SIZE_MB[d],
-                          notes="Med3D paper: pretrained on 3DSeg-8")
-     for d, s in ((10, "B"), (18, "A"), (34, "A"), (50, "B"), (101, "B"), (152, "B"), (200, "B"))]
-    + [PretrainedCheckpoint(f"resnet_{d}_23dataset.pth", d, s, DATA_23, _SIZE_MB[d],
-                            notes="MedicalNet README update 2019-07-30: pretrained on 23 datasets")
-       for d, s in ((10, "B"), (18, "A"), (34, "A"), (50, "B"))]
-)
+
+def _medicalnet_checkpoints() -> tuple:
+    from nnunet_transfer.zoo.catalogue import RECORDS
+
+    return tuple(_from_zoo(r) for r in RECORDS if r.family == MEDICALNET_FAMILY)
+
+
+#: MedicalNet's released checkpoints (from the zoo's records)
+MEDICALNET_CHECKPOINTS: tuple[PretrainedCheckpoint, ...] = _medicalnet_checkpoints()
 
 
 def list_checkpoints() -> list[PretrainedCheckpoint]:
@@ -110,6 +120,8 @@ class VerificationReport:
     record: PretrainedCheckpoint | None
     sha256: str | None = None
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    #: what the checks could not establish (e.g. no published checksum), shown after them
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +144,7 @@ class VerificationReport:
         lines += [f"  {'PASS' if p else 'FAIL'}  {c:<{width}}  {d}" for c, p, d in self.checks]
         if self.sha256:
             lines.append(f"  sha256 {self.sha256}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
