@@ -9,12 +9,15 @@ from pathlib import Path
 
 
 def _cmd_set_pretrained(args: argparse.Namespace) -> int:
-    from nnunet_transfer.transfer.record import PretrainedRecord, plans_file_of, write_record
+    from nnunet_transfer.transfer.record import PretrainedRecord, plans_file_of
+    from nnunet_transfer.transfer.set_pretrained import remove_pretrained, set_pretrained
 
     plans_file = plans_file_of(args.d, args.p)
     if args.remove:
-        write_record(plans_file, args.c, None)
+        removed = remove_pretrained(plans_file, args.c)
         print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
+        if removed:
+            print(removed)
         return 0
     if not args.checkpoint:
         raise ValueError("give the checkpoint to record (or --remove)")
@@ -24,10 +27,13 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
                               kernel_reduce=args.kernel_reduce, kernel_grow=args.kernel_grow)
     if args.exclude is not None:
         record.exclude = list(args.exclude)
-    write_record(plans_file, args.c, record)
+    plans_file, messages = set_pretrained(plans_file, args.c, record, match_normalisation=args.match_normalisation)
+    plans = plans_file.stem
     print(f"{plans_file} [{args.c}] now starts from {Path(args.checkpoint).resolve()}")
-    print(f"check it: nnunet-transfer transfer-check -d {args.d} -c {args.c} -tr <trainer> -p {args.p}")
-    print(f"then train WITHOUT -pretrained_weights: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {args.p}")
+    for message in messages:
+        print(message)
+    print(f"check it: nnunet-transfer transfer-check -d {args.d} -c {args.c} -tr <trainer> -p {plans}")
+    print(f"then train WITHOUT -pretrained_weights: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {plans}")
     return 0
 
 
@@ -73,6 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="kernel 3 -> 1 along an axis: mean (nnU-Net's rule, default) or sum of the taps")
     p.add_argument("--kernel-grow", choices=["centre", "spread"], default="centre",
                    help="kernel 1 -> 3 along an axis: centre placement (default) or spread")
+    p.add_argument("--match-normalisation", action="store_true",
+                   help="write plans <PLANS>_<tag> whose intensity normalisation is the one the checkpoint was "
+                        "pretrained with (zoo record or the file's own plans), and put the record there")
     p.set_defaults(func=_cmd_set_pretrained)
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")

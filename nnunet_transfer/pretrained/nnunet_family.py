@@ -57,6 +57,9 @@ class SourceCheckpoint:
     notes: List[str] = field(default_factory=list)
     #: the source plans when the format carries them (results folder plans.json, v1 .pkl, nnssl plan)
     plans: Optional[Mapping[str, Any]] = None
+    #: what else the format states (``token_grid``: a transformer's pretraining token grid, for its positional
+    #: embedding)
+    metadata: Dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------- nnU-Net v1 names
@@ -148,7 +151,35 @@ def _from_nnssl(raw: Mapping[str, Any], source: str) -> SourceCheckpoint:
     note = (f"nnssl checkpoint ({arch}, {raw.get('trainer_name', '?')}): only the encoder and stem transfer "
             f"({', '.join(prefixes)}), as in nnU-Net's nnssl fine-tuning; {len(filtered)} pretext tensors filtered "
             f"out; recommended downstream patch {plan.get('recommended_downstream_patchsize')}")
-    return SourceCheckpoint(source, KIND_NNSSL, keep, filtered, [note], plan.get("pretrain_plan"))
+    metadata = {"adaptation_plan": plan}
+    grid = nnssl_token_grid(plan, state)
+    if grid is not None:
+        metadata["token_grid"] = grid
+    return SourceCheckpoint(source, KIND_NNSSL, keep, filtered, [note], plan.get("pretrain_plan"), metadata)
+
+
+def nnssl_pretraining_patch_size(plan: Mapping[str, Any]) -> Optional[List[int]]:
+    """The patch size an nnssl checkpoint was pretrained with: ``pretrain_patch_size`` when the plan overrides it
+    (as nnU-Net master reads it), else the patch size of the pretraining plan's (first) configuration."""
+    if plan.get("pretrain_patch_size") is not None:
+        return [int(p) for p in plan["pretrain_patch_size"]]
+    configurations = (plan.get("pretrain_plan") or {}).get("configurations") or {}
+    first = next(iter(configurations.values()), {})
+    patch = first.get("patch_size") if isinstance(first, Mapping) else None
+    return None if patch is None else [int(p) for p in patch]
+
+
+def nnssl_token_grid(plan: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Optional[Tuple[int, ...]]:
+    """A transformer checkpoint's token grid: pretraining patch size / patch-embedding kernel (the stem
+    projection's weight, ``keys_to_in_proj``), as nnU-Net master computes it; None for CNNs."""
+    if not plan.get("key_to_lpe"):
+        return None
+    patch = nnssl_pretraining_patch_size(plan)
+    projections = [f"{k}.weight" for k in plan.get("keys_to_in_proj") or ()] + ["down_projection.proj.weight"]
+    weight = next((state[k] for k in projections if k in state), None)
+    if patch is None or weight is None or weight.ndim != 2 + len(patch):
+        return None
+    return tuple(int(p) // int(k) for p, k in zip(patch, weight.shape[2:]))
 
 
 # ------------------------------------------------------------------------------------------------- one file

@@ -23,6 +23,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_transfer.pretrained.safe_load import read_torch_file_data_only
+from nnunet_transfer.trainers.checkpoint_argument import call_with_checkpoint, checkpoint_from_call
 from nnunet_transfer.trainers.nnunet_invocation import pretrained_weights_argument
 
 __all__ = ["GuardedTrainer", "check_pretrained_weights_file", "check_command_line_pretrained_weights"]
@@ -53,3 +54,11 @@ class GuardedTrainer(nnUNetTrainer):
         #: the ``-pretrained_weights`` file of this run (checked), or None
         self.pretrained_weights_file: Optional[str] = check_command_line_pretrained_weights()
         super().__init__(plans, configuration, fold, dataset_json, device)
+
+    def load_checkpoint(self, *args, **kwargs) -> None:
+        """nnU-Net's ``load_checkpoint`` under either name of its argument (``filename_or_checkpoint`` in 2.8.x,
+        ``checkpoint`` on nnU-Net master); a file is checked to load as plain data before nnU-Net unpickles it."""
+        checkpoint = checkpoint_from_call(args, kwargs)
+        if isinstance(checkpoint, (str, Path)):
+            check_pretrained_weights_file(checkpoint)
+        return call_with_checkpoint(super().load_checkpoint, checkpoint)
