@@ -18,7 +18,7 @@ from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.pretrained.registry import MEDICALNET_CHECKPOINTS
 from nnunet_transfer.zoo import NOT_PUBLISHED, RECORDS, get_record, list_records
 from nnunet_transfer.zoo.fetch import PARTIAL_SUFFIX, fetch_record
-from nnunet_transfer.zoo.verify import verify_file
+from nnunet_transfer.transfer.zoo_verify import verify_file
 from support.nnunet_family import resenc_unet, write_nnssl_checkpoint
 
 PLAN_ARCH_NAMES = {"stunet-s", "stunet-b", "stunet-l", "stunet-h", "suprem-unet", "genesis-unet3d", "swinunetr",

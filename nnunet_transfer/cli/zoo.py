@@ -50,7 +50,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from nnunet_transfer.zoo.fetch import fetch_record
-    from nnunet_transfer.zoo.verify import verify_file
+    from nnunet_transfer.transfer.zoo_verify import verify_file
 
     path = fetch_record(args.name, args.o, progressbar=not args.no_progress)
     print(f"downloaded {path}")
@@ -60,7 +60,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from nnunet_transfer.zoo.verify import verify_file
+    from nnunet_transfer.transfer.zoo_verify import verify_file
 
     report = verify_file(args.path, args.record)
     print(report)

@@ -43,7 +43,7 @@ from scipy import ndimage
 from surface_distance import lookup_tables
 
 from nnunet_transfer.data.convert_kits import case_folders, kits_case_roots, searched_folders_text
-from nnunet_transfer.evaluation.kits_samples import (
+from nnunet_transfer.data.kits_samples import (
     INSTANCE_DIR,
     NUMBER_OF_GROUPS,
     SampledSegmentation,

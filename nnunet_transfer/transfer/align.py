@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnunet_transfer.discovery import nnunet_folder
-from nnunet_transfer.pretrained.safe_load import load_state_dict_file
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.record import PretrainedRecord, write_record
 
 
@@ -32,7 +32,7 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     if pretrained_checkpoint is not None:  # a bad file fails now, before any plans are written
-        load_state_dict_file(pretrained_checkpoint)
+        read_source_weights(pretrained_checkpoint)
     target_plans = target_plans or f"{source_plans}_from{source_dataset}"
     source_name = maybe_convert_to_dataset_name(source_dataset)
     target_name = maybe_convert_to_dataset_name(target_dataset)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.pretrain_info import read_pretrain_info, transfer_from_pretrain_info
 from nnunet_transfer.transfer.record import plans_file_of, read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
@@ -46,8 +47,9 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
                                  f"{configuration} and no pretrain_info block with a checkpoint_path")
             return (transfer_from_pretrain_info(network, info, new_layers),
                     f"plans pretrain_info (nnU-Net master's block, {info.checkpoint_name})")
+        source = read_source_weights(checkpoint)  # read once; both paths below work from these tensors
         try:
-            return nnunet_pretrained_weights_report(network, checkpoint), "nnunet -pretrained_weights"
+            return nnunet_pretrained_weights_report(network, source), "nnunet -pretrained_weights"
         except (KeyError, ValueError) as nnunet_refusal:
-            report = transfer_weights(network, checkpoint, head_patterns=new_layers)
+            report = transfer_weights(network, source, head_patterns=new_layers, source_name=source.source)
             return report, f"plans record needed ({nnunet_refusal})"

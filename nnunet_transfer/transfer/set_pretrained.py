@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-from nnunet_transfer.pretrained.nnunet_family import KIND_NNSSL, read_source_checkpoint
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.normalisation import (MATCH_OPTION, expected_normalisation, normalisation_mismatch,
                                                     write_matching_plans)
 from nnunet_transfer.transfer.pretrain_info import pretrain_info_from_nnssl, write_pretrain_info
@@ -22,8 +22,9 @@ def set_pretrained(plans_file: Path, configuration: str, record: PretrainedRecor
     """Write ``record`` into ``configuration`` of ``plans_file`` (or of the matching plans written from it);
     returns (the plans file that holds the record, messages for the user: warnings and next steps)."""
     messages: List[str] = []
-    source = read_source_checkpoint(record.checkpoint)
-    expected = expected_normalisation(record.checkpoint, source.plans, source.kind == KIND_NNSSL)
+    source = read_source_weights(record.checkpoint)
+    nnssl = source.format == "nnssl"
+    expected = expected_normalisation(record.checkpoint, source.reading.plans, nnssl)
     if match_normalisation:
         if expected is None:
             raise ValueError(f"nothing states which intensity normalisation {record.checkpoint} expects (no zoo "
@@ -39,7 +40,7 @@ def set_pretrained(plans_file: Path, configuration: str, record: PretrainedRecor
             messages.append(f"WARNING: {mismatch}. Fine-tuning sees other intensities than the pretraining did; "
                             f"add {MATCH_OPTION} to write plans with the matching normalisation")
     write_record(plans_file, configuration, record)
-    if source.kind == KIND_NNSSL:
+    if nnssl:
         checkpoint = Path(record.checkpoint)
         name = checkpoint.parent.name if checkpoint.name == "checkpoint_final.pth" else checkpoint.stem
         write_pretrain_info(plans_file, pretrain_info_from_nnssl(checkpoint, name))

@@ -2,7 +2,8 @@
 
 - :mod:`nnunet_transfer.zoo.record`: what a record holds (:class:`ZooRecord`);
 - :mod:`nnunet_transfer.zoo.catalogue`: the records (adding a checkpoint is one entry there);
-- :mod:`nnunet_transfer.zoo.verify`: :func:`~nnunet_transfer.zoo.verify.verify_file`, a file obtained elsewhere
+- :mod:`nnunet_transfer.transfer.zoo_verify` (it needs the networks, so it lives with the transfer code):
+  :func:`~nnunet_transfer.transfer.zoo_verify.verify_file`, a file obtained elsewhere
   checked against its record (sha256 when published, otherwise its structure);
 - :mod:`nnunet_transfer.zoo.fetch`: :func:`~nnunet_transfer.zoo.fetch.fetch_record`, download with resume, a
   progress bar and checksum verification (pooch).

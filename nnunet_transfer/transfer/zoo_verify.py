@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Union
 
 from nnunet_transfer.errors import NnUNetTransferError
-from nnunet_transfer.pretrained.registry import VerificationReport, verify_checkpoint
+from nnunet_transfer.transfer.verify import VerificationReport, verify_checkpoint
 from nnunet_transfer.utils.hashing import sha256_of_file
 from nnunet_transfer.zoo import find_record_for_file, get_record
 from nnunet_transfer.zoo.record import ZooRecord
@@ -32,15 +32,16 @@ _READ_ERRORS = (NnUNetTransferError, OSError, ImportError, ValueError)
 
 def _tensor_names(path: Path, report: VerificationReport) -> Optional[List[str]]:
     """Read the file safely; the names of the tensors it offers, or None (reported) when it cannot be read."""
-    from nnunet_transfer.pretrained.nnunet_family import read_source_checkpoint
     from nnunet_transfer.pretrained.safe_load import find_state_dict, read_checkpoint_file
+    from nnunet_transfer.pretrained.source import read_source_weights
 
     try:
         if path.is_dir() or path.suffix == ".zip":
-            source = read_source_checkpoint(path)
-            report.add("loads safely", True, f"{source.kind}: {len(source.state_dict)} tensors"
-                                             + (", with plans" if source.plans is not None else ", no plans.json"))
-            return list(source.state_dict)
+            source = read_source_weights(path)
+            report.add("loads safely", True, f"{source.family}: {len(source.tensors)} tensors"
+                                             + (", with plans" if source.reading.plans is not None
+                                                else ", no plans.json"))
+            return list(source.tensors)
         raw = read_checkpoint_file(path)
         names = list(find_state_dict(raw, source=str(path)))
     except _READ_ERRORS as exc:  # reported, not swallowed: the report carries the message and ok=False
