@@ -47,8 +47,8 @@ class Intensity:
             text = "nnU-Net CT normalisation (clip to the 0.5/99.5 percentiles of the pretraining data, z-score)"
         else:
             lo, hi = self.output_range()
-            text = (f"HU clipped to [{self.lower:g}, {self.upper:g}], minus {self.subtract:g}, divided by "
-                    f"{self.divide:g} (range [{lo:g}, {hi:g}])")
+            text = (f"HU clipped to [{self.lower:g}, {self.upper:g}], then (x - ({self.subtract:g})) / "
+                    f"{self.divide:g}: range [{lo:g}, {hi:g}]")
         return f"{text}; {self.note}" if self.note else text
 
     def output_range(self) -> Tuple[float, float]:
