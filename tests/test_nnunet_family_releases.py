@@ -12,7 +12,8 @@ and, for speed, narrower layers (key names depend on stages, blocks and depth, w
 - TotalSegmentator v2: ``Dataset291_TotalSegmentator_part1_organs_1559subj.zip`` holding
   ``Dataset291_.../nnUNetTrainerNoMirroring__nnUNetPlans__3d_fullres/{plans.json, dataset.json, fold_0/...}``;
 - MultiTalent: an nnU-Net v2 results folder (plans.json + fold_all) of a ResEnc U-Net;
-- VoComni: ``VoComni_nnunet.pt``, an nnU-Net v2 checkpoint of a PlainConvUNet.
+- VoComni: ``VoComni_nnunet.pt``, the bare state dict of an nnU-Net v2 PlainConvUNet (VoCo's conversion script saves
+  ``model.state_dict()`` of the nnU-Net checkpoint).
 
 Each test builds the fine-tuning network from the source's own architecture (other classes, and for ResEnc-L two
 input channels), loads through the one transfer path and checks the per-tensor report: at least 95 % of the backbone
@@ -148,7 +149,8 @@ def test_multitalent_results_folder_loads_its_resenc_unet(tmp_path):
 def test_vocomni_nnunet_checkpoint_loads_its_plain_unet(tmp_path):
     torch.manual_seed(0)
     source = _plain_unet(num_classes=21)  # 20 VoComni classes + background
-    path = write_v2_checkpoint(tmp_path / "VoComni_nnunet.pt", source)
+    path = tmp_path / "VoComni_nnunet.pt"
+    torch.save(source.state_dict(), path)  # VoCo's conversion script: torch.save(model.state_dict(), ...)
     assert verify_file(path).ok
     report = transfer_weights(_plain_unet(num_classes=5), path)
     backbone = [k for k in source.state_dict() if ".seg_layers." not in k]

@@ -5,7 +5,7 @@ Checks, in order, each reported as one row (never raises on a bad file; the repo
 1. the record: given (``record=``) or found by the file's name;
 2. the file reads safely as data (``weights_only`` / JSON; nnU-Net results folders and zips through their reader);
 3. its structure: the release format (nnssl: ``network_weights`` + ``nnssl_adaptation_plan`` of the record's
-   architecture; nnU-Net v2: ``network_weights``; results folders/zips: a fold checkpoint and plans) and the record's
+   architecture; results folders/zips: a fold checkpoint and plans) and the record's
    structure markers (tensor names every file of that architecture holds); MedicalNet files are checked key by key
    against our Med3D ResNet (:func:`nnunet_transfer.pretrained.registry.verify_checkpoint`);
 4. its size, when the record knows it;
@@ -53,7 +53,7 @@ def _tensor_names(path: Path, report: VerificationReport) -> Optional[List[str]]
 
 
 def _check_top_level(raw: Any, report: VerificationReport) -> None:
-    """The release format's wrapper (nnssl, nnU-Net v2) as the record states it."""
+    """The release format's wrapper as the record states it (nnssl files: their adaptation plan)."""
     record = report.record
     fmt = record.format
     if fmt.startswith("nnssl"):
@@ -64,10 +64,6 @@ def _check_top_level(raw: Any, report: VerificationReport) -> None:
         ok = has and any(name.lower() in arch.lower() for name in expected)
         report.add("release format", ok, f"network_weights + nnssl_adaptation_plan, architecture {arch}"
                    if has else "no nnssl_adaptation_plan / network_weights at the top level")
-    elif fmt.startswith("nnU-Net v2 checkpoint"):
-        ok = isinstance(raw, Mapping) and "network_weights" in raw
-        report.add("release format", ok, "nnU-Net v2 checkpoint (network_weights)" if ok
-                   else "no network_weights at the top level")
 
 
 def _check_markers(names: List[str], report: VerificationReport) -> None:

@@ -216,7 +216,9 @@ _VOCOS: Tuple[ZooRecord, ...] = (
         url="https://huggingface.co/Luffy503/VoCo/resolve/main/VoComni_nnunet.pt",
         page="https://huggingface.co/Luffy503/VoCo", sha256=NOT_PUBLISHED, size_bytes=None,
         size_note="31M parameters", license="see Luffy03/VoCo", citation=_VOCO,
-        architecture="PlainConvUNet (nnU-Net v2)", format="nnU-Net v2 checkpoint (network_weights)",
+        architecture="PlainConvUNet (nnU-Net v2)",
+        format="bare state dict of nnU-Net's PlainConvUNet (VoCo's conversion saves model.state_dict() of an nnU-Net "
+               "v2 checkpoint_best.pth)",
         expected_input=ExpectedInput(_CT, None, _NNUNET_CT),
         finetune=_nnunet_results_ft(), markers=("encoder.stages.",),
         description="nnU-Net v2 PlainConvUNet supervised on VoComni (20k CT with pseudo labels of 20 classes)"),
