@@ -7,7 +7,7 @@ Checks, in order, each reported as one row (never raises on a bad file; the repo
 3. its structure: the release format (nnssl: ``network_weights`` + ``nnssl_adaptation_plan`` of the record's
    architecture; results folders/zips: a fold checkpoint and plans) and the record's
    structure markers (tensor names every file of that architecture holds); MedicalNet files are checked key by key
-   against our Med3D ResNet (:func:`nnunet_transfer.pretrained.registry.verify_checkpoint`);
+   against our Med3D ResNet (:func:`nnunet_transfer.transfer.verify.verify_checkpoint`);
 4. its size, when the record knows it;
 5. its sha256 when the release publishes one; otherwise the digest is reported, and the verdict rests on the
    structure checks alone (a file of the right architecture but other weights passes).
