@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 
 __all__ = ["PRETRAIN_INFO_KEY", "PretrainInfo", "read_pretrain_info", "write_pretrain_info",
            "pretrain_info_from_nnssl", "transfer_from_pretrain_info", "format_citations"]
@@ -120,16 +121,19 @@ def read_pretrain_info(plans: Mapping[str, Any]) -> Optional[PretrainInfo]:
     return None if data is None else PretrainInfo.from_dict(data)
 
 
-def pretrain_info_from_nnssl(checkpoint: Union[str, Path], name: str, dynamic: bool = True) -> PretrainInfo:
+def pretrain_info_from_nnssl(checkpoint: Union[str, Path, SourceWeights], name: str,
+                             dynamic: bool = True) -> PretrainInfo:
     """The block nnU-Net master derives from an nnssl checkpoint (``dynamic``: as ``plan_like_dynamic``, which adds
-    ``pt_architecture_kwargs``; else as ``preprocess_like_nnssl``). The file is read as data only."""
-    from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
+    ``pt_architecture_kwargs``; else as ``preprocess_like_nnssl``). ``checkpoint``: a path (read once, as data) or
+    the checkpoint already read."""
+    from nnunet_transfer.pretrained.source import read_source_weights
 
-    path = Path(checkpoint).resolve()
-    raw = read_checkpoint_file(path)
-    plan = raw.get("nnssl_adaptation_plan") if isinstance(raw, Mapping) else None
-    if not isinstance(plan, Mapping):
-        raise NnUNetTransferError(f"{path} is not an nnssl checkpoint (no nnssl_adaptation_plan)", file=path,
+    source = checkpoint if not isinstance(checkpoint, (str, Path)) else read_source_weights(checkpoint)
+    path = Path(source.file or source.source).resolve()
+    metadata = source.reading.metadata
+    plan = metadata.get("adaptation_plan")
+    if source.format != "nnssl" or not isinstance(plan, Mapping):
+        raise NnUNetTransferError(f"{source.source} is not an nnssl checkpoint (no nnssl_adaptation_plan)", file=path,
                                   fix="nnU-Net's pretrain_info describes nnssl checkpoints; use set-pretrained's "
                                       "record for other files")
     try:
@@ -140,7 +144,7 @@ def pretrain_info_from_nnssl(checkpoint: Union[str, Path], name: str, dynamic: b
                 "key_to_lpe": plan["key_to_lpe"], "pt_num_in_channels": plan["pretrain_num_input_channels"],
                 "pt_used_patchsize": list(pretrain_config["patch_size"]),
                 "pt_recommended_downstream_patchsize": list(plan["recommended_downstream_patchsize"]),
-                "citations": list(raw.get("citations", []))}
+                "citations": list(metadata.get("citations", []))}
     except (KeyError, TypeError, StopIteration) as exc:
         raise NnUNetTransferError(f"{path}: its nnssl adaptation plan lacks {exc} (needed for pretrain_info)",
                                   file=path) from exc

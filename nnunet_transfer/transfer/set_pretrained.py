@@ -1,6 +1,6 @@
 """``set-pretrained``: write a pretrained-weights record into the plans, after checking that the plans normalise the
 intensities as the checkpoint expects (or writing plans that do), and, for nnssl checkpoints, nnU-Net master's
-``pretrain_info`` block next to it."""
+``pretrain_info`` block next to it. The checkpoint is read once for all of it."""
 
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ def set_pretrained(plans_file: Path, configuration: str, record: PretrainedRecor
         if mismatch:
             messages.append(f"WARNING: {mismatch}. Fine-tuning sees other intensities than the pretraining did; "
                             f"add {MATCH_OPTION} to write plans with the matching normalisation")
-    write_record(plans_file, configuration, record)
+    write_record(plans_file, configuration, record, source=source)
     if nnssl:
         checkpoint = Path(record.checkpoint)
         name = checkpoint.parent.name if checkpoint.name == "checkpoint_final.pth" else checkpoint.stem
-        write_pretrain_info(plans_file, pretrain_info_from_nnssl(checkpoint, name))
+        write_pretrain_info(plans_file, pretrain_info_from_nnssl(source, name))
         messages.append(f"also wrote nnU-Net master's pretrain_info block ({name}) into {plans_file.name}: the plans "
                         "work with nnUNetv2_train_pretrained too")
     return plans_file, messages

@@ -40,7 +40,9 @@ def read(obj: Any, source: str) -> FormatReading:
     if pretrain_plan is not None and not isinstance(pretrain_plan, Mapping):
         raise CheckpointFormatError(f"{source}: the nnssl pretrain_plan is a {type(pretrain_plan).__name__}, "
                                     "not a dict")
-    metadata = {"architecture": str(arch), "trainer_name": str(trainer)}
+    citations = obj.get("citations", [])
+    metadata = {"architecture": str(arch), "trainer_name": str(trainer), "adaptation_plan": dict(plan),
+                "citations": list(citations) if isinstance(citations, (list, tuple)) else []}
     grid = token_grid(plan, state)
     if grid is not None:  # a transformer: its positional embedding belongs to this token grid
         metadata["token_grid"] = grid
