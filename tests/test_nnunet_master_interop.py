@@ -333,3 +333,18 @@ def test_primus_m_network_builds_from_plans_without_deep_supervision_and_takes_n
     assert len(loaded) / len(backbone) >= 0.95 and len(loaded) == len(backbone)
     assert torch.equal(target.eva.pos_embed.detach(),
                        resize_positional_embedding(source.eva.pos_embed.detach(), (4, 4, 4), (8, 4, 4)))
+
+
+def test_match_normalisation_for_the_record_the_plans_already_hold(preprocessed, tmp_path, capsys):
+    from nnunet_transfer.transfer.record import PretrainedRecord, write_record
+
+    weights = tmp_path / "supervised_suprem_unet_2100.pth"  # the zoo knows it by its released name
+    torch.save({"net": {"module.backbone.down_tr64.ops.0.conv1.weight": torch.zeros(32, 1, 3, 3, 3)}}, weights)
+    plans_file = preprocessed / "nnUNetResEncUNetLPlans.json"
+    write_record(plans_file, "3d_fullres", PretrainedRecord(checkpoint=str(weights), min_fraction=0.0))
+    recorded = json.loads(plans_file.read_text())["configurations"]["3d_fullres"]["pretrained_weights"]
+    assert main(["set-pretrained", "-d", "950", "-p", "nnUNetResEncUNetLPlans", "--match-normalisation"]) == 0
+    assert "nnUNetResEncUNetLPlans_hu-175_250" in capsys.readouterr().out
+    new = json.loads((preprocessed / "nnUNetResEncUNetLPlans_hu-175_250.json").read_text())
+    assert new["configurations"]["3d_fullres"]["pretrained_weights"] == recorded  # the same record comes along
+    assert new["foreground_intensity_properties_per_channel"]["0"]["percentile_99_5"] == 250.0

@@ -22,7 +22,7 @@ from nnunet_transfer.transfer.zoo_verify import verify_file
 from support.nnunet_family import resenc_unet, write_nnssl_checkpoint
 
 PLAN_ARCH_NAMES = {"stunet-s", "stunet-b", "stunet-l", "stunet-h", "suprem-unet", "genesis-unet3d", "swinunetr",
-                   "segresnet", "dodnet-unet3d", "primus-m"}
+                   "segresnet", "dodnet-unet3d", "primus-m", "swinunetr-v2"}
 
 
 # ------------------------------------------------------------------------------------------------ records

@@ -19,8 +19,15 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
         if removed:
             print(removed)
         return 0
+    if not args.checkpoint and args.match_normalisation:  # plans that already have a record (plan-arch --weights)
+        from nnunet_transfer.transfer.set_pretrained import match_recorded_normalisation
+
+        new_file, messages = match_recorded_normalisation(plans_file, args.c)
+        print("\n".join(messages))
+        print(f"then train: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {new_file.stem}")
+        return 0
     if not args.checkpoint:
-        raise ValueError("give the checkpoint to record (or --remove)")
+        raise ValueError("give the checkpoint to record (or --remove, or --match-normalisation for the recorded one)")
     prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
     record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
                               description=args.description or "", adapt=not args.no_adapt,
@@ -81,7 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="kernel 1 -> 3 along an axis: centre placement (default) or spread")
     p.add_argument("--match-normalisation", action="store_true",
                    help="write plans <PLANS>_<tag> whose intensity normalisation is the one the checkpoint was "
-                        "pretrained with (zoo record or the file's own plans), and put the record there")
+                        "pretrained with (zoo record or the file's own plans), and put the record there; without a "
+                        "checkpoint: for the record the plans already hold (e.g. from plan-arch --weights)")
     p.set_defaults(func=_cmd_set_pretrained)
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")

@@ -50,9 +50,7 @@ class ExpectedNormalisation:
 
     @property
     def tag(self) -> str:
-        if self.intensity.kind == "window":
-            return f"hu{self.intensity.lower:g}_{self.intensity.upper:g}"
-        return self.intensity.kind
+        return self.intensity.plans_tag
 
 
 def _properties_of(plans: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Dict[str, float]]]:

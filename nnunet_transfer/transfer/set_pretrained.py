@@ -49,6 +49,27 @@ def set_pretrained(plans_file: Path, configuration: str, record: PretrainedRecor
     return plans_file, messages
 
 
+def match_recorded_normalisation(plans_file: Path, configuration: str) -> tuple[Path, List[str]]:
+    """Write plans with the normalisation the checkpoint of ``configuration``'s existing record expects (e.g. a record
+    ``plan-arch --weights`` wrote); the record comes along unchanged. Returns (new plans file, messages)."""
+    from nnunet_transfer.transfer.record import read_record
+
+    plans = json.loads(Path(plans_file).read_text())
+    record = read_record((plans.get("configurations") or {}).get(configuration) or {})
+    if record is None:
+        raise ValueError(f"{plans_file} [{configuration}] has no pretrained-weights record: give the checkpoint")
+    source = read_source_weights(record.checkpoint)
+    expected = expected_normalisation(record.checkpoint, source.reading.plans, source.format == "nnssl")
+    if expected is None:
+        raise ValueError(f"nothing states which intensity normalisation {record.checkpoint} expects (no zoo record "
+                         "of that file name, no plans in it)")
+    new_file, notes = write_matching_plans(plans_file, expected)
+    return new_file, ([f"wrote {new_file} with the normalisation {expected.source} expects (and the same record):"]
+                      + [f"  {n}" for n in notes]
+                      + [f"preprocess again: nnUNetv2_preprocess -d ID -plans_name {new_file.stem} -c "
+                         f"{configuration}"])
+
+
 def remove_pretrained(plans_file: Path, configuration: str, pretrain_info: bool = True) -> Optional[str]:
     """Remove the record of ``configuration`` (and the plans' ``pretrain_info`` block); a message when a block was
     removed."""

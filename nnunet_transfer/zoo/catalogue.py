@@ -68,9 +68,17 @@ _PRIMUS_FT = ("nnunet-transfer plan-arch -d ID -a primus-m --weights FILE && nnU
               "-tr FineTuneTrainer -p nnUNetPlans_primus-m")
 
 
-def _plan_arch_ft(arch: str) -> str:
-    return (f"nnunet-transfer plan-arch -d ID -a {arch} --weights FILE && nnUNetv2_train ID 3d_fullres 0 "
-            f"-tr FineTuneTrainer -p nnUNetPlans_{arch}")
+def _plan_arch_ft(arch: str, tag: str = "") -> str:
+    """plan-arch with the weights; with ``tag`` (a fixed window, not nnU-Net's CT scheme) also the plans with the
+    pretraining's normalisation (``set-pretrained --match-normalisation``) and their preprocessing."""
+    plans = f"nnUNetPlans_{arch}"
+    if not tag:
+        return (f"nnunet-transfer plan-arch -d ID -a {arch} --weights FILE && nnUNetv2_train ID 3d_fullres 0 "
+                f"-tr FineTuneTrainer -p {plans}")
+    return (f"nnunet-transfer plan-arch -d ID -a {arch} --weights FILE && nnunet-transfer set-pretrained -d ID -p "
+            f"{plans} --match-normalisation && nnUNetv2_preprocess -d ID -plans_name {plans}_{tag} -c 3d_fullres && "
+            f"nnUNetv2_train ID 3d_fullres 0 -tr FineTuneTrainer -p {plans}_{tag}")
+
 
 
 def _nnunet_results_ft(plans: str = "nnUNetPlans") -> str:
@@ -174,7 +182,8 @@ def _abdomen_atlas(name: str, family: str, file: str, arch: str, params: str, ci
     return ZooRecord(
         name=name, family=family, file_name=file, url=_dropbox(_SHARE_LINKS[name]), page=page, sha256=NOT_PUBLISHED,
         size_bytes=None, size_note=f"{params} parameters", license=license, citation=citation, architecture=arch,
-        format=fmt, expected_input=ExpectedInput(_CT, spacing, intensity), finetune=_plan_arch_ft(arch),
+        format=fmt, expected_input=ExpectedInput(_CT, spacing, intensity), 
+        finetune=_plan_arch_ft(arch, intensity.plans_tag),
         description=description, markers=_MARKERS[arch])
 
 
@@ -207,9 +216,9 @@ _VOCOS: Tuple[ZooRecord, ...] = (
         url=_dropbox(_SHARE_LINKS["voco-10k"]),
         page="https://github.com/Luffy03/VoCo#performance", sha256=NOT_PUBLISHED, size_bytes=None,
         size_note="Swin UNETR-B encoder", license="see Luffy03/VoCo", citation=_VOCO,
-        architecture="swinunetr (use_v2=True)", format="state dict, keys 'swin_vit.'/'module.'/'backbone.' prefixed",
+        architecture="swinunetr-v2", format="state dict, keys 'swin_vit.'/'module.'/'backbone.' prefixed",
         expected_input=ExpectedInput(_CT, (1.5, 1.5, 1.5), _HU_175_250),
-        finetune=_plan_arch_ft("swinunetr"), markers=("swinViT.|swin_vit.",),
+        finetune=_plan_arch_ft("swinunetr-v2", _HU_175_250.plans_tag), markers=("swinViT.|swin_vit.",),
         description="Swin UNETR v2 encoder, VoCo self-supervised on 10k CT"),
     ZooRecord(
         name="vocomni-nnunet", family="VoCo", file_name="VoComni_nnunet.pt",

@@ -51,6 +51,11 @@ class Intensity:
                     f"{self.divide:g}: range [{lo:g}, {hi:g}]")
         return f"{text}; {self.note}" if self.note else text
 
+    @property
+    def plans_tag(self) -> str:
+        """The suffix of the plans (and data) that ``set-pretrained --match-normalisation`` writes for it."""
+        return f"hu{self.lower:g}_{self.upper:g}" if self.kind == "window" else self.kind
+
     def output_range(self) -> Tuple[float, float]:
         """The output range of a window normalisation."""
         return ((self.lower - self.subtract) / self.divide, (self.upper - self.subtract) / self.divide)
