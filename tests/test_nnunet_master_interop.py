@@ -348,3 +348,14 @@ def test_match_normalisation_for_the_record_the_plans_already_hold(preprocessed,
     new = json.loads((preprocessed / "nnUNetResEncUNetLPlans_hu-175_250.json").read_text())
     assert new["configurations"]["3d_fullres"]["pretrained_weights"] == recorded  # the same record comes along
     assert new["foreground_intensity_properties_per_channel"]["0"]["percentile_99_5"] == 250.0
+
+
+def test_expected_normalisation_from_the_file_kind_and_from_malformed_plans():
+    from nnunet_transfer.transfer.normalisation import expected_normalisation
+
+    assert expected_normalisation("checkpoint_final.pth", None, is_nnssl=True).intensity.kind == "zscore"
+    assert expected_normalisation("resnet_50_23dataset.pth").source == "zoo record medicalnet-resnet50-23dataset"
+    assert expected_normalisation("other.pth", {"configurations": [1]}) is None  # nothing states it
+    ct = expected_normalisation("other.pth", {"configurations": {"3d_fullres": {"normalization_schemes": [
+        "CTNormalization"]}}, "foreground_intensity_properties_per_channel": {"0": {"mean": "x"}}})
+    assert ct.intensity.kind == "ct" and ct.properties is None  # malformed statistics: not stated

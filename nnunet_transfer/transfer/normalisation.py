@@ -56,18 +56,20 @@ class ExpectedNormalisation:
 def _properties_of(plans: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Dict[str, float]]]:
     """Intensity statistics per channel from v2 plans (``foreground_intensity_properties_per_channel``) or v1 plans
     (``dataset_properties.intensityproperties``, ``sd`` for ``std``)."""
-    if not plans:
+    if not isinstance(plans, Mapping):
         return None
-    v2 = plans.get("foreground_intensity_properties_per_channel")
-    if isinstance(v2, Mapping):
-        return {str(c): {k: float(p[k]) for k in ("mean", "std", "percentile_00_5", "percentile_99_5")}
-                for c, p in v2.items()}
-    v1 = (plans.get("dataset_properties") or {}).get("intensityproperties")
-    if isinstance(v1, Mapping):
-        return {str(c): {"mean": float(p["mean"]), "std": float(p["sd"]),
-                         "percentile_00_5": float(p["percentile_00_5"]),
-                         "percentile_99_5": float(p["percentile_99_5"])} for c, p in v1.items()}
-    return None
+    names = {"mean": "mean", "std": "std", "percentile_00_5": "percentile_00_5", "percentile_99_5": "percentile_99_5"}
+    properties = plans.get("foreground_intensity_properties_per_channel")
+    if not isinstance(properties, Mapping):
+        dataset = plans.get("dataset_properties")
+        properties = dataset.get("intensityproperties") if isinstance(dataset, Mapping) else None
+        names["std"] = "sd"
+    if not isinstance(properties, Mapping):
+        return None
+    try:  # the checkpoint's plans are data from elsewhere: anything malformed means "not stated"
+        return {str(c): {key: float(p[name]) for key, name in names.items()} for c, p in properties.items()}
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def expected_normalisation(checkpoint: Union[str, Path], source_plans: Optional[Mapping[str, Any]] = None,
@@ -92,11 +94,13 @@ def expected_normalisation(checkpoint: Union[str, Path], source_plans: Optional[
 
 
 def _source_schemes(plans: Optional[Mapping[str, Any]]) -> List[str]:
-    if not plans:
+    if not isinstance(plans, Mapping):
         return []
-    for config in (plans.get("configurations") or {}).values():
-        if isinstance(config, Mapping) and config.get("normalization_schemes"):
-            return [str(s) for s in config["normalization_schemes"]]
+    configurations = plans.get("configurations")
+    for config in (configurations.values() if isinstance(configurations, Mapping) else ()):
+        schemes = config.get("normalization_schemes") if isinstance(config, Mapping) else None
+        if isinstance(schemes, (list, tuple)) and schemes:
+            return [str(s) for s in schemes]
     stages = plans.get("normalization_schemes")  # nnU-Net v1: {channel: "CT" | "nonCT"}
     if isinstance(stages, Mapping):
         return ["CTNormalization" if v == "CT" else "ZScoreNormalization" for v in stages.values()]
