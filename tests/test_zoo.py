@@ -215,3 +215,9 @@ def test_fetch_without_an_address_names_the_page(tmp_path):
     with pytest.raises(NnUNetTransferError, match="github.com/uni-medical/STU-Net"):
         fetch_record("stunet-b", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_docs_list_every_record_with_its_architecture():
+    page = (Path(__file__).parents[1] / "docs" / "public-models.md").read_text()
+    for r in RECORDS:
+        assert f"| `{r.name}` | {r.family} | `{r.architecture}` |" in page, r.name
