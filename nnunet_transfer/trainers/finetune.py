@@ -8,7 +8,9 @@ Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTraine
   - nnU-Net's own ``-pretrained_weights CKPT`` (when every key but ``.seg_layers.`` matches: e.g. MOTS ->
     KiTS with aligned plans). nnU-Net loads the weights; we report what it loaded.
   - the plans' pretrained-weights record (:mod:`nnunet_transfer.transfer.record`) for partial or foreign
-    checkpoints (encoder-only, MedicalNet, other input channels), applied by :func:`transfer_weights`.
+    checkpoints (encoder-only, MedicalNet, other input channels), applied by :func:`transfer_weights`;
+  - else nnU-Net master's ``pretrain_info`` block of the plans (:mod:`nnunet_transfer.transfer.pretrain_info`),
+    through the same path.
 
 * **Fine-tuning controls** (class attributes, so a variant is a three-line subclass as in nnU-Net):
 
@@ -48,6 +50,7 @@ from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_pretrained_weights_file
 from nnunet_transfer.trainers.lr_schedulers import WarmupPolyLRScheduler
+from nnunet_transfer.transfer.pretrain_info import read_pretrain_info, transfer_from_pretrain_info
 from nnunet_transfer.transfer.record import read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
 from nnunet_transfer.utils.modules import unwrap_network
@@ -147,11 +150,14 @@ class FineTuneTrainer(GuardedTrainer):
                 self.print_to_log_file(f"WARNING: -pretrained_weights {argument.source} overrides the plans' record "
                                        f"({record.checkpoint})")
             return nnunet_pretrained_weights_report(network, argument)
-        if record is None:
-            return None
         # the public networks name their own task head (``head_prefixes``: out_tr., seg_outputs., ...)
-        return transfer_from_record(network, record,
-                                    tuple(self.new_layer_patterns) + tuple(getattr(network, "head_prefixes", ())))
+        new_layers = tuple(self.new_layer_patterns) + tuple(getattr(network, "head_prefixes", ()))
+        if record is not None:
+            return transfer_from_record(network, record, new_layers)
+        info = read_pretrain_info(self.plans_manager.plans)  # plans prepared for nnU-Net master
+        if info is None or info.checkpoint_path is None:
+            return None
+        return transfer_from_pretrain_info(network, info, new_layers)
 
     def _reload_after_interrupted_start(self, network: nn.Module) -> Optional[TransferReport]:
         """``--c`` without a checkpoint (killed in epoch 0): nnU-Net starts afresh and does not load

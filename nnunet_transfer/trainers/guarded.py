@@ -24,7 +24,9 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_transfer.pretrained.formats.base import SourceWeights
+from nnunet_transfer.pretrained.safe_load import read_torch_file_data_only
 from nnunet_transfer.pretrained.source import read_torch_checkpoint_once
+from nnunet_transfer.trainers.checkpoint_argument import call_with_checkpoint, checkpoint_from_call
 from nnunet_transfer.trainers.nnunet_invocation import pretrained_weights_argument
 
 __all__ = ["GuardedTrainer", "check_pretrained_weights_file", "check_command_line_pretrained_weights"]
@@ -56,3 +58,12 @@ class GuardedTrainer(nnUNetTrainer):
     def pretrained_weights_file(self) -> Optional[str]:
         """The ``-pretrained_weights`` path of this run (already read; never opened again by us), or None."""
         return None if self.pretrained_source is None else self.pretrained_source.source
+
+    def load_checkpoint(self, *args, **kwargs) -> None:
+        """nnU-Net's ``load_checkpoint`` under either name of its argument (``filename_or_checkpoint`` in 2.8.x,
+        ``checkpoint`` on nnU-Net master); a file (``--c``, ``--val``) is checked to load as plain data before
+        nnU-Net unpickles it."""
+        checkpoint = checkpoint_from_call(args, kwargs)
+        if isinstance(checkpoint, (str, Path)):
+            read_torch_file_data_only(checkpoint)
+        return call_with_checkpoint(super().load_checkpoint, checkpoint)

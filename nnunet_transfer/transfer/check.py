@@ -1,6 +1,7 @@
 """``nnunet-transfer transfer-check``: what a checkpoint would give a fine-tuning run, without training.
 
-Builds the network exactly as the trainer will (its ``build_network_architecture`` on the target's plans and
+Understands both our pretrained-weights record and nnU-Net master's ``pretrain_info`` block. Builds the network
+exactly as the trainer will (its ``build_network_architecture`` on the target's plans and
 dataset.json), then runs the same transfer path the trainer uses and returns its report.
 """
 
@@ -10,6 +11,7 @@ import json
 from typing import Optional
 
 from nnunet_transfer.pretrained.source import read_source_weights
+from nnunet_transfer.transfer.pretrain_info import read_pretrain_info, transfer_from_pretrain_info
 from nnunet_transfer.transfer.record import plans_file_of, read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
                                               transfer_weights)
@@ -37,10 +39,14 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
     with torch.no_grad():
         record = read_record(cfg.configuration)
         if checkpoint is None:
-            if record is None:
+            if record is not None:
+                return transfer_from_record(network, record, new_layers), "plans record"
+            info = read_pretrain_info(plans_manager.plans)
+            if info is None or info.checkpoint_path is None:
                 raise ValueError(f"no checkpoint given and {plans_file} has no pretrained-weights record for "
-                                 f"{configuration}")
-            return transfer_from_record(network, record, new_layers), "plans record"
+                                 f"{configuration} and no pretrain_info block with a checkpoint_path")
+            return (transfer_from_pretrain_info(network, info, new_layers),
+                    f"plans pretrain_info (nnU-Net master's block, {info.checkpoint_name})")
         source = read_source_weights(checkpoint)  # read once; both paths below work from these tensors
         try:
             return nnunet_pretrained_weights_report(network, source), "nnunet -pretrained_weights"

@@ -34,6 +34,8 @@ class VerificationReport:
     record: PretrainedCheckpoint | None
     sha256: str | None = None
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    #: what the checks could not establish (e.g. no published checksum), shown after them
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,6 +58,7 @@ class VerificationReport:
         lines += [f"  {'PASS' if p else 'FAIL'}  {c:<{width}}  {d}" for c, p, d in self.checks]
         if self.sha256:
             lines.append(f"  sha256 {self.sha256}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
