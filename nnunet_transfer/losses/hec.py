@@ -27,6 +27,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch import Tensor
 
+from nnunet_transfer.losses.wrapping import DICE_CLASS, soft_dice_kwargs
 from nnunet_transfer.utils.distributed import global_mean
 
 __all__ = ["KITS21_HEC_WEIGHTS", "HECDiceCELoss", "hec_bce", "hec_loss_for_trainer"]
@@ -175,11 +176,8 @@ def hec_loss_for_trainer(trainer, hec_weights: Mapping[str, tuple[tuple[int, ...
                 f"HEC {name!r} uses labels {missing} that dataset.json does not define (labels: {sorted(known)}); "
                 f"fix the HEC weights or the dataset's labels"
             )
-    loss = HECDiceCELoss(
-        {"batch_dice": trainer.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
-         "ddp": trainer.is_ddp},
-        {}, hec_weights=hec_weights, weight_ce=1, weight_dice=1, ignore_label=label_manager.ignore_label,
-        dice_class=MemoryEfficientSoftDiceLoss)
+    loss = HECDiceCELoss(soft_dice_kwargs(trainer), {}, hec_weights=hec_weights, weight_ce=1, weight_dice=1,
+                         ignore_label=label_manager.ignore_label, dice_class=DICE_CLASS)
     if trainer._do_i_compile():
         loss.dc = torch.compile(loss.dc)
     return loss
