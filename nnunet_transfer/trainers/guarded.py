@@ -10,6 +10,9 @@ The path is read from the command line exactly as nnU-Net's parser reads it
 (:mod:`nnunet_transfer.trainers.nnunet_invocation`), whatever the spelling.
 
 Every trainer in :mod:`nnunet_transfer.trainers` derives from it (``tests/test_untrusted_files.py`` checks this).
+
+It also places a DDP rank on its own device (:mod:`nnunet_transfer.trainers.ddp_placement`): the node-local GPU
+under ``torchrun`` on several nodes, or the CPU (gloo), where nnU-Net's trainer assumes one node of GPUs.
 Limit: the check sees ``nnUNetv2_train``'s command line (also in DDP worker processes, which inherit it); a
 Python program that calls ``nnunetv2.run.run_training.run_training(pretrained_weights=...)`` itself must check its
 file first with :func:`check_pretrained_weights_file`.
@@ -27,6 +30,7 @@ from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.safe_load import read_torch_file_data_only
 from nnunet_transfer.pretrained.source import read_torch_checkpoint_once
 from nnunet_transfer.trainers.checkpoint_argument import call_with_checkpoint, checkpoint_from_call
+from nnunet_transfer.trainers.ddp_placement import ddp_device, initialize_with_ddp_on
 from nnunet_transfer.trainers.nnunet_invocation import pretrained_weights_argument
 
 __all__ = ["GuardedTrainer", "check_pretrained_weights_file", "check_command_line_pretrained_weights"]
@@ -53,6 +57,19 @@ class GuardedTrainer(nnUNetTrainer):
         #: the ``-pretrained_weights`` checkpoint of this run, read once and checked, or None
         self.pretrained_source: Optional[SourceWeights] = check_command_line_pretrained_weights()
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.is_ddp:
+            # nnU-Net puts rank r on cuda:r; the rank's own device is the node-local GPU, or the CPU when asked
+            self.device = ddp_device(device)
+            if self.device.type != "cuda":
+                self.grad_scaler = None
+
+    def initialize(self) -> None:
+        """nnU-Net's ``initialize``; under DDP the network is wrapped for this rank's device (see
+        :func:`~nnunet_transfer.trainers.ddp_placement.initialize_with_ddp_on`)."""
+        if self.is_ddp:
+            initialize_with_ddp_on(self, super().initialize)
+        else:
+            super().initialize()
 
     @property
     def pretrained_weights_file(self) -> Optional[str]:
