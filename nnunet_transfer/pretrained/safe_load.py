@@ -15,12 +15,14 @@ safetensors, and never falls back to a full unpickle. Nothing here knows a netwo
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -99,6 +101,34 @@ def read_file_bytes(path: str | Path) -> bytes:
         raise UnreadableCheckpointError(f"checkpoint file {path} is empty", file=path,
                                         fix="copy or download it again")
     return data
+
+
+#: torch's own switch: every ``torch.load`` of the process reads with ``weights_only=True``, whatever its caller asks
+FORCE_WEIGHTS_ONLY_VARIABLE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """While inside, every ``torch.load`` (nnU-Net's ``weights_only=False`` calls included) reads as data only, with
+    numpy numbers allowed: torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` switch and its ``safe_globals``, no patching."""
+    previous = os.environ.get(FORCE_WEIGHTS_ONLY_VARIABLE)
+    os.environ[FORCE_WEIGHTS_ONLY_VARIABLE] = "1"
+    try:
+        with torch.serialization.safe_globals(numpy_data_globals()):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(FORCE_WEIGHTS_ONLY_VARIABLE, None)
+        else:
+            os.environ[FORCE_WEIGHTS_ONLY_VARIABLE] = previous
+
+
+def force_weights_only_loads() -> None:
+    """From now on every ``torch.load`` of this process (and of processes it starts) reads as data only, numpy
+    numbers allowed. For an ``nnUNetv2_train`` run whose ``-pretrained_weights`` nnU-Net opens itself: whatever the
+    file holds by the time nnU-Net reads it, nothing in it is run."""
+    os.environ[FORCE_WEIGHTS_ONLY_VARIABLE] = "1"
+    torch.serialization.add_safe_globals(numpy_data_globals())
 
 
 def _check_decompressed_size(data: bytes, source: str, max_bytes: int | None) -> None:

@@ -39,7 +39,8 @@ def read(obj: Any, source: str) -> FormatReading:
         raise CheckpointFormatError(f"{source}: the nnssl pretrain_plan is a {type(pretrain_plan).__name__}, "
                                     "not a dict")
     return FormatReading(keep, filtered, [note], pretrain_plan,
-                         metadata={"architecture": str(arch), "trainer_name": str(trainer)})
+                         metadata={"architecture": str(arch), "trainer_name": str(trainer),
+                                   "architecture_plans": architecture})
 
 
 FORMAT = CheckpointFormat(name="nnssl", family="nnssl", detect=detect, read=read)
