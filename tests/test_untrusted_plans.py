@@ -15,6 +15,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -363,3 +364,21 @@ def test_a_file_swapped_after_the_check_is_never_unpickled_by_nnunet(tmp_path, m
     with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
         load_pretrained_weights(net, str(path))  # nnU-Net's own loader, as run_training calls it
     assert not marker.exists()
+
+
+def test_resuming_reads_the_fold_checkpoint_as_data(tmp_path):
+    """``nnUNetv2_train ... --c`` with our trainers: nnU-Net's ``load_checkpoint`` hook reads with ``weights_only``."""
+    from nnunet_transfer.trainers.guarded import GuardedTrainer
+
+    trainer = object.__new__(GuardedTrainer)  # the hook needs no more of the trainer before the file is read
+    trainer.was_initialized, trainer.device = True, torch.device("cpu")
+    marker = tmp_path / "payload_ran"
+    latest = tmp_path / "checkpoint_latest.pth"
+    torch.save({"network_weights": {}, "logging": {"ema_fg_dice": [np.float64(0.5)]}, "hook": Payload(marker)},
+               latest)
+    with pytest.raises(UnsafeCheckpointError, match="checkpoint_latest.pth"):
+        trainer.load_checkpoint(str(latest))
+    assert not marker.exists()
+    torch.save({"network_weights": {}, "logging": {"ema_fg_dice": [np.float64(0.5)]}}, latest)
+    with pytest.raises(KeyError, match="init_args"):  # read (numpy numbers allowed); then it wants the rest
+        trainer.load_checkpoint(str(latest))

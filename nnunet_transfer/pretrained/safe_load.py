@@ -150,7 +150,7 @@ def _check_decompressed_size(data: bytes, source: str, max_bytes: int | None) ->
             f"compress)", file=source, fix="use the checkpoint as written by torch.save, not a re-compressed copy")
 
 
-def _unpickling_refusal(source: str, exc: BaseException) -> NnUNetTransferError:
+def unpickling_refusal(source: str, exc: BaseException) -> NnUNetTransferError:
     """The error for a file ``torch.load(weights_only=True)`` refused: foreign objects, or not a checkpoint."""
     text = str(exc)
     detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), None)
@@ -184,7 +184,7 @@ def read_torch_bytes_data_only(data: bytes, source: str, max_bytes: int | None =
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise _unpickling_refusal(source, exc) from exc
+        raise unpickling_refusal(source, exc) from exc
     except (EOFError, KeyError, RuntimeError, ValueError, IndexError, UnicodeDecodeError, SafetensorError) as exc:
         # what torch's readers raise for empty, truncated or non-checkpoint files (KeyError: a bad pickle opcode)
         raise UnreadableCheckpointError(

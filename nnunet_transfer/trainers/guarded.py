@@ -23,6 +23,7 @@ file first with :func:`check_pretrained_weights_file`.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -30,7 +31,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_transfer.pretrained.formats.base import SourceWeights
-from nnunet_transfer.pretrained.safe_load import force_weights_only_loads, weights_only_loads
+from nnunet_transfer.pretrained.safe_load import force_weights_only_loads, unpickling_refusal, weights_only_loads
 from nnunet_transfer.pretrained.source import read_torch_checkpoint_once
 from nnunet_transfer.trainers.nnunet_invocation import pretrained_weights_argument
 
@@ -63,8 +64,11 @@ class GuardedTrainer(nnUNetTrainer):
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         """nnU-Net's checkpoint loading (``--c``, ``--val``), reading the file with ``weights_only``."""
-        with weights_only_loads():
-            super().load_checkpoint(filename_or_checkpoint)
+        try:
+            with weights_only_loads():
+                super().load_checkpoint(filename_or_checkpoint)
+        except pickle.UnpicklingError as exc:
+            raise unpickling_refusal(str(filename_or_checkpoint), exc) from exc
 
     @property
     def pretrained_weights_file(self) -> Optional[str]:
