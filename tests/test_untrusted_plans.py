@@ -382,3 +382,26 @@ def test_resuming_reads_the_fold_checkpoint_as_data(tmp_path):
     torch.save({"network_weights": {}, "logging": {"ema_fg_dice": [np.float64(0.5)]}}, latest)
     with pytest.raises(KeyError, match="init_args"):  # read (numpy numbers allowed); then it wants the rest
         trainer.load_checkpoint(str(latest))
+
+
+def test_nnssl_adaptation_plans_are_checked(tmp_path):
+    from support.nnunet_family import resenc_unet, write_nnssl_checkpoint
+
+    path = write_nnssl_checkpoint(tmp_path / "nnssl.pth", resenc_unet())
+    assert read_source_weights(path).format == "nnssl"
+    content = torch.load(path, weights_only=False)
+    content["nnssl_adaptation_plan"]["architecture_plans"]["arch_kwargs"]["nonlin"] = "os.system"
+    torch.save(content, path)
+    with pytest.raises(ForeignPlansError, match="nnssl_adaptation_plan.architecture_plans.arch_kwargs.nonlin"):
+        read_source_weights(path)
+
+
+def test_results_zip_members_are_bounded(tmp_path):
+    from support.nnunet_family import zip_results_folder
+
+    results = tmp_path / "results"
+    model_dir = _write_tiny_model(results, folds=(0,))
+    archive = zip_results_folder(results, model_dir, tmp_path / "model.zip")
+    with pytest.raises(InputTooLargeError, match="checkpoint_final.pth: it inflates to"):
+        read_source_weights(archive, max_member_bytes=1000)
+    assert read_source_weights(archive).format == "nnunet_v2"

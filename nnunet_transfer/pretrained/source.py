@@ -32,8 +32,8 @@ from nnunet_transfer.pretrained.formats.state_dict import FORMAT as PLAIN_STATE_
 from nnunet_transfer.pretrained.plans_check import check_foreign_plans, check_nnssl_architecture
 from nnunet_transfer.pretrained.safe_load import (CheckpointFormatError, read_checkpoint_bytes, read_file_bytes,
                                                   read_torch_bytes_data_only)
-from nnunet_transfer.utils.bounded_io import (DEFAULT_MAX_MEMBER_BYTES, parse_json_bounded, read_json_bounded,
-                                              read_zip_member)
+from nnunet_transfer.utils.bounded_io import (DEFAULT_MAX_MEMBER_BYTES, MAX_JSON_BYTES, parse_json_bounded,
+                                              read_json_bounded, read_zip_member)
 
 __all__ = ["V2_CHECKPOINT_NAMES", "V1_CHECKPOINT_NAMES", "read_source_weights", "source_weights_from_bytes", "read_torch_checkpoint_once",
            "source_weights_from_state_dict", "recognise"]
@@ -189,7 +189,7 @@ def _from_results_zip(archive: Path, fold: Optional[str], max_member_bytes: int,
         plans, source = None, None
         if plans_member:
             source = f"{archive}:{plans_member}"
-            plans = parse_json_bounded(read_zip_member(zf, plans_member, str(archive), max_member_bytes), source)
+            plans = parse_json_bounded(read_zip_member(zf, plans_member, str(archive), MAX_JSON_BYTES), source)
         notes = [f"nnU-Net model zip {archive}: {model}/{chosen}"]
         if plans is not None:
             notes.append(_plans_note(plans, _configuration_of(model)))
