@@ -38,7 +38,9 @@ from nnunet_transfer.architectures.encoders import ENCODERS, get_encoder
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
 from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.registry import get_checkpoint
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.medicalnet import MEDICALNET_EXCLUDE, medicalnet_prefix_map
 from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
 from nnunet_transfer.transfer.verify import verify_checkpoint
@@ -153,7 +155,7 @@ def _build_network(plans: dict, configuration: str, dataset_json: dict):
                                   allow_init=False, deep_supervision=False)
 
 
-def _verify_medicalnet(weights: Path, depth: int) -> None:
+def _verify_medicalnet(weights: Path, depth: int, source: SourceWeights) -> None:
     """Registry check of a MedicalNet file; a renamed file is checked against the record of its depth."""
     try:
         record = get_checkpoint(weights.name)
@@ -164,14 +166,14 @@ def _verify_medicalnet(weights: Path, depth: int) -> None:
         raise ValueError(f"{weights} is MedicalNet's {record.file_name}, a ResNet-{record.depth}, but the architecture "
                          f"is med3d-resnet{depth} (ResNet-{depth}); use arch med3d-resnet{record.depth} or the "
                          f"ResNet-{depth} file")
-    verification = verify_checkpoint(weights, record=record, compute_sha256=False)
+    verification = verify_checkpoint(weights, record=record, compute_sha256=False, weights=source)
     if not verification.ok:
         raise ValueError(f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
                          f"Give the MedicalNet file of ResNet-{depth} (resnet_{depth}.pth or "
                          f"resnet_{depth}_23dataset.pth), or pick the arch that matches the file.")
 
 
-def _check_encoder_loads(network, weights: Path, prefix_map: Dict[str, str], exclude: Tuple[str, ...]
+def _check_encoder_loads(network, weights: SourceWeights, prefix_map: Dict[str, str], exclude: Tuple[str, ...]
                          ) -> TransferReport:
     import torch
 
@@ -242,8 +244,9 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
         weights_path = Path(weights).resolve()
         if not weights_path.is_file():
             raise FileNotFoundError(f"pretrained weights {weights_path} do not exist")
+        source = read_source_weights(weights_path)  # read once: verified, loaded and recorded from these bytes
         if depth is not None:
-            _verify_medicalnet(weights_path, depth)
+            _verify_medicalnet(weights_path, depth, source)
         network = _build_network(new_plans, configuration, _dataset_json(folder, raw / dataset_name
                                                                          if raw else None))
         if depth is not None:
@@ -254,7 +257,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
             # the encoder, decoder.encoder.*) does not fit the MLEAM decoder
             prefix_map, exclude = {}, tuple(DEFAULT_EXCLUDE) + ("decoder.",)
             description = f"encoder of the plain nnU-Net U-Net {weights_path}"
-        report = _check_encoder_loads(network, weights_path, prefix_map, exclude)
+        report = _check_encoder_loads(network, source, prefix_map, exclude)
         # a guard for training time: a different file put in its place would load much less
         min_fraction = math.floor(90 * report.fraction_loaded) / 100
         record = PretrainedRecord(checkpoint=str(weights_path), prefix_map=prefix_map, exclude=list(exclude),
@@ -265,7 +268,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     plans_file = folder / f"{plans_name}.json"
     write_json_atomic(plans_file, new_plans)
     if record is not None:
-        write_record(plans_file, configuration, record)
+        write_record(plans_file, configuration, record, source)
     print(f"[plan-arch] {dataset_name}/{plans_name} [{configuration}]: {new_cfg['architecture']['network_class_name']}"
           f", patch size {new_cfg['patch_size']}, data {new_cfg['data_identifier']}")
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.adapt import AdaptOptions
 from nnunet_transfer.utils.atomic import write_atomically
@@ -96,8 +97,10 @@ def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
     return path
 
 
-def write_record(plans_file: Union[str, Path], configuration: str, record: Optional[PretrainedRecord]) -> None:
-    """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file."""
+def write_record(plans_file: Union[str, Path], configuration: str, record: Optional[PretrainedRecord],
+                 source: Optional[SourceWeights] = None) -> None:
+    """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file. ``source``: the record's
+    checkpoint when the caller has read it already (else it is read here, to fail now rather than at training)."""
     plans_file = Path(plans_file)
     plans = json.loads(plans_file.read_text())
     if configuration not in plans.get("configurations", {}):
@@ -111,7 +114,8 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
         record.adapt_options  # validates the rule names before anything is written
         # open it now (data only), so an empty, damaged or booby-trapped file fails here and not when training starts
-        read_source_weights(checkpoint, trusted=record.trusted_architectures)
+        if source is None:
+            read_source_weights(checkpoint, trusted=record.trusted_architectures)
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)
