@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from nnunet_transfer.cli.untrusted_options import add_trust_architecture
+
 
 def _cmd_set_pretrained(args: argparse.Namespace) -> int:
     from nnunet_transfer.transfer.record import PretrainedRecord, plans_file_of
@@ -31,7 +33,8 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
     prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
     record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
                               description=args.description or "", adapt=not args.no_adapt,
-                              kernel_reduce=args.kernel_reduce, kernel_grow=args.kernel_grow)
+                              kernel_reduce=args.kernel_reduce, kernel_grow=args.kernel_grow,
+                              trusted_architectures=list(args.trust_architecture))
     if args.exclude is not None:
         record.exclude = list(args.exclude)
     plans_file, messages = set_pretrained(plans_file, args.c, record, match_normalisation=args.match_normalisation)
@@ -47,7 +50,8 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
 def _cmd_transfer_check(args: argparse.Namespace) -> int:
     from nnunet_transfer.transfer.check import transfer_check
 
-    report, mode = transfer_check(args.checkpoint, args.d, args.c, args.tr, plans=args.p)
+    report, mode = transfer_check(args.checkpoint, args.d, args.c, args.tr, plans=args.p,
+                                  trusted=args.trust_architecture)
     print(report)
     print(f"path: {mode}")
     if args.o:
@@ -56,9 +60,11 @@ def _cmd_transfer_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract_encoder(args: argparse.Namespace) -> int:
+    from nnunet_transfer.pretrained.source import read_source_weights
     from nnunet_transfer.transfer.encoder_export import encoder_state_dict, extract_encoder
 
-    path = extract_encoder(args.checkpoint, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite,
+    source = read_source_weights(args.checkpoint, trusted=args.trust_architecture)  # read once
+    path = extract_encoder(source, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite,
                            layout=args.layout)
     n = len(encoder_state_dict(path))
     print(f"wrote {n} encoder tensors of {args.checkpoint} to {path}")
@@ -90,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write plans <PLANS>_<tag> whose intensity normalisation is the one the checkpoint was "
                         "pretrained with (zoo record or the file's own plans), and put the record there; without a "
                         "checkpoint: for the record the plans already hold (e.g. from plan-arch --weights)")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_set_pretrained)
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")
@@ -99,6 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-tr", required=True, help="trainer class that will fine-tune")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("-o", help="also write the report as JSON")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_transfer_check)
 
     p = sub.add_parser("extract-encoder", help="write the encoder (and stem) of a checkpoint as a plain state dict")
@@ -109,6 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=("plain", "medicalnet"), default="plain",
                    help="medicalnet: a Med3D ResNet encoder as MedicalNet's files ({'state_dict': {'module.conv1."
                         "weight': ...}}), for plan-arch --weights")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_extract_encoder)
 
     from nnunet_transfer.cli.zoo import add_verify_arguments

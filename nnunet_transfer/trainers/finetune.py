@@ -210,6 +210,10 @@ class FineTuneTrainer(GuardedTrainer):
 
     def on_train_start(self) -> None:
         super().on_train_start()
+        if self._weights is not None and self._weights is self.pretrained_source:
+            # nnU-Net's -pretrained_weights loader has read the path again since our check (as data only): the
+            # tensors checked and reported are the ones that train
+            nnunet_pretrained_weights_report(unwrap_network(self.network), self._weights)
         if self.transfer_report is not None and self.local_rank == 0:
             self.transfer_report.save(self.output_folder, REPORT_STEM)
             self.print_to_log_file("Pretrained weights:\n" + str(self.transfer_report), add_timestamp=False)

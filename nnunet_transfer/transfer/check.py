@@ -8,7 +8,7 @@ dataset.json), then runs the same transfer path the trainer uses and returns its
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Optional, Sequence
 
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.pretrain_info import read_pretrain_info, transfer_from_pretrain_info
@@ -18,8 +18,10 @@ from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnu
 
 
 def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, trainer: str,
-                   plans: str = "nnUNetPlans") -> tuple[TransferReport, str]:
-    """(report, mode): mode says which path a run would take ("nnunet -pretrained_weights" or "plans record")."""
+                   plans: str = "nnUNetPlans", trusted: Sequence[str] = ()) -> tuple[TransferReport, str]:
+    """(report, mode): mode says which path a run would take ("nnunet -pretrained_weights" or "plans record").
+
+    ``trusted``: architecture class names the user trusts in plans that come with ``checkpoint``."""
     import torch
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
@@ -47,7 +49,7 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
                                  f"{configuration} and no pretrain_info block with a checkpoint_path")
             return (transfer_from_pretrain_info(network, info, new_layers),
                     f"plans pretrain_info (nnU-Net master's block, {info.checkpoint_name})")
-        source = read_source_weights(checkpoint)  # read once; both paths below work from these tensors
+        source = read_source_weights(checkpoint, trusted=trusted)  # read once; both paths below work from these tensors
         try:
             return nnunet_pretrained_weights_report(network, source), "nnunet -pretrained_weights"
         except (KeyError, ValueError) as nnunet_refusal:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from nnunet_transfer.pretrained.formats.medicalnet import looks_like_medicalnet, medicalnet_layout, split_head
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 from nnunet_transfer.transfer.weights import StateDictSource, read_source
 from nnunet_transfer.utils.atomic import write_atomically
@@ -95,8 +96,9 @@ def extract_encoder(checkpoint: EncoderSource, output: Union[str, Path], strip_p
     encoder = {k: v.detach().contiguous().clone()
                for k, v in encoder_state_dict(checkpoint, strip_prefix or layout == "medicalnet").items()}
     if layout == "medicalnet":
-        name = (str(checkpoint) if isinstance(checkpoint, (str, Path))
-                else type(checkpoint).__name__ if isinstance(checkpoint, nn.Module) else "state dict")
+        name = (str(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.source
+                if isinstance(checkpoint, SourceWeights) else type(checkpoint).__name__
+                if isinstance(checkpoint, nn.Module) else "state dict")
         medicalnet = medicalnet_layout(encoder, name)
         return write_atomically(output, lambda tmp: torch.save(medicalnet, tmp))
     if output.suffix == ".safetensors":

@@ -14,6 +14,7 @@ import torch
 
 from nnunet_transfer.architectures.med3d import Med3DResNet, describe_architecture
 from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.formats.medicalnet import split_head
 from nnunet_transfer.pretrained.registry import PretrainedCheckpoint, get_checkpoint
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
@@ -63,7 +64,7 @@ class VerificationReport:
 
 
 def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | None = None,
-                      compute_sha256: bool = True) -> VerificationReport:
+                      compute_sha256: bool = True, weights: SourceWeights | None = None) -> VerificationReport:
     """Check that a downloaded checkpoint is the file its record describes; never raises on a bad file.
 
     Checks, in order: the file has a registry record (by file name, or ``record`` given explicitly); it
@@ -86,7 +87,7 @@ def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | Non
                                        f"pretrained on {rec.pretraining_data}")
 
     try:
-        weights = read_source_weights(path)
+        weights = weights if weights is not None else read_source_weights(path)  # read once
         state, head = split_head(weights.tensors)
         head = head + [k for k in weights.filtered if k not in head]
     except _READ_ERRORS as exc:  # reported, not swallowed: the report carries the message and ok=False

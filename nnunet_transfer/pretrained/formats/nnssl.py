@@ -42,7 +42,8 @@ def read(obj: Any, source: str) -> FormatReading:
                                     "not a dict")
     citations = obj.get("citations", [])
     metadata = {"architecture": str(arch), "trainer_name": str(trainer), "adaptation_plan": dict(plan),
-                "citations": list(citations) if isinstance(citations, (list, tuple)) else []}
+                "citations": list(citations) if isinstance(citations, (list, tuple)) else [],
+                "architecture_plans": architecture}
     grid = token_grid(plan, state)
     if grid is not None:  # a transformer: its positional embedding belongs to this token grid
         metadata["token_grid"] = grid
