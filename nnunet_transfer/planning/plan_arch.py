@@ -209,37 +209,31 @@ def _training_guard(report: TransferReport) -> float:
 def public_weights_record(network, weights: Path, arch: str) -> PretrainedRecord:
     """The pretrained-weights record for a released public model's file in the network ``arch`` (registry name).
 
-    The file is read safely and recognised by the format registry; at least :data:`MIN_BACKBONE_FRACTION` of its
-    backbone tensors must load into ``network`` (else ``ValueError`` listing what did not). The record keeps the
-    family's non-backbone tensors out and guards against another file being put in its place.
+    The file is read once, safely, and recognised by the format registry (the trainer reads it the same way); at
+    least :data:`MIN_BACKBONE_FRACTION` of its backbone tensors must load into ``network`` (else ``ValueError``
+    listing what did not). The record keeps the network's own head out and guards against another file being put
+    in its place.
     """
-    from nnunet_transfer.pretrained.formats.released_layouts import detect_format
-    from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
+    from nnunet_transfer.pretrained.source import read_source_weights
     from nnunet_transfer.transfer.backbone import MIN_BACKBONE_FRACTION, load_backbone
 
-    raw = read_checkpoint_file(weights)
-    fmt = detect_format(raw)
-    if fmt is None:
-        raise ValueError(f"{weights} is in none of the released formats nnunet-transfer reads (STU-Net, Models "
-                         "Genesis, SuPreM, Universal Model, VoCo, DoDNet, nnU-Net); is it the released file?")
-    reading = fmt.read(raw, str(weights))
-    transfer = load_backbone(network, reading.tensors, family=fmt.family, source=str(weights),
+    source = read_source_weights(weights)
+    reading = source.reading
+    transfer = load_backbone(network, reading.tensors, family=source.family, source=str(weights),
                              filtered=reading.filtered)
     expected = reading.metadata.get("architecture")
     hint = (f" The file is a {expected} checkpoint: plan with --arch {expected}." if expected and expected != arch
             else "")
     if transfer.fraction < MIN_BACKBONE_FRACTION:
-        raise ValueError(f"only {100 * transfer.fraction:.1f}% of the {fmt.family} backbone in {weights} loads into "
+        raise ValueError(f"only {100 * transfer.fraction:.1f}% of the {source.family} backbone in {weights} loads into "
                          f"{arch} (at least {100 * MIN_BACKBONE_FRACTION:.0f}% needed).{hint}\n{transfer}")
     print(f"[plan-arch] {weights.name}: {transfer.summary()}" + (f"\n[plan-arch]   {hint.strip()}" if hint else ""))
     for note in reading.notes:
         print(f"[plan-arch]   {note}")
     exclude = tuple(DEFAULT_EXCLUDE) + tuple(getattr(network, "head_prefixes", ()))
-    # the prefix map takes a reader that strips only ``module.`` (the trainer's) to the same names as the format's
-    return PretrainedRecord(checkpoint=str(weights), prefix_map=dict(reading.metadata.get("prefix_map", {})),
-                            exclude=list(exclude),
+    return PretrainedRecord(checkpoint=str(weights), prefix_map={}, exclude=list(exclude),
                             min_fraction=_training_guard(transfer.report),
-                            description=f"{fmt.family} backbone ({weights.name}) in {arch}")
+                            description=f"{source.family} backbone ({weights.name}) in {arch}")
 
 
 def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights: Optional[str] = None,
