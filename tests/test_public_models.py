@@ -183,6 +183,16 @@ def test_another_network_loads_what_matches_and_lists_the_rest(release_files):
     assert load_backbone(network("suprem-unet"), reading.tensors, family="x", source="genesis").fraction == 1.0
 
 
+def test_the_transfer_path_reads_the_released_file_itself(release_files):
+    # what set-pretrained, transfer-check and the trainers' record do: a path in, the format recognised on the way
+    from nnunet_transfer.transfer.weights import transfer_weights
+
+    report = transfer_weights(network("suprem-unet"), release_files["suprem-unet"],
+                              head_patterns=UNet3D.head_prefixes)
+    assert report.n_loaded == 104 and not report.missing and not report.unexpected
+    assert any(k.startswith("controller.") for k in report.skipped)  # the language-driven head, filtered
+
+
 def test_input_channels_are_adapted_for_a_multimodal_target(release_files):
     reading = read_source_weights(release_files["genesis"]).reading
     transfer = load_backbone(network("genesis-unet3d", input_channels=2), reading.tensors, family="Models Genesis",
