@@ -66,6 +66,10 @@ def read_universal_layout(state: Dict[str, torch.Tensor], family: str) -> Format
              f"layer, {len(others)} of the language-driven head"
              + (f" ({', '.join(sorted({k.split('.')[0] for k in others}))})" if others else "")]
     metadata = {"architecture": architecture, "input_channels": int(first.shape[1]), "backbone": kind}
+    if kind == "segresnet" and int(first.shape[0]) != 16:
+        metadata["init_filters"] = int(first.shape[0])
+        notes.append(f"SegResNet with {int(first.shape[0])} initial filters: plan-arch's segresnet has 16 (SuPreM's "
+                     f"release); set init_filters {int(first.shape[0])} in the plans' arch_kwargs for this file")
     if "organ_embedding" in state:
         metadata["organs"] = int(state["organ_embedding"].shape[0])
     return FormatReading(tensors, [*head, *others], notes, None, metadata)
