@@ -244,9 +244,7 @@ def public_weights_record(network, weights: Path, arch: str, source: SourceWeigh
     for note in reading.notes:
         print(f"[plan-arch]   {note}")
     exclude = tuple(DEFAULT_EXCLUDE) + tuple(getattr(network, "head_prefixes", ()))
-    # the prefix map takes a reader that strips only ``module.`` (the trainer's) to the same names as the format's
-    return PretrainedRecord(checkpoint=str(weights), prefix_map=dict(reading.metadata.get("prefix_map", {})),
-                            exclude=list(exclude),
+    return PretrainedRecord(checkpoint=str(weights), prefix_map={}, exclude=list(exclude),
                             min_fraction=_training_guard(transfer.report),
                             description=f"{source.family} backbone ({weights.name}) in {arch}")
 

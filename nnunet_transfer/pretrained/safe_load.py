@@ -238,6 +238,12 @@ def read_checkpoint_file(path: str | Path, max_bytes: int | None = None) -> Any:
     return read_checkpoint_bytes(read_file_bytes(path), str(path), max_bytes)
 
 
+def _is_state_dict(obj: Any) -> bool:
+    """A non-empty mapping of names (strings) to tensors."""
+    return (isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) for k in obj)
+            and all(isinstance(v, torch.Tensor) for v in obj.values()))
+
+
 def find_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Return the ``{name: tensor}`` mapping inside a loaded checkpoint.
 
@@ -250,11 +256,11 @@ def find_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Ten
             f"{source} holds a {type(obj).__name__}, not a dict of tensors; save the weights with "
             f"torch.save({{'state_dict': model.state_dict()}}, path)"
         )
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if _is_state_dict(obj):
         return dict(obj)
     for key in STATE_DICT_CONTAINER_KEYS:
         inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+        if _is_state_dict(inner):
             return dict(inner)
     top = ", ".join(repr(k) for k in list(obj.keys())[:10])
     raise CheckpointFormatError(

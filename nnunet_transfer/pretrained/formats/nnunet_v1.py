@@ -28,7 +28,7 @@ _V1_LAYER = {"conv": "conv", "instnorm": "norm"}
 
 def is_generic_unet_v1(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """True when the keys are those of nnU-Net v1's ``Generic_UNet`` (or a network built like it)."""
-    return any(k.startswith("conv_blocks_context.") for k in state_dict)
+    return any(isinstance(k, str) and k.startswith("conv_blocks_context.") for k in state_dict)
 
 
 def generic_unet_v1_to_v2(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], int]:
