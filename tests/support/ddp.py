@@ -236,7 +236,12 @@ def run_trainer(trainer: str, plans: dict, configuration: str, dataset_json: dic
 def reference_and_ranks(ranks: GlooRanks, tmp: Path, **spec) -> tuple:
     """:func:`run_trainer` in this process (the one-process reference) and in every rank, each with its own
     results folder; returns ``(reference, [rank results])``."""
-    reference = run_trainer(**dict(spec, results=str(tmp / "results_single")))
+    saved = dict(os.environ)  # run_trainer points nnU-Net's variables at this test's folders: not for later tests
+    try:
+        reference = run_trainer(**dict(spec, results=str(tmp / "results_single")))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     assert not reference["is_ddp"]
     distributed = ranks.run("support.ddp:run_trainer", **dict(spec, results=str(tmp / "results_ddp")))
     assert all(r["is_ddp"] for r in distributed)
