@@ -37,7 +37,9 @@ What it measures, in this order (so the cheap figures exist even when the budget
    of an MLEAM training step;
 4. the HEC loss vs nnU-Net's ``DC_and_CE_loss`` and the partial-label loss vs nnU-Net's ``DC_and_BCE_loss``
    (forward + backward, per AMP dtype);
-5. ``torch.compile`` of each network (bf16): compile time (the first step) and steady-state step time, until the
+5. with two or more GPUs: our losses under DDP, 2 ranks on NCCL against one process on the whole batch, the max
+   relative gradient error per loss (``benchmarks/ddp_loss_check.py``); with one GPU a line says it is skipped;
+6. ``torch.compile`` of each network (bf16): compile time (the first step) and steady-state step time, until the
    budget is spent. A failure (of a compile, an out-of-memory...) is recorded for that entry and the run goes on.
 
 ``--budget-s`` bounds the whole run: each entry runs under an alarm set to the time that is left, results are
@@ -241,7 +243,8 @@ class Results:
             "device": str(settings.device), "patch": settings.patch, "batch": settings.batch,
             "warmup_steps": settings.warmup, "timed_steps": settings.steps, "budget_s": settings.budget_s,
             "compile_dtype": settings.compile_dtype, "build_only": settings.build_only},
-            "networks": {}, "dynamic_head": None, "edge_targets": None, "losses": {}, "complete": False}
+            "networks": {}, "dynamic_head": None, "edge_targets": None, "losses": {}, "ddp_losses": None,
+            "complete": False}
         settings.out.mkdir(parents=True, exist_ok=True)
 
     def save(self) -> None:
@@ -515,6 +518,13 @@ def measure_partial_label(s: Settings, amp: str) -> dict:
     return _loss_pair(s, amp, ours.to(s.device), baseline, c, target)
 
 
+def measure_ddp_losses() -> dict:
+    """Our losses on 2 GPUs (NCCL, DDP) vs one process: max relative gradient error per loss."""
+    from ddp_loss_check import two_rank_check
+
+    return two_rank_check("cuda")
+
+
 def select(specs: List[NetworkSpec], names: Optional[List[str]], option: str) -> List[NetworkSpec]:
     """The specs named (in that order), all of them for None."""
     if names is None:
@@ -551,8 +561,17 @@ def run(s: Settings) -> dict:
         run_entry(results, doc["losses"], f"partial-label vs DC_and_BCE, {amp}",
                   lambda amp=amp: measure_partial_label(s, amp), s)
 
+    gpus = torch.cuda.device_count() if s.device.type == "cuda" else 0
+    if gpus >= 2:
+        print("5. losses under DDP: 2 ranks, NCCL, vs one process", flush=True)
+        run_entry(results, doc, "ddp_losses", measure_ddp_losses, s)
+    else:
+        doc["ddp_losses"] = {"skipped": f"{gpus} GPU(s): the 2-rank NCCL check of the losses needs two or more"}
+        print(f"5. losses under DDP: skipped, {doc['ddp_losses']['skipped']}", flush=True)
+        results.save()
+
     if not s.build_only:
-        print(f"5. torch.compile ({s.compile_dtype})", flush=True)
+        print(f"6. torch.compile ({s.compile_dtype})", flush=True)
         compile_times: List[float] = []
         for spec in select(specs, s.compile_names, "--compile"):
             need = 1.2 * max(compile_times) if compile_times else min(FIRST_COMPILE_ESTIMATE_S, s.left() / 2)
@@ -619,6 +638,14 @@ def markdown(doc: dict) -> str:
         for name, e in doc["losses"].items():
             lines.append(f"| {name} | {_cell(e, 'ours_ms')} | {_cell(e, 'baseline_ms')} | {_cell(e, 'ratio')} "
                          f"| {_cell(e, 'ours_peak_gib')} |")
+    ddp = doc.get("ddp_losses")
+    if ddp:
+        lines += ["", "| loss under DDP (2 ranks, global batch 4 = 2 + 2) | max relative gradient error vs one process |",
+                  "|---|---:|"]
+        if "max_relative_gradient_error" in ddp:
+            lines += [f"| {name} | {err:.1e} |" for name, err in ddp["max_relative_gradient_error"].items()]
+        else:
+            lines.append(f"| all | {_cell(ddp, 'max')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -634,7 +661,7 @@ def failures(doc: dict) -> List[str]:
             for key, value in node.items():
                 walk(value, f"{path}/{key}" if path else key)
 
-    walk({k: doc[k] for k in ("networks", "dynamic_head", "edge_targets", "losses")}, "")
+    walk({k: doc[k] for k in ("networks", "dynamic_head", "edge_targets", "losses", "ddp_losses")}, "")
     return found
 
 

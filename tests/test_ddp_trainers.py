@@ -232,6 +232,8 @@ def test_mots_partial_label_loss_with_different_labelled_channel_counts(ranks, t
     _assert_same_validation(reference, distributed)
     # the ranks' own losses differ (4 vs 2 labelled pairs); what nnU-Net logs is their mean: the global loss
     assert distributed[0]["step_losses"] != distributed[1]["step_losses"]
+    # nnU-Net's dataset class choice, mapped to ours in initialize (one process and every rank)
+    assert {r["dataset_class"] for r in [reference] + distributed} == {"TaskConditionedDatasetBlosc2"}
 
 
 def test_med3d_branches_with_tasks_absent_from_a_rank_and_from_the_batch(ranks, tmp_path):

@@ -206,7 +206,7 @@ def run_trainer(trainer: str, plans: dict, configuration: str, dataset_json: dic
     part = _rank_slice(len(global_batch["keys"]), instance.batch_size)
     local = _take(global_batch, part)
 
-    run: TrainerRun = {"is_ddp": instance.is_ddp, "batch_size": instance.batch_size, "step_losses": [],
+    run: TrainerRun = {"is_ddp": instance.is_ddp, "dataset_class": instance.dataset_class.__name__, "batch_size": instance.batch_size, "step_losses": [],
                        "gradients": [], "parameters": [], "updates": [], "train_losses": []}
     for epoch in epochs:
         before = _parameters(instance)
