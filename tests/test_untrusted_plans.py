@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -351,7 +352,8 @@ def test_a_file_swapped_after_the_check_is_never_unpickled_by_nnunet(tmp_path, m
 
     import nnunet_transfer.trainers as trainers
 
-    monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)  # restored after the test
+    # recorded as unset, so that the variable the trainer sets is removed again after the test
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0")
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3))
     path = tmp_path / "weights.pth"
     torch.save({"network_weights": net.state_dict()}, path)
@@ -363,7 +365,7 @@ def test_a_file_swapped_after_the_check_is_never_unpickled_by_nnunet(tmp_path, m
     torch.save({"network_weights": net.state_dict(), "hook": Payload(marker)}, path)  # swapped after the check
     with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
         load_pretrained_weights(net, str(path))  # nnU-Net's own loader, as run_training calls it
-    assert not marker.exists()
+    assert not marker.exists() and os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] == "1"
 
 
 def test_resuming_reads_the_fold_checkpoint_as_data(tmp_path):

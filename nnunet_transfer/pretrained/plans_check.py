@@ -10,8 +10,8 @@ reader/writer, experiment planner) are looked up inside nnU-Net's own package on
 
 :func:`check_foreign_plans` accepts a plans dict only when
 
-- the network class resolves, without importing anything outside nnU-Net, dynamic-network-architectures and
-  nnunet-transfer, to an ``nn.Module`` class defined there (or is named exactly in ``trusted``: the user's
+- the network class resolves, without importing anything outside nnU-Net, dynamic-network-architectures,
+  nnunet-transfer and MONAI's network classes, to an ``nn.Module`` class defined there (or is named exactly in ``trusted``: the user's
   ``--trust-architecture NAME``);
 - every ``_kw_requires_import`` argument is None or a ``torch.nn`` convolution, normalisation, dropout or
   activation class (or a building block of those three packages, or a trusted name);
@@ -41,7 +41,7 @@ from nnunet_transfer.utils.bounded_io import read_json_bounded
 __all__ = ["ForeignPlansError", "check_foreign_plans", "check_nnssl_architecture", "read_foreign_plans", "MAX_ARCH_INT"]
 
 #: packages whose network classes nnU-Net may build from a foreign plans file
-NETWORK_PACKAGES = ("dynamic_network_architectures.", "nnunetv2.", "nnunet_transfer.")
+NETWORK_PACKAGES = ("dynamic_network_architectures.", "nnunetv2.", "nnunet_transfer.", "monai.networks.nets.")
 #: packages whose building blocks may be named in ``_kw_requires_import`` (torch.nn: by category, see below)
 BLOCK_PACKAGES = ("torch.nn.", "dynamic_network_architectures.", "nnunet_transfer.")
 #: no integer in an architecture's arguments is larger (feature counts, stages, kernel sizes ...)
