@@ -334,16 +334,40 @@ def test_doctor_says_when_nnunet_raw_is_a_file(tmp_path, monkeypatch):
     assert not ok and "is a file, not a folder" in message and "mkdir" not in message
 
 
-@pytest.mark.parametrize("bug_type", [TypeError, KeyError, AttributeError])
-def test_unexpected_exceptions_keep_their_traceback(bug_type, monkeypatch):
+@pytest.mark.parametrize("bug_type", [ValueError, RuntimeError, TypeError, KeyError, AttributeError])
+def test_unexpected_exceptions_keep_their_traceback(bug_type, monkeypatch, capsys):
+    """A ValueError/RuntimeError raised by a bug is not mistaken for a user error: traceback, then a line asking to
+    report it (exit 2); ``--debug`` lets it through as it is."""
     import nnunet_transfer.doctor as doctor
 
     def bug() -> int:
         raise bug_type("a bug, not the user's fault")
 
     monkeypatch.setattr(doctor, "run_doctor", bug)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and f"{bug_type.__name__}: " in err
+    assert err.rstrip().splitlines()[-1].startswith("nnunet-transfer: this is a bug") and "error:" not in err
     with pytest.raises(bug_type):
-        main(["doctor"])
+        main(["--debug", "doctor"])
+
+
+def test_user_errors_and_os_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    import nnunet_transfer.doctor as doctor
+    from nnunet_transfer.errors import InvalidValueError
+
+    def user_error() -> int:
+        raise InvalidValueError("the value 7 is not allowed", file=tmp_path / "x.json", fix="give 0..1")
+
+    def disk_full() -> int:
+        raise OSError(28, "No space left on device", str(tmp_path / "out.nii.gz"))
+
+    for func, expected in ((user_error, "the value 7 is not allowed. Fix: give 0..1"),
+                           (disk_full, f"{tmp_path / 'out.nii.gz'}: No space left on device")):
+        monkeypatch.setattr(doctor, "run_doctor", func)
+        assert main(["doctor"]) == 1
+        err = capsys.readouterr().err
+        assert err == f"nnunet-transfer doctor: error: {expected}\n"
 
 
 def test_a_misspelled_dataset_name_gets_a_close_match(tmp_path, monkeypatch, capsys):

@@ -27,24 +27,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 DEFAULT_DATASET_NAMES = {"mots": "MOTS", "kits21": "KiTS21", "kvasir": "KvasirSEG"}
 
 
-def _prepare_conversion(args: argparse.Namespace) -> None:
-    """Before converting: refuse to replace an existing dataset without --force (the converters replace it)."""
-    from nnunet_transfer.data.existing_dataset import refuse_to_replace
-    from nnunet_transfer.data.raw_dataset import dataset_folder_name, nnunet_raw_dir
-
-    target = nnunet_raw_dir() / dataset_folder_name(args.d, args.name or DEFAULT_DATASET_NAMES[args.kind])
-    refuse_to_replace(target, args.force)
-
-
 def _cmd_convert(args: argparse.Namespace) -> int:
-    if not getattr(args, "list_mots_overlap", False):
-        _prepare_conversion(args)
     if args.kind == "mots":
         from nnunet_transfer.data.convert_mots import convert_mots
 
         folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"],
                               split_file=args.split, tasks=args.tasks, num_workers=args.np,
-                              geometry_mismatch=args.geometry_mismatch)
+                              geometry_mismatch=args.geometry_mismatch, force=args.force)
     elif args.kind in ("kits21", "kits"):
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
 
@@ -54,12 +43,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         folder = convert_kits(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kits21"],
                               exclude_mots_overlap=args.exclude_mots_overlap,
                               only_mots_overlap=args.only_mots_overlap, num_workers=args.np,
-                              geometry_mismatch=args.geometry_mismatch)
+                              geometry_mismatch=args.geometry_mismatch, force=args.force)
     else:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
         folder = convert_kvasir(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kvasir"],
-                                num_workers=args.np)
+                                num_workers=args.np, force=args.force)
     print(f"nnU-Net raw dataset written to {folder}")
     return 0
 

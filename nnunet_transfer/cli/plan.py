@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from typing import List
+from nnunet_transfer.errors import InvalidValueError
 
 
 def _cmd_align_plans(args: argparse.Namespace) -> int:
@@ -23,7 +24,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from nnunet_transfer.planning.run_planner import PLANNERS, plan_experiment
 
     if args.pl not in PLANNERS:
-        raise ValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
+        raise InvalidValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
     plans_file = plan_experiment(args.d, args.pl, gpu_memory_target_gb=args.gpu_memory_target,
                                  plans_name=args.overwrite_plans_name, preprocess=args.preprocess,
                                  configurations=tuple(args.c), num_processes=args.np)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from nnunet_transfer.errors import InvalidValueError
 
 
 def _cmd_set_pretrained(args: argparse.Namespace) -> int:
@@ -17,7 +18,7 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
         print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
         return 0
     if not args.checkpoint:
-        raise ValueError("give the checkpoint to record (or --remove)")
+        raise InvalidValueError("give the checkpoint to record (or --remove)")
     prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
     record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
                               description=args.description or "", adapt=not args.no_adapt,

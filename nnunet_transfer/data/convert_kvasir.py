@@ -84,14 +84,16 @@ def convert_kvasir_case(job: KvasirCase) -> List[str]:
     return []
 
 
-def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", num_workers: int = 1) -> Path:
+def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", num_workers: int = 1,
+                   force: bool = False) -> Path:
     """Convert Kvasir-SEG under ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` (2D RGB PNG); returns the folder.
 
     Every pair is checked (both files present and readable, equal size); all problems are reported together in
-    one :class:`ConversionError`, and then nothing is written.
+    one :class:`ConversionError`, and then nothing is written. An existing dataset of the same id and name is
+    replaced only with ``force`` (:class:`~nnunet_transfer.data.existing_dataset.DatasetExistsError` otherwise).
     """
     source = Path(source)
-    target = target_dataset_folder(dataset_id, name)
+    target = target_dataset_folder(dataset_id, name, force)
     images_dir, masks_dir = source / "images", source / "masks"
     missing = [d for d in (images_dir, masks_dir) if not d.is_dir()]
     if missing:
@@ -120,7 +122,7 @@ def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", n
                         f"{masks_dir})")
     print(f"Kvasir-SEG in {source}: {len(pairs)} image/mask pairs", flush=True)
 
-    with staged_dataset(target) as stage:
+    with staged_dataset(target, force) as stage:
         jobs = [KvasirCase(stem, img, mask, stage / "imagesTr" / f"{stem}_0000.png", stage / "labelsTr" / f"{stem}.png")
                 for stem, img, mask in pairs]
         problems += flatten(run_cases(convert_kvasir_case, jobs, num_workers, title=target.name))

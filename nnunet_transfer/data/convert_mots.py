@@ -378,7 +378,7 @@ def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: P
 
 def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_file: Optional[PathLike] = None,
                  tasks: Optional[Sequence[str]] = None, num_workers: int = 1,
-                 geometry_mismatch: str = "error") -> Path:
+                 geometry_mismatch: str = "error", force: bool = False) -> Path:
     """Convert the MOTS sources under ``source`` into ``$nnUNet_raw/DatasetXXX_Name``; returns that folder.
 
     ``tasks`` limits the conversion to some of the seven tasks (names, source folders or indices);
@@ -390,13 +390,14 @@ def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_fi
     identity header, nnU-Net issue #2751): ``"error"`` (default), ``"use-image"`` (write the label with the
     image's geometry when the array sizes agree) or ``"skip"`` (leave the case out); both are printed in the
     summary and recorded in dataset.json. Cases whose image has an identity affine (LiTS volumes 28-47) are
-    converted with a warning naming each case.
+    converted with a warning naming each case. An existing dataset of the same id and name is replaced only with
+    ``force`` (:class:`~nnunet_transfer.data.existing_dataset.DatasetExistsError` otherwise).
     """
     source = Path(source)
     selected = select_tasks(tasks)
     if geometry_mismatch not in GEOMETRY_POLICIES:
         raise ConversionError(f"geometry_mismatch must be one of {GEOMETRY_POLICIES}, got {geometry_mismatch!r}")
-    target = target_dataset_folder(dataset_id, name)
+    target = target_dataset_folder(dataset_id, name, force)
     spec = read_split_file(split_file) if split_file is not None else None
     if not source.is_dir():
         raise ConversionError(f"MOTS source folder {source} does not exist")
@@ -425,7 +426,7 @@ def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_fi
 
     task_of = {c.case_id: c.task for c in used}
     labels, regions_class_order = nnunet_region_labels()
-    with staged_dataset(target) as stage:
+    with staged_dataset(target, force) as stage:
         jobs = volume_jobs([(c.case_id, c.image, c.label, roles[c.case_id] == "test") for c in used], stage,
                            lambda case_id: task_of[case_id].label_map, geometry.use_image_geometry)
         problems += flatten(run_cases(convert_volume_case, jobs, num_workers, title=target.name))

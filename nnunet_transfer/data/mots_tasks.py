@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
+from nnunet_transfer.errors import NotApplicableError
 
 NUM_TASKS = 7
 HEAD_OUTPUTS_PER_TASK = 2  # channel 0 organ, channel 1 tumor (DoDNet)
@@ -153,7 +154,7 @@ def read_case_to_task(dataset_json: dict) -> Dict[str, int]:
     record = dataset_json.get(DATASET_JSON_KEY, {})
     mapping = record.get("case_to_task")
     if not mapping:
-        raise RuntimeError(
+        raise NotApplicableError(
             f"dataset.json has no '{DATASET_JSON_KEY}.case_to_task' map, so the task of each case is "
             "unknown. Create the dataset with `nnunet-transfer convert mots SOURCE -d ID` (or add the map), then "
             "re-run nnUNetv2_plan_and_preprocess so the preprocessed dataset.json carries it.")

@@ -52,6 +52,7 @@ from nnunet_transfer.evaluation.kits_samples import (
     sample_segmentations,
 )
 from nnunet_transfer.data.nifti_integrity import check_nifti
+from nnunet_transfer.errors import InvalidValueError, NotApplicableError
 
 HECS: dict[str, tuple[int, ...]] = {
     "kidney_and_mass": (1, 2, 3),
@@ -110,9 +111,9 @@ def kits_case_metrics(
     pred = _as_label_array(prediction, "prediction")
     ref = _as_label_array(reference, "reference")
     if pred.ndim != 3:
-        raise ValueError(f"KiTS21 metrics need 3D label maps; got prediction with shape {pred.shape}")
+        raise InvalidValueError(f"KiTS21 metrics need 3D label maps; got prediction with shape {pred.shape}")
     if pred.shape != ref.shape:
-        raise ValueError(
+        raise InvalidValueError(
             f"prediction shape {pred.shape} differs from reference shape {ref.shape}; both must be on the same grid"
         )
     spacing_mm = _as_spacing(spacing)
@@ -266,9 +267,9 @@ def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype == bool:
         return array.view(np.uint8)
     if array.dtype.kind not in "uif":
-        raise ValueError(f"{name}: label map has dtype {array.dtype}; expected integer labels in {KITS_LABELS}")
+        raise InvalidValueError(f"{name}: label map has dtype {array.dtype}; expected integer labels in {KITS_LABELS}")
     if array.size == 0:
-        raise ValueError(f"{name}: label map is empty (shape {array.shape})")
+        raise InvalidValueError(f"{name}: label map is empty (shape {array.shape})")
     low, high = array.min(), array.max()
     valid = low >= 0 and high <= max(KITS_LABELS)
     if valid and array.dtype.kind == "f":
@@ -276,7 +277,7 @@ def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
     if not valid:
         outside = array[(array < 0) | (array > max(KITS_LABELS)) | (array != np.round(array))]
         found = np.unique(outside)[:_MAX_LISTED].tolist()
-        raise ValueError(
+        raise InvalidValueError(
             f"{name}: unexpected label values {found}; KiTS21 label maps may only contain {KITS_LABELS} "
             f"(0 background, 1 kidney, 2 tumor, 3 cyst). Map other labels to these before evaluating."
         )
@@ -286,7 +287,7 @@ def _as_label_array(array: np.ndarray, name: str) -> np.ndarray:
 def _as_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be 3 positive finite numbers in mm (array axis order); got {spacing!r}")
+        raise InvalidValueError(f"spacing must be 3 positive finite numbers in mm (array axis order); got {spacing!r}")
     return values  # type: ignore[return-value]
 
 
@@ -309,9 +310,9 @@ def _read_label_image(path: Path) -> tuple[np.ndarray, _Geometry]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise RuntimeError(f"could not read label image {path}: {err}") from err
+        raise NotApplicableError(f"could not read label image {path}: {err}") from err
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path}: expected a 3D single-channel label image, got dimension {image.GetDimension()} with "
             f"{image.GetNumberOfComponentsPerPixel()} components per voxel"
         )
@@ -334,7 +335,7 @@ def _check_same_grid(pred_path: Path, pred: _Geometry, ref_name: str, ref: _Geom
     reported (the prediction's spacing is used), and so are a different origin or direction.
     """
     if pred.size != ref.size:
-        raise ValueError(
+        raise InvalidValueError(
             f"prediction {pred_path} (size {pred.size}) and reference {ref_name} (size {ref.size}, SimpleITK "
             f"x,y,z order) are not on the same voxel grid. Predictions must keep the geometry of the case's "
             f"imaging.nii.gz (nnU-Net's predictions do); check that the file belongs to this case and was not "
@@ -367,7 +368,7 @@ def _evaluate_case(case_id: str, pred_path: Path, references: Sequence[Reference
                    ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(metrics averaged over the references, geometry warnings) of one case."""
     if len(references) == 0:
-        raise ValueError(f"no reference files given for prediction {pred_path}")
+        raise InvalidValueError(f"no reference files given for prediction {pred_path}")
     prediction, pred_geometry = _read_label_image(pred_path)
     per_reference, warnings = [], []
     for reference in references:
@@ -439,21 +440,21 @@ def _kits21_case_dirs(gt_dir: Path) -> tuple[Path, list[Path]] | None:
 def _find_references(gt_dir: Path, file_ending: str, reference: str = REFERENCE_AUTO) -> _ReferenceSet:
     """Detect the reference layout: a flat folder of label files, or the official kits21 data folder."""
     if reference not in REFERENCE_CHOICES:
-        raise ValueError(f"reference must be one of {REFERENCE_CHOICES}, got {reference!r}")
+        raise InvalidValueError(f"reference must be one of {REFERENCE_CHOICES}, got {reference!r}")
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"reference folder {gt_dir} does not exist")
     label_files = sorted(p for p in gt_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
     official = _kits21_case_dirs(gt_dir)
 
     if label_files and official is not None:
-        raise ValueError(
+        raise InvalidValueError(
             f"{gt_dir} holds both label files (*{file_ending}) and kits21 case folders ({official[0]}); "
             f"pass either a folder of label files named like the predictions or the kits21 data folder"
         )
     if label_files:
         if reference != REFERENCE_AUTO:
-            raise ValueError(f"{gt_dir} is a folder of label files; reference={reference!r} needs the kits21 "
-                             f"data folder (or a clone of the kits21 repository)")
+            raise InvalidValueError(f"{gt_dir} is a folder of label files; reference={reference!r} needs the kits21 "
+                                    f"data folder (or a clone of the kits21 repository)")
         files: dict[str, list[Reference]] = {p.name[: -len(file_ending)]: [p] for p in label_files}
         return _ReferenceSet(GT_MODE_LABELS, gt_dir, files)
     if official is None:
@@ -554,7 +555,7 @@ def evaluate_kits21(
     id; optionally writes it as JSON and a per-case CSV.
     """
     if not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
+        raise InvalidValueError(f"num_workers must be a positive integer, got {num_workers!r}")
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_dir} does not exist")

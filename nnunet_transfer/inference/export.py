@@ -49,7 +49,7 @@ import torch
 import nnunet_transfer
 from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, environment_variables, ext_trainer_value
-from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
+from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError, NotApplicableError, did_you_mean
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
 from nnunet_transfer.utils.atomic import swap_into_place
@@ -231,10 +231,10 @@ def _check_model_folder(model_dir: Path, configuration: str, trainer: str, folds
                 raise FileNotFoundError(f"{fold_dir / name} is missing (nnU-Net's exporter needs it); {fix}")
         content = _load_data_only(ckpt)
         if content["trainer_name"] != trainer:
-            raise ValueError(f"{ckpt} was written by trainer {content['trainer_name']!r}, not {trainer!r}")
+            raise InvalidValueError(f"{ckpt} was written by trainer {content['trainer_name']!r}, not {trainer!r}")
         ckpt_configuration = content["init_args"].get("configuration")
         if ckpt_configuration != configuration:
-            raise ValueError(f"{ckpt} belongs to configuration {ckpt_configuration!r}, not {configuration!r}")
+            raise InvalidValueError(f"{ckpt} belongs to configuration {ckpt_configuration!r}, not {configuration!r}")
         checkpoints.append(ckpt)
     return checkpoints
 
@@ -302,10 +302,10 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
     configurations = [str(c) for c in configurations]
     folds = [_fold_value(f) for f in folds]
     if not configurations or not folds:
-        raise ValueError("export_model needs at least one configuration and one fold")
+        raise InvalidValueError("export_model needs at least one configuration and one fold")
     output_zip = Path(output_zip).resolve()
     if output_zip.suffix != ".zip":
-        raise ValueError(f"output_zip {output_zip} must end with .zip (nnU-Net's installer expects a zip file)")
+        raise InvalidValueError(f"output_zip {output_zip} must end with .zip (nnU-Net's installer expects a zip file)")
 
     info = find_trainer(trainer)
     if info.shipped_separately:
@@ -316,7 +316,7 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
 
     with _nnunet_environment(Path(results_dir) if results_dir is not None else None):
         if not os.environ.get(RESULTS_VARIABLE):
-            raise RuntimeError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
+            raise NotApplicableError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
         results = Path(os.environ[RESULTS_VARIABLE]).resolve()
         dataset_name = resolve_dataset_name(dataset)
         model_dirs = {c: Path(get_output_folder(dataset_name, trainer, plans, c)).resolve() for c in configurations}
@@ -378,7 +378,7 @@ def read_manifest(zip_path: PathLike) -> dict:
     try:
         with zipfile.ZipFile(zip_path, "r") as zf:
             if MANIFEST_NAME not in zf.namelist():
-                raise ValueError(
+                raise InvalidValueError(
                     f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
                     f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
                 )
@@ -387,7 +387,7 @@ def read_manifest(zip_path: PathLike) -> dict:
         raise NnUNetTransferError(f"{zip_path} is not a readable model zip ({type(exc).__name__}: {exc})",
                                   file=zip_path, fix="download or export the model zip again") from exc
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_VERSION:
-        raise ValueError(
+        raise InvalidValueError(
             f"{zip_path}: manifest format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
             f"is not {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}; use the nnunet-transfer version that exported "
             f"it ({manifest.get('plugin_version')})"
@@ -401,7 +401,7 @@ def _check_members(zip_path: Path) -> None:
         for name in zf.namelist():
             parts = PurePosixPath(name).parts
             if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise ValueError(f"{zip_path}: member {name!r} would be written outside the results folder")
+                raise InvalidValueError(f"{zip_path}: member {name!r} would be written outside the results folder")
 
 
 def _verify_staged(staging: Path, manifest: dict, zip_path: Path) -> None:
@@ -523,10 +523,10 @@ def _input_cases(input_dir: Path, dataset_json: dict) -> list[list[str]]:
 def _torch_device(device: Union[str, torch.device]) -> torch.device:
     dev = torch.device(device)
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise InvalidValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU; use -device cpu "
-                           f"(Python: device='cpu')")
+        raise NotApplicableError(f"device {device!r} requested but torch sees no CUDA GPU; use -device cpu "
+                                 f"(Python: device='cpu')")
     return dev
 
 
@@ -556,22 +556,24 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
     if num_processes < 0:
-        raise ValueError(f"num_processes must be >= 0, got {num_processes}")
+        raise InvalidValueError(f"num_processes must be >= 0, got {num_processes}")
     manifest = read_manifest(zip_path)
 
     configurations = manifest["configurations"]
     if configuration is None:
         if len(configurations) != 1:
-            raise ValueError(f"{zip_path} holds configurations {configurations}; choose one with -c CONFIGURATION "
-                             f"(Python: configuration=)")
+            raise InvalidValueError(
+                f"{zip_path} holds configurations {configurations}; choose one with -c CONFIGURATION "
+                f"(Python: configuration=)")
         configuration = configurations[0]
     elif configuration not in configurations:
-        raise ValueError(f"configuration {configuration!r} is not in {zip_path} (it has {configurations})")
+        raise InvalidValueError(f"configuration {configuration!r} is not in {zip_path} (it has {configurations})")
     use_folds = [_fold_value(f) for f in (manifest["folds"] if folds is None else folds)]
     unknown = [f for f in use_folds if f not in manifest["folds"]]
     if unknown or not use_folds:
-        raise ValueError(f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']}); "
-                         f"choose with -f (Python: folds=)")
+        raise InvalidValueError(
+            f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']}); "
+            f"choose with -f (Python: folds=)")
 
     with contextlib.ExitStack() as stack:
         if workspace is not None:

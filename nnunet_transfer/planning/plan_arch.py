@@ -37,7 +37,7 @@ from typing import Dict, Optional, Tuple
 from nnunet_transfer.architectures.encoders import ENCODERS, get_encoder
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
-from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError
 from nnunet_transfer.pretrained.medicalnet import MEDICALNET_EXCLUDE, medicalnet_prefix_map
 from nnunet_transfer.pretrained.registry import get_checkpoint, verify_checkpoint
 from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
@@ -58,12 +58,12 @@ MLEAM_DECODER_KWARGS = {"n_conv_per_stage_decoder": 1, "pam_kernel_sizes": [3, 5
 def parse_arch(arch: str, decoder: Optional[str]) -> Optional[int]:
     """Validate ``arch`` (an encoder registry name) and ``decoder``; the Med3D depth (None for ``plain``)."""
     if decoder not in DECODERS:
-        raise ValueError(f"unknown decoder {decoder!r}; choose one of {[d for d in DECODERS if d]} or none "
-                         "(the architecture's own decoder)")
+        raise InvalidValueError(f"unknown decoder {decoder!r}; choose one of {[d for d in DECODERS if d]} or none "
+                                "(the architecture's own decoder)")
     spec = get_encoder(arch)
     if spec.name == "plain" and decoder is None:
-        raise ValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
-                         "plans directly, or give decoder='mleam'")
+        raise InvalidValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
+                                "plans directly, or give decoder='mleam'")
     depth = spec.fixed_kwargs.get("depth")
     return None if depth is None else int(depth)
 
@@ -87,7 +87,7 @@ def architecture_configuration(configuration: dict, arch: str, decoder: Optional
     if depth is None:  # plain encoder + MLEAM decoder
         architecture = configuration.get("architecture", {})
         if architecture.get("network_class_name") != PLAIN_UNET_CLASS_NAME:
-            raise ValueError(
+            raise InvalidValueError(
                 f"configuration {configuration_name!r} uses {architecture.get('network_class_name')!r}; the MLEAM "
                 f"decoder on the plain encoder needs plans of nnU-Net's {PLAIN_UNET_CLASS_NAME} (nnUNetPlans, "
                 "made by nnUNetv2_plan_and_preprocess with the default planner)")
@@ -102,8 +102,9 @@ def architecture_configuration(configuration: dict, arch: str, decoder: Optional
         return new
 
     if len(patch) != 3:
-        raise ValueError(f"configuration {configuration_name!r} is {len(patch)}D (patch size {patch}); the Med3D "
-                         "encoder is a 3D network: use a 3D configuration such as 3d_fullres")
+        raise InvalidValueError(
+            f"configuration {configuration_name!r} is {len(patch)}D (patch size {patch}); the Med3D "
+            "encoder is a 3D network: use a 3D configuration such as 3d_fullres")
     entry = med3d_plans_entry(depth, patch, spacing=configuration["spacing"], adapt_strides_to_spacing=True)
     if decoder is None:
         return apply_med3d_plans_entry(configuration, entry)
@@ -160,14 +161,16 @@ def _verify_medicalnet(weights: Path, depth: int) -> None:
         # not a released file name: check architecture, keys and shapes, but no checksum (none is known for it)
         record = dataclasses.replace(get_checkpoint(f"resnet_{depth}.pth"), sha256=None)
     if record.depth != depth:
-        raise ValueError(f"{weights} is MedicalNet's {record.file_name}, a ResNet-{record.depth}, but the architecture "
-                         f"is med3d-resnet{depth} (ResNet-{depth}); use arch med3d-resnet{record.depth} or the "
-                         f"ResNet-{depth} file")
+        raise InvalidValueError(
+            f"{weights} is MedicalNet's {record.file_name}, a ResNet-{record.depth}, but the architecture "
+            f"is med3d-resnet{depth} (ResNet-{depth}); use arch med3d-resnet{record.depth} or the "
+            f"ResNet-{depth} file")
     verification = verify_checkpoint(weights, record=record, compute_sha256=False)
     if not verification.ok:
-        raise ValueError(f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
-                         f"Give the MedicalNet file of ResNet-{depth} (resnet_{depth}.pth or "
-                         f"resnet_{depth}_23dataset.pth), or pick the arch that matches the file.")
+        raise InvalidValueError(
+            f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
+            f"Give the MedicalNet file of ResNet-{depth} (resnet_{depth}.pth or "
+            f"resnet_{depth}_23dataset.pth), or pick the arch that matches the file.")
 
 
 def _check_encoder_loads(network, weights: Path, prefix_map: Dict[str, str], exclude: Tuple[str, ...]
@@ -182,9 +185,10 @@ def _check_encoder_loads(network, weights: Path, prefix_map: Dict[str, str], exc
               sorted(k for k in mismatched if k.startswith(encoder))
     if missing or not any(k.startswith(encoder) for k in report.loaded):
         shown = ", ".join(missing[:6]) + (f", ... (+{len(missing) - 6})" if len(missing) > 6 else "")
-        raise ValueError(f"{weights} does not cover the network's encoder: {len(missing)} encoder tensors are missing "
-                         f"or have another shape ({shown or 'nothing loaded'}).\n{report}\nIs it the checkpoint of "
-                         "this architecture (depth, shortcut type, plain U-Net of the same plans)?")
+        raise InvalidValueError(
+            f"{weights} does not cover the network's encoder: {len(missing)} encoder tensors are missing "
+            f"or have another shape ({shown or 'nothing loaded'}).\n{report}\nIs it the checkpoint of "
+            "this architecture (depth, shortcut type, plain U-Net of the same plans)?")
     return report
 
 
@@ -214,8 +218,9 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     depth = parse_arch(arch, decoder)
     plans_name = plans_name or default_plans_name(source_plans, arch, decoder)
     if plans_name == source_plans:
-        raise ValueError(f"plans_name {plans_name!r} equals the source plans; give a new name so nnU-Net's plans "
-                         "stay as they are")
+        raise InvalidValueError(
+            f"plans_name {plans_name!r} equals the source plans; give a new name so nnU-Net's plans "
+            "stay as they are")
     root = nnunet_folder("nnUNet_preprocessed")
     dataset_name = maybe_convert_to_dataset_name(dataset_id)
     folder = root / dataset_name

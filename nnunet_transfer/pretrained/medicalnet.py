@@ -35,6 +35,7 @@ from nnunet_transfer.pretrained.safe_load import (
 )
 from nnunet_transfer.transfer.adapt import AdaptOptions
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, TransferReport, transfer_weights
+from nnunet_transfer.errors import NnUNetTransferError, WrongKindError
 
 __all__ = [
     "HEAD_KEY_PREFIXES",
@@ -77,7 +78,7 @@ class MedicalNetArchitecture:
         return f"{name} ({self.block} blocks {list(self.layers)}, shortcut {self.shortcut_type})"
 
 
-class ArchitectureMismatchError(ValueError):
+class ArchitectureMismatchError(NnUNetTransferError, ValueError):
     """A checkpoint was made for another MedicalNet depth or shortcut type than the network."""
 
 
@@ -137,9 +138,9 @@ def medicalnet_prefix_map(network: nn.Module) -> Dict[str, str]:
     """How MedicalNet's keys map onto ``network``: every key goes under the network's ``key_to_encoder``."""
     encoder_key = getattr(network, "key_to_encoder", None)
     if encoder_key is None or not isinstance(network.get_submodule(encoder_key), Med3DResNet):
-        raise TypeError(f"{type(network).__name__} has no Med3D ResNet encoder at its key_to_encoder "
-                        f"({encoder_key!r}), so MedicalNet weights have no place in it; build the network with a "
-                        "med3d-resnet encoder (see nnunet_transfer.architectures.encoders)")
+        raise WrongKindError(f"{type(network).__name__} has no Med3D ResNet encoder at its key_to_encoder "
+                             f"({encoder_key!r}), so MedicalNet weights have no place in it; build the network with a "
+                             "med3d-resnet encoder (see nnunet_transfer.architectures.encoders)")
     return {"": f"{encoder_key}." if encoder_key else ""}
 
 

@@ -39,6 +39,7 @@ import torch
 from nnunet_transfer.pretrained.data_only_pickle import read_data_only_pickle
 from nnunet_transfer.pretrained.safe_load import (CheckpointFormatError, find_state_dict, read_checkpoint_file,
                                                   strip_key_prefixes)
+from nnunet_transfer.errors import InvalidValueError
 
 V2_CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
 V1_CHECKPOINT_NAMES = ("model_final_checkpoint.model", "model_best.model", "model_latest.model")
@@ -183,9 +184,10 @@ def _pick_fold(folds: Mapping[str, Any], fold: Optional[str], where: str) -> str
     for name in ("fold_0", *(sorted(folds) if len(folds) == 1 else ()), "fold_all"):
         if name in folds:
             return name
-    raise ValueError(f"{where} has several folds ({', '.join(sorted(folds))}) and no fold_0; give one fold's "
-                     f"checkpoint file instead, e.g. {where}/{sorted(folds)[0]}/checkpoint_final.pth (from a zip: "
-                     "unzip it first)")
+    raise InvalidValueError(
+        f"{where} has several folds ({', '.join(sorted(folds))}) and no fold_0; give one fold's "
+        f"checkpoint file instead, e.g. {where}/{sorted(folds)[0]}/checkpoint_final.pth (from a zip: "
+        "unzip it first)")
 
 
 def _plans_note(plans: Mapping[str, Any], configuration: Optional[str]) -> str:
@@ -212,8 +214,8 @@ def _choose_model(found: Dict[PurePosixPath, Dict[str, PurePosixPath]], where: s
         raise FileNotFoundError(f"{where} holds no fold_X/checkpoint_final.pth (nnU-Net v2) or "
                                 "fold_X/model_final_checkpoint.model (v1); give the checkpoint file itself")
     if len(found) > 1:
-        raise ValueError(f"{where} holds several models ({', '.join(sorted(map(str, found)))}); give the model "
-                         "folder (Trainer__Plans__configuration) instead")
+        raise InvalidValueError(f"{where} holds several models ({', '.join(sorted(map(str, found)))}); give the model "
+                                "folder (Trainer__Plans__configuration) instead")
     return next(iter(found))
 
 

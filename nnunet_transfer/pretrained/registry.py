@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from nnunet_transfer.architectures.med3d import Med3DResNet, describe_architecture
-from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NnUNetTransferError
 from nnunet_transfer.pretrained.medicalnet import infer_medicalnet_architecture, split_head
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, load_state_dict_file
 from nnunet_transfer.utils.hashing import sha256_of_file
@@ -99,7 +99,7 @@ def get_checkpoint(name: str) -> PretrainedCheckpoint:
         if key in (rec.file_name, rec.name):
             return rec
     known = ", ".join(r.file_name for r in MEDICALNET_CHECKPOINTS)
-    raise KeyError(f"no registered checkpoint named {name!r}; known files: {known}")
+    raise MissingEntryError(f"no registered checkpoint named {name!r}; known files: {known}")
 
 
 @dataclass
@@ -123,7 +123,7 @@ class VerificationReport:
         """Raise ``ValueError`` with the failed checks if any check failed."""
         if not self.ok:
             failed = "; ".join(f"{c}: {d}" for c, p, d in self.checks if not p)
-            raise ValueError(f"checkpoint {self.path} failed verification: {failed}")
+            raise InvalidValueError(f"checkpoint {self.path} failed verification: {failed}")
 
     def __str__(self) -> str:
         title = self.record.file_name if self.record else "(unregistered)"

@@ -17,6 +17,7 @@ from nnunet_transfer.architectures.attention_unet import GATE_KEY_PREFIX
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.lr_schedulers import PlateauLRScheduler
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS
+from nnunet_transfer.errors import NotApplicableError
 
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 ATTENTION_UNET = "nnunet_transfer.architectures.attention_unet.AttentionUNet"
@@ -50,8 +51,9 @@ class AttentionUNetTrainer(FineTuneTrainer):
                                    enable_deep_supervision: bool = True) -> nn.Module:
         arch = configuration_manager.network_arch_class_name
         if arch not in (PLAIN_UNET, ATTENTION_UNET):
-            raise RuntimeError(f"AttentionUNetTrainer adds gates to nnU-Net's plain U-Net; these plans name {arch}. "
-                               "Plan the dataset with nnU-Net's default planner (nnUNetPlans).")
+            raise NotApplicableError(
+                f"AttentionUNetTrainer adds gates to nnU-Net's plain U-Net; these plans name {arch}. "
+                "Plan the dataset with nnU-Net's default planner (nnUNetPlans).")
         return get_network_from_plans(ATTENTION_UNET, configuration_manager.network_arch_init_kwargs,
                                       configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
                                       num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)

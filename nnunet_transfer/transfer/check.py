@@ -12,6 +12,7 @@ from typing import Optional
 from nnunet_transfer.transfer.record import plans_file_of, read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
                                               transfer_weights)
+from nnunet_transfer.errors import InvalidValueError
 
 
 def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, trainer: str,
@@ -37,8 +38,8 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
         record = read_record(cfg.configuration)
         if checkpoint is None:
             if record is None:
-                raise ValueError(f"no checkpoint given and {plans_file} has no pretrained-weights record for "
-                                 f"{configuration}")
+                raise InvalidValueError(f"no checkpoint given and {plans_file} has no pretrained-weights record for "
+                                        f"{configuration}")
             return transfer_from_record(network, record, new_layers), "plans record"
         try:
             return nnunet_pretrained_weights_report(network, checkpoint), "nnunet -pretrained_weights"

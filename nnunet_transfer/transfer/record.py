@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
-from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError
 from nnunet_transfer.pretrained.nnunet_family import read_source_checkpoint
 from nnunet_transfer.transfer.adapt import AdaptOptions
 from nnunet_transfer.utils.atomic import write_atomically
@@ -53,9 +53,9 @@ class PretrainedRecord:
     def from_dict(cls, data: Mapping) -> "PretrainedRecord":
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown keys in the plans' {RECORD_KEY} record: {sorted(unknown)}")
+            raise InvalidValueError(f"unknown keys in the plans' {RECORD_KEY} record: {sorted(unknown)}")
         if "checkpoint" not in data:
-            raise ValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
+            raise InvalidValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
         record = cls(**dict(data))
         record.adapt_options  # validates the rule names
         return record
@@ -97,7 +97,7 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
     plans = json.loads(plans_file.read_text())
     if configuration not in plans.get("configurations", {}):
         raise MissingEntryError(f"{plans_file} has no configuration {configuration!r} "
-                       f"(has: {sorted(plans.get('configurations', {}))})")
+                                f"(has: {sorted(plans.get('configurations', {}))})")
     if record is None:
         plans["configurations"][configuration].pop(RECORD_KEY, None)
     else:

@@ -30,6 +30,7 @@ from nnunet_transfer.pretrained.nnunet_family import (KIND_STATE_DICT, KIND_V2, 
 from nnunet_transfer.pretrained.safe_load import LoadReport, load_matching, strip_key_prefixes
 from nnunet_transfer.transfer.adapt import AdaptOptions, NotAdaptable, TensorRole, adapt_tensor, tensor_roles
 from nnunet_transfer.transfer.stages import match_stages
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NotApplicableError
 
 #: checkpoint keys containing one of these never transfer (task heads); the network keeps fresh layers there
 DEFAULT_EXCLUDE: Tuple[str, ...] = (".seg_layers.", "controller.")
@@ -228,7 +229,7 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
     result = TransferReport.from_load_report(report, head_patterns, checkpoint=name)
     result.surplus, result.notes = surplus, notes
     if result.fraction_loaded < min_fraction:
-        raise RuntimeError(
+        raise NotApplicableError(
             f"only {100 * result.fraction_loaded:.1f}% of the network's parameters were found in {name} "
             f"(required: {100 * min_fraction:.0f}%).\n{result}\nIs this the checkpoint of a network with the same "
             "plans? Align the plans (`nnunet-transfer align-plans`) or give a prefix map.")
@@ -244,26 +245,29 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
     """
     source = read_source(checkpoint)
     if isinstance(checkpoint, (str, Path)) and (source.kind != KIND_V2 or not Path(checkpoint).is_file()):
-        raise ValueError(f"nnU-Net's -pretrained_weights reads only nnU-Net v2 checkpoint files; {checkpoint} is "
-                         f"{'a folder or zip' if not Path(checkpoint).is_file() else 'a ' + source.kind + ' checkpoint'}"
-                         f". Use `nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS`, then train "
-                         "without -pretrained_weights.")
+        raise InvalidValueError(
+            f"nnU-Net's -pretrained_weights reads only nnU-Net v2 checkpoint files; {checkpoint} is "
+            f"{'a folder or zip' if not Path(checkpoint).is_file() else 'a ' + source.kind + ' checkpoint'}"
+            f". Use `nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS`, then train "
+            "without -pretrained_weights.")
     state = source.state_dict
     model_state = network.state_dict()
     for key, value in model_state.items():
         if ".seg_layers." in key:
             continue
         if key not in state:
-            raise KeyError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: key {key} is missing there. "
-                           f"For partial or foreign checkpoints use a pretrained-weights record: `nnunet-transfer "
-                           f"set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (or `align-plans --pretrained`), "
-                           "then train without -pretrained_weights.")
+            raise MissingEntryError(
+                f"nnU-Net's -pretrained_weights cannot load {checkpoint}: key {key} is missing there. "
+                f"For partial or foreign checkpoints use a pretrained-weights record: `nnunet-transfer "
+                f"set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (or `align-plans --pretrained`), "
+                "then train without -pretrained_weights.")
         if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: {key} has shape "
-                             f"{tuple(state[key].shape)} there but {tuple(value.shape)} in the network. Use "
-                             f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts kernels, "
-                             "strides, stage count, feature counts and input channels), then train without "
-                             "-pretrained_weights.")
+            raise InvalidValueError(
+                f"nnU-Net's -pretrained_weights cannot load {checkpoint}: {key} has shape "
+                f"{tuple(state[key].shape)} there but {tuple(value.shape)} in the network. Use "
+                f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts kernels, "
+                "strides, stage count, feature counts and input channels), then train without "
+                "-pretrained_weights.")
     # loading again is idempotent: nnU-Net puts exactly these values into the network
     return transfer_weights(network, state, exclude=(".seg_layers.",), adapt=AdaptOptions(enabled=False),
                             strict_shapes=True,
