@@ -52,7 +52,11 @@ from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, environment_variable
 from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError, NotApplicableError, did_you_mean
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
+from nnunet_transfer.inference.install_leftovers import (aside_name, clean_install_staging, clean_partial_zips,
+                                                         install_staging_prefix, partial_zip,
+                                                         recover_replaced_models)
 from nnunet_transfer.utils.atomic import swap_into_place
+from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for
 from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
 
 __all__ = [
@@ -324,7 +328,8 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
             _check_model_folder(model_dir, c, trainer, folds, checkpoint)
 
         output_zip.parent.mkdir(parents=True, exist_ok=True)
-        partial = output_zip.with_name(output_zip.name + ".partial")
+        clean_partial_zips(output_zip)  # what killed exports to the same file left behind
+        partial = partial_zip(output_zip)
         try:
             export_pretrained_model(dataset_name, str(partial), configurations=tuple(configurations),
                                     trainer=trainer, plans_identifier=plans, folds=tuple(folds), strict=True,
@@ -454,7 +459,7 @@ def _publish(staged: Path, target: Path, force: bool) -> None:
                 f"{target} already holds a different model; installing would replace it", file=target,
                 fix="pass --force (predict-export) / force=True to replace it, or set nnUNet_results to another "
                     "folder")
-        old = swap_into_place(staged, target, target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"))
+        old = swap_into_place(staged, target, aside_name(target, uuid.uuid4().hex[:8]))
         shutil.rmtree(old) if old.is_dir() else old.unlink()
         return
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -476,16 +481,21 @@ def install_model(zip_path: PathLike, results_dir: PathLike, *, force: bool = Fa
     _check_members(zip_path)
     results = Path(results_dir).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".nnunet_transfer_install-", dir=results))
-    try:
-        with _nnunet_environment(staging):
-            install_model_from_zip_file(str(zip_path))
-        _verify_staged(staging, manifest, zip_path)
-        for dataset_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
-            for entry in sorted(dataset_dir.iterdir()):
-                _publish(entry, results / dataset_dir.name / entry.name, force)
-    finally:
-        shutil.rmtree(staging)
+    dataset = str(manifest.get("dataset") or zip_path.stem)
+    # one install per dataset of nnUNet_results at a time; the replace check (_publish) runs under the lock
+    with exclusive_lock(lock_file_for(results, dataset), f"the models of {dataset} in {results}"):
+        clean_install_staging(results)
+        staging = Path(tempfile.mkdtemp(prefix=install_staging_prefix(), dir=results))
+        try:
+            with _nnunet_environment(staging):
+                install_model_from_zip_file(str(zip_path))
+            _verify_staged(staging, manifest, zip_path)
+            for dataset_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
+                recover_replaced_models(results / dataset_dir.name)
+                for entry in sorted(dataset_dir.iterdir()):
+                    _publish(entry, results / dataset_dir.name / entry.name, force)
+        finally:
+            shutil.rmtree(staging)
     return manifest
 
 

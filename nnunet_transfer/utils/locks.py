@@ -31,8 +31,10 @@ LOCK_SUFFIX = ".nnunet_transfer.lock"
 
 
 def lock_file_for(folder: Path, key: str) -> Path:
-    """The lock file of ``key`` (a dataset id, a model) in ``folder``."""
-    return folder / f".{key}{LOCK_SUFFIX}"
+    """The lock file of ``key`` (a dataset id, a model) in ``folder``; ``key`` may come from a file from elsewhere,
+    so it is reduced to a plain file name (no separators, no leading dots)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key).lstrip(".")[:120] or "unnamed"
+    return folder / f".{safe}{LOCK_SUFFIX}"
 
 
 def _lock(lock_file: Path) -> Optional[int]:
