@@ -25,8 +25,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for, process_alive, try_exclusive_lock
 
-__all__ = ["DatasetExistsError", "describe_dataset", "refuse_to_replace", "dataset_lock", "recover_interrupted",
-           "stale_staging_folders", "remove_stale_staging"]
+__all__ = ["DatasetExistsError", "describe_dataset", "refuse_to_replace", "dataset_lock", "recover_interrupted"]
 
 #: hidden folders :func:`~nnunet_transfer.data.raw_dataset.staged_dataset` creates next to the target
 _STAGING = re.compile(r"^\.(Dataset\d+_.+)\.(staging|old)-(\d+)-[0-9a-f]+$")
@@ -108,11 +107,6 @@ def _leftovers(raw_dir: Path) -> Dict[str, List[Tuple[Path, str, int]]]:
     return found
 
 
-def stale_staging_folders(raw_dir: Path) -> List[Path]:
-    """Staging (and set-aside) entries in ``raw_dir`` whose converting process no longer runs."""
-    return [path for entries in _leftovers(raw_dir).values() for path, _, pid in entries if not process_alive(pid)]
-
-
 def _remove(entry: Path) -> None:
     """Remove a leftover: a link is unlinked (never followed), a folder removed with its content."""
     if entry.is_symlink() or not entry.is_dir():
@@ -158,17 +152,3 @@ def recover_interrupted(target: Path) -> Optional[Path]:
             if acquired:
                 _recover_locked(raw_dir / name, entries)
     return restored
-
-
-def remove_stale_staging(raw_dir: Path) -> List[Path]:
-    """Clean up after killed conversions of any dataset in ``raw_dir`` whose process is gone and whose lock is free
-    (printing each step); return the entries handled."""
-    handled = []
-    for name, entries in _leftovers(raw_dir).items():
-        if any(process_alive(pid) for _, _, pid in entries):
-            continue
-        with try_exclusive_lock(dataset_lock_file(raw_dir, name)) as acquired:
-            if acquired:
-                _recover_locked(raw_dir / name, entries)
-                handled += [e[0] for e in entries]
-    return handled
