@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_transfer.cli.arg_types import dataset_id, positive_float, positive_int, seed
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from nnunet_transfer.data import synthetic
@@ -67,11 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write seeded synthetic data in an official dataset layout")
     p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which official layout to imitate")
     p.add_argument("out", help="output folder (the source root a converter then reads)")
-    p.add_argument("--cases", type=int, default=None, help="cases per source (default: small)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same data)")
-    p.add_argument("--shape", type=int, nargs="+", help="volume shape z y x (kvasir: height width)")
+    p.add_argument("--cases", type=positive_int, default=None, help="cases per source (default: small)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (the same seed writes the same data)")
+    p.add_argument("--shape", type=positive_int, nargs="+", help="volume shape z y x (kvasir: height width)")
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
-    p.add_argument("--groups", type=int, default=None,
+    p.add_argument("--groups", type=positive_int, default=None,
                    help="kits21 only: also write segmentation_samples/ with this many groups, as the official "
                         "sample_segmentations.py would (a fresh clone has none)")
     p.set_defaults(func=_cmd_synth)
@@ -79,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an official dataset layout into an nnU-Net raw dataset")
     p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which source dataset the folder holds")
     p.add_argument("source", help="root folder of the source data")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id")
+    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id")
     p.add_argument("--name", help="dataset name (DatasetXXX_NAME)")
     p.add_argument("--split", help="mots: JSON {'train': [...], 'test': [...]} or DoDNet list file")
     p.add_argument("--tasks", nargs="+", help="mots: only these tasks (liver kidney hepatic_vessel ...)")
@@ -90,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mots, kits21: what an image/label header mismatch does: error (default), use-image (write "
                         "the label with the image's geometry when the array sizes agree; LiTS case 53) or skip "
                         "(leave the case out); both are listed in the summary")
-    p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.add_argument("-np", type=positive_int, default=1, help="worker processes")
     p.add_argument("--force", action="store_true", help="replace an existing dataset of the same id and name")
     p.set_defaults(func=_cmd_convert)
 
@@ -98,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "labels into an nnU-Net raw dataset")
     p.add_argument("points", help="JSON {case_id: point}")
     p.add_argument("dataset_dir", help="the nnU-Net raw dataset folder (DatasetXXX_Name)")
-    p.add_argument("--radius-mm", type=float, default=3.0,
+    p.add_argument("--radius-mm", type=positive_float, default=3.0,
                    help="sphere radius in mm (default 3); at least the spacing of the configuration you train")
     p.add_argument("--coordinates", choices=["world", "voxel"], default="world",
                    help="world: x, y, z in mm (ITK/LPS); voxel: z, y, x array index")

@@ -53,6 +53,18 @@ def user_error_line(error: BaseException) -> Optional[str]:
     return None
 
 
+def _bug_line(error: BaseException) -> str:
+    """The line after a traceback: a bug of ours, or an error nnU-Net raised (often about its input)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    if where.split(".")[0] in ("nnunetv2", "dynamic_network_architectures", "batchgenerators"):
+        return (f"nnunet-transfer: the error above was raised inside nnU-Net ({where}); check the input it names, "
+                "and report it to nnunet-transfer if your input is right")
+    return BUG_REPORT_LINE.format(version=__version__)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,7 +79,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             import traceback
 
             traceback.print_exc()
-            print(BUG_REPORT_LINE.format(version=__version__), file=sys.stderr)
+            print(_bug_line(e), file=sys.stderr)
             return 2
         print(f"nnunet-transfer {args.command}: error: {line}", file=sys.stderr)
         return 1

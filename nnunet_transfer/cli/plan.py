@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 from typing import List
+
+from nnunet_transfer.cli.arg_types import dataset_id, positive_float, positive_int
 from nnunet_transfer.errors import InvalidValueError
 
 
@@ -66,32 +68,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``nnunet-transfer`` parser."""
     p = sub.add_parser("align-plans", help="give a fine-tuning dataset the pretraining dataset's plans and preprocess "
                                            "it (fingerprint -> move plans -> preprocess)")
-    p.add_argument("-s", type=int, required=True, help="pretraining (source) dataset id, e.g. 600")
-    p.add_argument("-t", type=int, required=True, help="fine-tuning (target) dataset id, e.g. 601")
+    p.add_argument("-s", type=dataset_id, required=True, help="pretraining (source) dataset id, e.g. 600")
+    p.add_argument("-t", type=dataset_id, required=True, help="fine-tuning (target) dataset id, e.g. 601")
     p.add_argument("-sp", default="nnUNetPlans", help="source plans identifier")
     p.add_argument("-tp", default=None, help="target plans identifier (default: <sp>_from<source id>)")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess")
     p.add_argument("--pretrained", help="also write this checkpoint as the plans' pretrained-weights record")
     p.add_argument("--no-preprocess", action="store_true", help="write the plans only (preprocess later with "
                                                                 "nnUNetv2_preprocess)")
-    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_align_plans)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (its fingerprint must exist)")
+    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id (its fingerprint must exist)")
     p.add_argument("-pl", required=True, help="planner class, e.g. ResUNetASPPPlanner")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess with --preprocess")
-    p.add_argument("-gpu_memory_target", type=float, default=None,
+    p.add_argument("-gpu_memory_target", type=positive_float, default=None,
                    help="GPU memory the plans are sized for, in GB (nnU-Net's default: 8)")
     p.add_argument("-overwrite_plans_name", default=None,
                    help="name of the plans written (default: the planner's, e.g. nnUNetResUNetASPPPlans)")
     p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
-    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
                                          "dataset (optionally with MedicalNet weights)")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
+    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
     p.add_argument("-a", "--arch", required=True, choices=_EncoderNames(), metavar="ARCH",
                    help="encoder, a name of the encoder registry: %(choices)s")
     p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
@@ -101,5 +103,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", default=None, help="name of the new plans (default derived from arch/decoder)")
     p.add_argument("--no-preprocess", action="store_true",
                    help="write the plans only (default: preprocess when the plans' data is not there yet)")
-    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan_arch)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_transfer.cli.arg_types import step_size
+
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.inference.export import export_model
@@ -73,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="+", help="only these tasks (liver kidney hepatic_vessel ...; default all)")
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"], help="torch device (default: cuda)")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring (faster)")
-    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
+    p.add_argument("-step_size", type=step_size, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="DoDNet's post-processing of each task's map (largest components, small tumours removed)")
     p.set_defaults(func=_cmd_predict_tasks)

@@ -235,9 +235,16 @@ class SplitSpec:
     origin: str
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConversionError(f"split file {path} is not a UTF-8 text file (byte {e.start})") from None
+
+
 def _read_list_file(path: Path) -> List[str]:
     entries = []
-    for line in path.read_text().splitlines():
+    for line in _read_text(path).splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             entries.append(line.split()[0])
@@ -261,8 +268,8 @@ def read_split_file(split_file: PathLike) -> SplitSpec:
         raise ConversionError(f"split file {path} does not exist")
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            data = json.loads(_read_text(path))
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ConversionError(f"split file {path} is not valid JSON: {e}") from e
         fmt = 'expected {"train": [case ids or paths], "test": [...]}'
         if not isinstance(data, dict) or not data or set(data) - {"train", "test"}:

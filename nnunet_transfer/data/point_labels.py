@@ -10,13 +10,14 @@ target is the annotated point up to resampling and, when a patch border cuts the
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
 import numpy as np
+
 from nnunet_transfer.errors import InvalidValueError
+from nnunet_transfer.utils.json_files import read_json_object
 
 __all__ = ["POINT_COORDINATES", "read_points_file", "sphere_label_array", "write_point_labels"]
 
@@ -29,15 +30,13 @@ POINT_COORDINATES = ("world", "voxel")
 def read_points_file(path: PathLike) -> Dict[str, List[float]]:
     """``{case_id: [c0, c1(, c2)]}`` from a JSON points file, checked (one point of 2 or 3 numbers per case)."""
     path = Path(path)
-    try:
-        points = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InvalidValueError(f"cannot read the points file {path}: {e}") from e
-    if not isinstance(points, dict) or not points:
+    points = read_json_object(path, fix="write it as a JSON object {case_id: [coordinates]}")
+    if not points:
         raise InvalidValueError(f"{path} must hold a non-empty JSON object {{case_id: [coordinates]}}")
     for case, point in points.items():
         if not (isinstance(point, list) and len(point) in (2, 3)
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in point)):
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in point)):
             raise InvalidValueError(f"{path}: the point of case {case!r} must be a list of 2 or 3 finite numbers, "
                                     f"got {point!r}")
     return {case: [float(v) for v in point] for case, point in points.items()}
@@ -84,11 +83,12 @@ def write_point_labels(points_file: PathLike, dataset_dir: PathLike, radius_mm: 
     if not dataset_json_path.is_file():
         raise FileNotFoundError(f"{dataset_json_path} not found: dataset_dir must be an nnU-Net raw dataset folder "
                                 "(dataset.json, imagesTr/)")
-    dataset_json = json.loads(dataset_json_path.read_text())
+    dataset_json = read_json_object(dataset_json_path, fix="write it as nnU-Net's dataset format describes")
     file_ending = dataset_json.get("file_ending")
-    if not file_ending:
+    labels = dataset_json.get("labels", {})
+    if not file_ending or not isinstance(file_ending, str):
         raise InvalidValueError(f"{dataset_json_path} has no 'file_ending'")
-    if 1 not in dataset_json.get("labels", {}).values():
+    if not isinstance(labels, dict) or 1 not in labels.values():
         raise InvalidValueError(f"{dataset_json_path} must define the point label 1, e.g. "
                                 '"labels": {"background": 0, "target": 1}')
     points = read_points_file(points_file)

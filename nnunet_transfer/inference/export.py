@@ -34,6 +34,7 @@ import contextlib
 import importlib.metadata
 import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -58,6 +59,7 @@ from nnunet_transfer.inference.install_leftovers import (aside_name, clean_insta
 from nnunet_transfer.utils.atomic import swap_into_place
 from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for
 from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
+from nnunet_transfer.utils.json_files import ListOf, parse_json_object, read_json_object, require_entries
 
 __all__ = [
     "MANIFEST_NAME",
@@ -387,17 +389,35 @@ def read_manifest(zip_path: PathLike) -> dict:
                     f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
                     f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
                 )
-            manifest = json.loads(zf.read(MANIFEST_NAME))
-    except (zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            manifest_bytes = zf.read(MANIFEST_NAME)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise NnUNetTransferError(f"{zip_path} is not a readable model zip ({type(exc).__name__}: {exc})",
                                   file=zip_path, fix="download or export the model zip again") from exc
+    manifest = parse_json_object(manifest_bytes, f"{zip_path}:{MANIFEST_NAME}", _MANIFEST_FIX)
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_VERSION:
         raise InvalidValueError(
             f"{zip_path}: manifest format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
             f"is not {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}; use the nnunet-transfer version that exported "
             f"it ({manifest.get('plugin_version')})"
         )
+    source = f"{zip_path}:{MANIFEST_NAME}"
+    require_entries(manifest, _MANIFEST_ENTRIES, source, _MANIFEST_FIX)
+    names = [manifest[k] for k in ("dataset", "trainer", "plans", "checkpoint")] + manifest["configurations"]
+    bad = [n for n in names if not _PLAIN_NAME.match(n) or n in (".", "..")]
+    if bad or not all(isinstance(v, str) for v in manifest["checkpoint_sha256"].values()):
+        raise InvalidValueError(f"{source}: {bad[0]!r} is not a plain name" if bad else
+                                f"{source}: checkpoint_sha256 must map member names to sha256 strings",
+                                file=zip_path, fix=_MANIFEST_FIX)
     return manifest
+
+
+_MANIFEST_FIX = "download or export the model zip again (the manifest is written by nnunet-transfer export)"
+#: what the rest of install and predict reads from a manifest
+_MANIFEST_ENTRIES = {"dataset": str, "trainer": str, "plans": str, "configurations": ListOf(str),
+                     "folds": ListOf((int, str)), "checkpoint": str, "checkpoint_sha256": dict,
+                     "trainer_source": str, "plugin_version": str}
+#: dataset, trainer, plans, configuration and checkpoint names become path components
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 def _check_members(zip_path: Path) -> None:
@@ -609,7 +629,8 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             raise TrainerNotFoundError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not "
                                        f"available; {hint}") from exc
 
-        dataset_json = json.loads((model_dir / "dataset.json").read_text())
+        dataset_json = read_json_object(model_dir / "dataset.json", fix=_MANIFEST_FIX)
+        require_entries(dataset_json, {"file_ending": str}, model_dir / "dataset.json", _MANIFEST_FIX)
         cases = _input_cases(input_dir, dataset_json)
         output_dir.mkdir(parents=True, exist_ok=True)
         predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,

@@ -212,7 +212,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
 
     The new plans hold only ``configuration`` (inheritance resolved). Returns the plans file.
     """
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     depth = parse_arch(arch, decoder)
@@ -222,7 +222,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
             f"plans_name {plans_name!r} equals the source plans; give a new name so nnU-Net's plans "
             "stay as they are")
     root = nnunet_folder("nnUNet_preprocessed")
-    dataset_name = maybe_convert_to_dataset_name(dataset_id)
+    dataset_name = resolve_dataset_name(dataset_id)
     folder = root / dataset_name
     source_file = folder / f"{source_plans}.json"
     if not source_file.is_file():

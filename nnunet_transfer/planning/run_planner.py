@@ -78,12 +78,12 @@ def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]
         plan_experiment_dataset,
         preprocess_dataset,
     )
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 
     planner_cls = resolve_planner(planner)
     nnunet_folder("nnUNet_raw")  # planning reads the raw dataset: fail early with the fix
     preprocessed = nnunet_folder("nnUNet_preprocessed")
-    dataset_name = maybe_convert_to_dataset_name(dataset_id)
+    dataset_name = resolve_dataset_name(dataset_id)
 
     fingerprint = preprocessed / dataset_name / "dataset_fingerprint.json"
     if not fingerprint.is_file():

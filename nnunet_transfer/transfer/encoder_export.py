@@ -29,6 +29,7 @@ from torch import nn
 
 from nnunet_transfer.pretrained.medicalnet import looks_like_medicalnet, medicalnet_layout, split_head
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
+from nnunet_transfer.transfer.weight_values import check_weight_values
 from nnunet_transfer.transfer.weights import StateDictSource, read_state_dict
 from nnunet_transfer.utils.atomic import write_atomically
 from nnunet_transfer.errors import InvalidValueError, WrongKindError
@@ -96,6 +97,7 @@ def extract_encoder(checkpoint: EncoderSource, output: Union[str, Path], strip_p
     # own, contiguous storage per tensor: safetensors refuses shared or strided tensors
     encoder = {k: v.detach().contiguous().clone()
                for k, v in encoder_state_dict(checkpoint, strip_prefix or layout == "medicalnet").items()}
+    check_weight_values(encoder, str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the given weights")
     if layout == "medicalnet":
         name = (str(checkpoint) if isinstance(checkpoint, (str, Path))
                 else type(checkpoint).__name__ if isinstance(checkpoint, nn.Module) else "state dict")
