@@ -21,6 +21,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nnunet_transfer.architectures.med3d import Med3DResNet
+
 
 def nnunet_plain_unet(in_channels: int, num_classes: int, patch: list[int]) -> nn.Module:
     """nnU-Net's default 3d_fullres PlainConvUNet for an isotropic-spacing patch."""
@@ -118,7 +120,7 @@ def measure(build: Callable, patch: list[int], batch: int, repeats: int, in_chan
     x = torch.randn(batch, in_channels, *patch)
     total = sum(p.numel() for p in net.parameters())
     encoder = getattr(net, "encoder", None)
-    pretrained = sum(p.numel() for p in encoder.parameters()) if hasattr(encoder, "load_medicalnet") else 0
+    pretrained = sum(p.numel() for p in encoder.parameters()) if isinstance(encoder, Med3DResNet) else 0
     act, out = activation_bytes(net, x)
     _loss(out).backward()  # warm-up
     fwd, bwd = [], []

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from nnunet_transfer.evaluation.kits import HECS, TOLERANCES_MM, kits_case_metrics
+from nnunet_transfer.evaluation.kits_metrics import HECS, TOLERANCES_MM, kits_case_metrics
 
 
 def official_case_metrics(

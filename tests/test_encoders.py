@@ -25,7 +25,8 @@ from nnunet_transfer.architectures.med3d_unet import Med3DUNet
 from nnunet_transfer.architectures.mleam import MLEAMUNet
 from nnunet_transfer.architectures.res_unet_aspp import ResUNetASPP
 from nnunet_transfer.data import mots_tasks
-from nnunet_transfer.pretrained.medicalnet import medicalnet_layout
+from nnunet_transfer.pretrained.formats.medicalnet import medicalnet_layout
+from nnunet_transfer.transfer.medicalnet import load_medicalnet
 from nnunet_transfer.transfer.adapt import tensor_roles
 
 PLAIN = dict(n_stages=3, features_per_stage=[4, 8, 8], conv_op=nn.Conv3d, kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]],
@@ -81,7 +82,7 @@ def test_every_entry_builds_and_exposes_what_it_claims(name):
 def test_medicalnet_weights_load_into_the_med3d_entries():
     encoder = get_encoder("med3d-resnet10").build(1)
     source = Med3DResNet(depth=10)
-    report = encoder.load_medicalnet(medicalnet_layout(source.state_dict()))
+    report = load_medicalnet(encoder, medicalnet_layout(source.state_dict()))
     assert report.complete and torch.equal(encoder.layer4[0].conv2.weight, source.layer4[0].conv2.weight)
 
 

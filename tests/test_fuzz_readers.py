@@ -54,8 +54,9 @@ def _torch_bytes(obj) -> bytes:
     return buffer.getvalue()
 
 
-GOOD_CHECKPOINT = _torch_bytes({"network_weights": {"encoder.stages.0.0.convs.0.conv.weight": torch.zeros(2, 1, 3, 3, 3),
-                                                    "decoder.seg_layers.0.weight": torch.zeros(2, 2, 1, 1, 1)}})
+GOOD_CHECKPOINT = _torch_bytes({"network_weights": {
+    "encoder.stages.0.0.convs.0.conv.weight": torch.zeros(2, 1, 3, 3, 3),
+    "decoder.seg_layers.0.weight": torch.zeros(2, 2, 1, 1, 1)}})
 
 TENSORS = st.builds(lambda shape, dtype: torch.zeros(shape, dtype=dtype),
                     st.lists(st.integers(0, 3), max_size=3).map(tuple),
@@ -95,7 +96,7 @@ def test_truncated_or_patched_torch_zips(cut, tail):
 def test_torch_files_with_odd_structures(obj):
     result = _read_source(_torch_bytes(obj))
     if result is not None:
-        assert all(isinstance(v, torch.Tensor) for v in result.state_dict.values())
+        assert all(isinstance(v, torch.Tensor) for v in result.tensors.values())
 
 
 @given(st.binary(max_size=512))

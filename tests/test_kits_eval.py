@@ -20,13 +20,8 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 from surface_distance import lookup_tables
 
-from nnunet_transfer.evaluation.kits import (
-    HECS,
-    TOLERANCES_MM,
-    evaluate_kits21,
-    format_table,
-    kits_case_metrics,
-)
+from nnunet_transfer.evaluation.kits import evaluate_kits21, format_table
+from nnunet_transfer.evaluation.kits_metrics import HECS, TOLERANCES_MM, kits_case_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_transfer.evaluation.kits import evaluate_kits21, kits_case_metrics
-from nnunet_transfer.evaluation.kits_samples import (
+from nnunet_transfer.data.kits_samples import (
     NUMBER_OF_GROUPS,
     annotation_numbers,
     build_segmentation,

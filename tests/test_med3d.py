@@ -17,14 +17,11 @@ from nnunet_transfer.architectures.med3d import (
     Med3DResNet,
     ZeroPadShortcut,
 )
-from nnunet_transfer.pretrained.medicalnet import ArchitectureMismatchError, infer_medicalnet_architecture
-from nnunet_transfer.pretrained.registry import get_checkpoint, list_checkpoints, verify_checkpoint
-from nnunet_transfer.pretrained.safe_load import (
-    CheckpointFormatError,
-    UnsafeCheckpointError,
-    adapt_input_channels,
-    read_checkpoint_file,
-)
+from nnunet_transfer.pretrained.registry import get_checkpoint, list_checkpoints
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, UnsafeCheckpointError, read_checkpoint_file
+from nnunet_transfer.transfer.loading import adapt_input_channels
+from nnunet_transfer.transfer.medicalnet import ArchitectureMismatchError, infer_medicalnet_architecture, load_medicalnet
+from nnunet_transfer.transfer.verify import verify_checkpoint
 
 from support.booby_trap import Payload
 
@@ -185,7 +182,7 @@ def test_load_medicalnet_checkpoint_loads_everything(tmp_path, legacy):
     src = _seeded_encoder(10, seed=1)
     path = _medicalnet_file(tmp_path / "resnet_10.pth", src.state_dict(), legacy=legacy)
     enc = Med3DResNet(depth=10)
-    report = enc.load_medicalnet(path)
+    report = load_medicalnet(enc, path)
     assert report.n_missing == 0 and report.n_unexpected == 0 and report.n_shape_mismatched == 0
     assert report.n_loaded == 72 and report.complete
     assert sorted(report.skipped) == ["conv_seg.0.weight", "conv_seg.4.weight"]
@@ -204,10 +201,10 @@ def test_load_bare_state_dict_file_and_in_memory(tmp_path):
     src = _seeded_encoder(10, seed=2)
     torch.save(src.state_dict(), tmp_path / "bare.pth")
     enc = Med3DResNet(depth=10)
-    assert enc.load_medicalnet(tmp_path / "bare.pth").complete
+    assert load_medicalnet(enc, tmp_path / "bare.pth").complete
     assert torch.equal(enc.layer4[0].bn2.running_var, src.layer4[0].bn2.running_var)
     enc2 = Med3DResNet(depth=10)
-    report = enc2.load_medicalnet({"state_dict": {"module." + k: v for k, v in src.state_dict().items()}})
+    report = load_medicalnet(enc2, {"state_dict": {"module." + k: v for k, v in src.state_dict().items()}})
     assert report.complete and torch.equal(enc2.conv1.weight, src.conv1.weight)
 
 
@@ -217,7 +214,7 @@ def test_load_safetensors(tmp_path):
     path = tmp_path / "resnet_10.safetensors"
     safetensors_torch.save_file({"module." + k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
     enc = Med3DResNet(depth=10)
-    assert enc.load_medicalnet(path).complete
+    assert load_medicalnet(enc, path).complete
     assert torch.equal(enc.layer3[0].downsample[0].weight, src.layer3[0].downsample[0].weight)
 
 
@@ -230,7 +227,7 @@ def test_wrong_depth_or_shortcut_fails_with_clear_message(file_depth, file_short
         state = Med3DResNet(depth=file_depth, shortcut_type=file_shortcut).state_dict()
     enc = Med3DResNet(depth=model_depth, shortcut_type=model_shortcut)
     with pytest.raises(ArchitectureMismatchError) as info:
-        enc.load_medicalnet({"state_dict": {"module." + k: v for k, v in state.items()}})
+        load_medicalnet(enc, {"state_dict": {"module." + k: v for k, v in state.items()}})
     msg = str(info.value)
     assert expected in msg
     assert f"Med3DResNet(depth={file_depth}, shortcut_type='{file_shortcut}')" in msg  # how to fix it
@@ -254,7 +251,7 @@ def test_pickled_custom_object_is_refused(tmp_path):
     path = tmp_path / "resnet_10.pth"
     torch.save({"state_dict": sd, "arch": Payload(marker)}, path)
     with pytest.raises(UnsafeCheckpointError) as info:
-        Med3DResNet(depth=10).load_medicalnet(path)
+        load_medicalnet(Med3DResNet(depth=10), path)
     assert str(path) in str(info.value) and "weights_only" in str(info.value)
     assert not marker.exists()
     report = verify_checkpoint(path)
@@ -267,7 +264,7 @@ def test_missing_file_and_non_checkpoint_give_clear_errors(tmp_path):
         read_checkpoint_file(tmp_path / "nope.pth")
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(CheckpointFormatError, match="list.pth"):
-        Med3DResNet(depth=10).load_medicalnet(tmp_path / "list.pth")
+        load_medicalnet(Med3DResNet(depth=10), tmp_path / "list.pth")
 
 
 @pytest.mark.parametrize("in_channels", [2, 3])
@@ -275,7 +272,7 @@ def test_multi_channel_input_adapts_conv1(tmp_path, in_channels):
     src = _seeded_encoder(10, seed=4)
     path = _medicalnet_file(tmp_path / "resnet_10.pth", src.state_dict())
     enc = Med3DResNet(depth=10, in_channels=in_channels)
-    report = enc.load_medicalnet(path)
+    report = load_medicalnet(enc, path)
     assert report.complete and len(report.adapted) == 1 and report.adapted[0][0] == "conv1.weight"
     assert f"1 -> {in_channels}" in str(report)
     w = src.conv1.weight
@@ -297,8 +294,8 @@ def test_strict_shapes_raises_and_non_strict_skips(tmp_path):
     state = dict(_seeded_encoder(10, seed=5).state_dict())
     state["layer1.0.bn1.weight"] = torch.ones(32)
     with pytest.raises(ValueError, match="layer1.0.bn1.weight"):
-        Med3DResNet(depth=10).load_medicalnet(state)
-    report = Med3DResNet(depth=10).load_medicalnet(state, strict_shapes=False)
+        load_medicalnet(Med3DResNet(depth=10), state)
+    report = load_medicalnet(Med3DResNet(depth=10), state, strict_shapes=False)
     assert report.shape_mismatched == [("layer1.0.bn1.weight", (32,), (64,))]
     assert report.n_loaded == 71 and report.n_missing == 0 and 0.99 < report.fraction_loaded < 1.0
 
@@ -318,7 +315,7 @@ def test_registry_records_describe_buildable_architectures():
         assert r.sha256 is None  # MedicalNet publishes no checksums; we record none we have not verified
         assert any("drive.google.com" in s for s in r.sources) and any("weiyun" in s for s in r.sources)
         with torch.device("meta"):
-            n_bytes = sum(v.numel() * v.element_size() for v in r.build_encoder().state_dict().values())
+            n_bytes = sum(v.numel() * v.element_size() for v in Med3DResNet(depth=r.depth, shortcut_type=r.shortcut_type).state_dict().values())
         assert abs(n_bytes / 1e6 - r.size_mb) < 0.5
     assert get_checkpoint("resnet_34_23dataset").depth == 34
     with pytest.raises(KeyError, match="known files"):

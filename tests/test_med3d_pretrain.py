@@ -10,7 +10,8 @@ from nnunet_transfer.architectures.med3d_branches import Med3DBranchNetwork
 from nnunet_transfer.architectures.task_conditioned import NOT_EVALUATED_LOGIT
 from nnunet_transfer.cli.main import main
 from nnunet_transfer.data import mots_tasks
-from nnunet_transfer.pretrained.registry import verify_checkpoint
+from nnunet_transfer.transfer.medicalnet import load_medicalnet
+from nnunet_transfer.transfer.verify import verify_checkpoint
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 from nnunet_transfer.trainers import Med3DPretrainTrainer, __all__ as registered_trainers
 from nnunet_transfer.trainers.med3d_pretrain import encoder_file_name
@@ -98,7 +99,7 @@ def test_resnet_encoder_file_is_medicalnet_format(resnet_network, tmp_path):
     expected = resnet_network.encoder.state_dict()
     assert set(saved["state_dict"]) == {"module." + k for k in expected}
     fresh = Med3DResNet(depth=10)
-    report = fresh.load_medicalnet(path)  # the loader of released MedicalNet files
+    report = load_medicalnet(fresh, path)  # the loader of released MedicalNet files
     assert report.complete and not report.missing and not report.unexpected and not report.shape_mismatched
     assert sorted(report.loaded) == sorted(expected)
     for key, value in fresh.state_dict().items():
@@ -133,4 +134,4 @@ def test_extract_encoder_cli_writes_the_medicalnet_layout(resnet_network, tmp_pa
     out = tmp_path / "resnet10_medicalnet.pth"
     assert main(["extract-encoder", str(checkpoint), "-o", str(out), "--layout", "medicalnet"]) == 0
     assert f"to {out}" in capsys.readouterr().out
-    assert Med3DResNet(depth=10).load_medicalnet(out).complete
+    assert load_medicalnet(Med3DResNet(depth=10), out).complete

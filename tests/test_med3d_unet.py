@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures.med3d import Med3DResNet
+from nnunet_transfer.transfer.medicalnet import load_medicalnet
 from nnunet_transfer.architectures.med3d_unet import (
     MED3D_UNET_CLASS_NAME,
     Med3DUNet,
@@ -63,7 +64,7 @@ def test_medicalnet_weights_load_into_the_unet_encoder():
     torch.manual_seed(3)
     src = Med3DResNet(depth=10)
     net = Med3DUNet(input_channels=4, num_classes=5, **SMALL)
-    report = net.encoder.load_medicalnet({"state_dict": {"module." + k: v for k, v in src.state_dict().items()}})
+    report = load_medicalnet(net.encoder, {"state_dict": {"module." + k: v for k, v in src.state_dict().items()}})
     assert report.complete and report.adapted and report.adapted[0][0] == "conv1.weight"
     assert torch.equal(net.encoder.layer4[0].conv2.weight, src.layer4[0].conv2.weight)
     with torch.no_grad():

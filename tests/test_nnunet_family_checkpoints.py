@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
 
-from nnunet_transfer.pretrained.nnunet_family import KIND_NNSSL, KIND_V1, KIND_V2, read_source_checkpoint
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.encoder_export import encoder_state_dict
 from nnunet_transfer.transfer.weights import nnunet_pretrained_weights_report, transfer_weights
 from support.nnunet_family import (generic_unet_v1_state_dict, resenc_unet, v1_plans, v2_plans, write_nnssl_checkpoint,
@@ -55,8 +55,8 @@ def test_v1_generic_unet_checkpoint_maps_onto_plain_conv_unet_with_the_same_outp
     kernels = [[3, 3, 3]] * 3  # v1 decoder stages use the kernel of the stage below, v2 their own: keep them equal
     state = generic_unet_v1_state_dict(1, 8, 3, POOL, kernels)
     fname = write_v1_model(tmp_path / "fold_0", state, v1_plans(POOL, kernels, [8, 32, 32], [3.0, 0.8, 0.8]))
-    source = read_source_checkpoint(fname)
-    assert source.kind == KIND_V1 and source.plans["plans_per_stage"][0]["conv_kernel_sizes"] == kernels
+    source = read_source_weights(fname)
+    assert source.format == "nnunet_v1" and source.plans["plans_per_stage"][0]["conv_kernel_sizes"] == kernels
     assert any("patch size [8, 32, 32]" in n for n in source.notes)
     v2 = _plain([8, 16, 32], kernels, [[1, 1, 1]] + POOL)
     report = transfer_weights(v2, fname, exclude=())
@@ -97,19 +97,19 @@ def test_v2_results_folder_and_zip_as_totalsegmentator_ships_them(tmp_path):
     folder = write_results_folder(results, source_net, plans, folds=("0", "1"))
     archive = zip_results_folder(results, folder, tmp_path / "Dataset777_TotalSeg.zip")
     for path in (results, folder, folder.parent, archive):
-        source = read_source_checkpoint(path)
-        assert source.kind == KIND_V2 and source.plans["plans_name"] == "nnUNetPlans"
+        source = read_source_weights(path)
+        assert source.format == "nnunet_v2" and source.plans["plans_name"] == "nnUNetPlans"
         assert any("fold_0" in n for n in source.notes) and any("3 stages" in n for n in source.notes)
-        assert torch.equal(source.state_dict["encoder.stages.0.0.convs.0.conv.weight"],
+        assert torch.equal(source.tensors["encoder.stages.0.0.convs.0.conv.weight"],
                            source_net.state_dict()["encoder.stages.0.0.convs.0.conv.weight"])
-    assert "fold_1" in read_source_checkpoint(archive, fold="1").source
+    assert "fold_1" in read_source_weights(archive, fold="1").source
     with pytest.raises(FileNotFoundError, match="fold_3"):
-        read_source_checkpoint(folder, fold="3")
+        read_source_weights(folder, fold="3")
     # no fold_0 and several folds: the error names one fold's file, and that file brings the folder's plans
     others = write_results_folder(tmp_path / "others", source_net, plans, folds=("1", "2"))
     with pytest.raises(ValueError, match=r"fold_1/checkpoint_final\.pth"):
-        read_source_checkpoint(others)
-    one_fold = read_source_checkpoint(others / "fold_2" / "checkpoint_final.pth")
+        read_source_weights(others)
+    one_fold = read_source_weights(others / "fold_2" / "checkpoint_final.pth")
     assert one_fold.plans["plans_name"] == "nnUNetPlans" and any("3 stages" in n for n in one_fold.notes)
     target = _plain([8, 16], [[1, 3, 3], [3, 3, 3]], [[1, 1, 1], [1, 2, 2]], classes=5, deep_supervision=True)
     report = transfer_weights(target, archive)
@@ -117,8 +117,8 @@ def test_v2_results_folder_and_zip_as_totalsegmentator_ships_them(tmp_path):
     assert any("source plans nnUNetPlans" in n for n in report.notes)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no fold_X"):
-        read_source_checkpoint(tmp_path / "empty")
-    assert read_source_checkpoint(folder / "fold_1" / "checkpoint_final.pth").kind == KIND_V2
+        read_source_weights(tmp_path / "empty")
+    assert read_source_weights(folder / "fold_1" / "checkpoint_final.pth").format == "nnunet_v2"
 
 
 @torch.no_grad()
@@ -126,9 +126,9 @@ def test_nnssl_checkpoint_transfers_encoder_and_stem_only(tmp_path):
     torch.manual_seed(1)
     pretrained = resenc_unet()
     path = write_nnssl_checkpoint(tmp_path / "checkpoint_final.pth", pretrained)
-    source = read_source_checkpoint(path)
-    assert source.kind == KIND_NNSSL and source.filtered and all(k.startswith("decoder.") for k in source.filtered)
-    assert all(k.startswith(("encoder.stages", "encoder.stem")) for k in source.state_dict)
+    source = read_source_weights(path)
+    assert source.format == "nnssl" and source.filtered and all(k.startswith("decoder.") for k in source.filtered)
+    assert all(k.startswith(("encoder.stages", "encoder.stem")) for k in source.tensors)
     target = resenc_unet(kernels=[[1, 3, 3], [3, 3, 3], [3, 3, 3]], num_classes=4)
     report = transfer_weights(target, path)
     assert report.n_shape_mismatched == 0 and "encoder.stem.convs.0.conv.weight" in dict(report.adapted)

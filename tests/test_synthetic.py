@@ -299,7 +299,7 @@ def test_kits21_layout_labels_and_samples(kits21):
 
 
 def test_kits21_samples_written_like_the_official_sampler(tmp_path):
-    from nnunet_transfer.evaluation.kits_samples import sample_segmentations
+    from nnunet_transfer.data.kits_samples import sample_segmentations
 
     summary = synth_kits21(tmp_path / "k", cases=1, seed=0, shape=SMALL, groups=2)
     d = tmp_path / "k" / "kits21" / "data" / summary["cases"][0]

@@ -9,7 +9,7 @@ from torch import nn
 
 from nnunet_transfer.cli.main import main
 from nnunet_transfer.pretrained.data_only_pickle import read_data_only_pickle
-from nnunet_transfer.pretrained.nnunet_family import read_source_checkpoint
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.pretrained.safe_load import UnsafeCheckpointError
 from nnunet_transfer.transfer.weights import transfer_weights
 from support.booby_trap import Payload
@@ -53,7 +53,7 @@ def test_booby_trapped_checkpoint_is_refused_and_never_executes(write, tmp_path)
     marker = tmp_path / "payload_ran"
     path = write(tmp_path, marker)
     with pytest.raises(UnsafeCheckpointError, match="refused"):
-        read_source_checkpoint(path)
+        read_source_weights(path)
     with pytest.raises(UnsafeCheckpointError):
         transfer_weights(_net(), path)
     assert main(["extract-encoder", str(path), "-o", str(tmp_path / "encoder.pth")]) == 1

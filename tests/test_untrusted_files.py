@@ -18,7 +18,8 @@ import torch
 import nnunet_transfer.trainers as trainers
 from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.pretrained.safe_load import (CheckpointFormatError, UnreadableCheckpointError,
-                                                  UnsafeCheckpointError, load_matching, read_checkpoint_file)
+                                                  UnsafeCheckpointError, read_checkpoint_file)
+from nnunet_transfer.transfer.loading import load_matching
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_command_line_pretrained_weights
 from nnunet_transfer.trainers.nnunet_invocation import (NNUNET_TRAIN_ARGUMENTS, nnunet_train_parser,
                                                          pretrained_weights_argument)
@@ -214,7 +215,7 @@ def test_a_damaged_safetensors_file_is_refused_naming_it(tmp_path):
 @pytest.mark.parametrize("fmt", ["nnunet_zip", "legacy_pickle", "raw_pickle", "misnamed_safetensors"])
 def test_every_reader_of_checkpoints_refuses_a_booby_trapped_file(fmt, trap, capsys):
     from nnunet_transfer.cli.main import main
-    from nnunet_transfer.pretrained.registry import verify_checkpoint
+    from nnunet_transfer.transfer.verify import verify_checkpoint
     from nnunet_transfer.transfer.weights import nnunet_pretrained_weights_report, transfer_weights
 
     files, _ = trap

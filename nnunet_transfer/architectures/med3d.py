@@ -21,20 +21,17 @@ The encoder also carries the attributes that decoders of dynamic-network-archite
 (``output_channels``, ``strides``, ``kernel_sizes``, ``conv_op``, ``norm_op``, ...), with five skips:
 the stem (before the max-pool, 1/2 resolution), layer1 (1/4), layer2, layer3 and layer4 (all 1/8), and that
 library's weight-transfer keys (``key_to_encoder``, ``key_to_stem``, ``keys_to_in_proj``) relative to itself.
-MedicalNet's file format (head keys, architecture inference, loading) is :mod:`nnunet_transfer.pretrained.medicalnet`.
+MedicalNet's file format (head keys, key layout) is read by :mod:`nnunet_transfer.pretrained.formats.medicalnet`;
+:func:`nnunet_transfer.transfer.medicalnet.load_medicalnet` loads a released file into this encoder.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-if TYPE_CHECKING:  # the MedicalNet format lives in pretrained/, which imports this module
-    from nnunet_transfer.transfer.weights import TransferReport
 
 __all__ = [
     "Med3DResNet",
@@ -168,8 +165,9 @@ class Med3DResNet(nn.Module):
 
     Args:
         depth: 10, 18, 34, 50, 101, 152 or 200.
-        in_channels: input channels; with more than one, :meth:`load_medicalnet` adapts the pretrained
-            single-channel ``conv1`` kernel (tiled over channels, scaled by 1/in_channels).
+        in_channels: input channels; with more than one, loading MedicalNet weights
+            (:func:`~nnunet_transfer.transfer.medicalnet.load_medicalnet`) adapts the pretrained single-channel
+            ``conv1`` kernel (tiled over channels, scaled by 1/in_channels).
         shortcut_type: "A" or "B"; default as MedicalNet's released files ("A" for 18/34, "B" otherwise).
         strides: strides of the three downsampling operations (``conv1``, ``maxpool``, ``layer2``), each an int
             or a per-axis triple. Default ``(2, 2, 2)`` is MedicalNet; a 1 on an axis keeps the resolution
@@ -304,21 +302,3 @@ class Med3DResNet(nn.Module):
         """The five skips as a list (``return_skips=True``) or only the layer4 features."""
         feats = self.forward_features(x)
         return list(feats) if self.return_skips else feats[-1]
-
-    def load_medicalnet(self, path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
-                        strict_shapes: bool = True) -> "TransferReport":
-        """Load MedicalNet weights safely and report what was loaded (see
-        :func:`nnunet_transfer.pretrained.medicalnet.load_medicalnet`, which this calls).
-
-        Accepts a released file (``{'state_dict': {'module.conv1.weight': ...}}``), a bare state dict file,
-        a ``.safetensors`` file, or an in-memory (possibly wrapped) state dict. Files are read with
-        ``torch.load(weights_only=True, map_location="cpu")``. ``module.`` prefixes are stripped and the
-        segmentation head (``conv_seg.*``) is filtered out. A checkpoint of another depth or shortcut type
-        raises ``ArchitectureMismatchError`` naming the architecture it looks like. If ``in_channels`` differs
-        from the checkpoint's, ``conv1.weight`` is adapted (noted in the report). With ``strict_shapes`` any
-        other shape mismatch raises; otherwise it is skipped and reported.
-        """
-        # imported here: the format module builds on the transfer path, which sits above the architectures
-        from nnunet_transfer.pretrained.medicalnet import load_medicalnet
-
-        return load_medicalnet(self, path_or_state_dict, strict_shapes=strict_shapes)

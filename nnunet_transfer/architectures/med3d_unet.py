@@ -207,8 +207,8 @@ class Med3DUNet(nn.Module):
         decoder_norm_op/decoder_nonlin (+ kwargs): classes or dotted paths; default InstanceNorm3d and
             LeakyReLU(0.01) as nnU-Net. The encoder keeps MedicalNet's BatchNorm/ReLU so its weights load.
 
-    MedicalNet weights: ``net.encoder.load_medicalnet(path)`` after construction (nnU-Net's trainer builds
-    the network, then the transfer module loads them). ``key_to_encoder``, ``key_to_stem`` and ``keys_to_in_proj``
+    MedicalNet weights: ``load_medicalnet(net.encoder, path)`` (:mod:`nnunet_transfer.transfer.medicalnet`) after
+    construction (nnU-Net's trainer builds the network, then the transfer module loads them). ``key_to_encoder``, ``key_to_stem`` and ``keys_to_in_proj``
     follow dynamic-network-architectures (``encoder``, ``encoder.conv1``, ``("encoder.conv1",)``).
     """
 

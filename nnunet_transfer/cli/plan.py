@@ -93,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
                                          "dataset (optionally with MedicalNet weights)")
-    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
+    p.add_argument("-d", type=dataset_id, required=True,
+                   help="nnU-Net dataset id (planned with nnU-Net's planner first)")
     p.add_argument("-a", "--arch", required=True, choices=_EncoderNames(), metavar="ARCH",
                    help="encoder, a name of the encoder registry: %(choices)s")
     p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")

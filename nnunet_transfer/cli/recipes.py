@@ -34,16 +34,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mots-cases", type=positive_int, default=d.mots_cases, help="synthetic cases per MOTS source")
     p.add_argument("--target-cases", type=positive_int, nargs="+", default=list(d.target_cases), metavar="N",
                    help="labelled KiTS21 cases per fine-tuning; several numbers (e.g. 2 4 8) give the few-label curve")
-    p.add_argument("--val-cases", type=positive_int, default=d.val_cases, help="KiTS21 cases for nnU-Net's validation curves")
-    p.add_argument("--test-cases", type=positive_int, default=d.test_cases, help="held-out KiTS21 cases that are scored")
+    p.add_argument("--val-cases", type=positive_int, default=d.val_cases,
+                   help="KiTS21 cases for nnU-Net's validation curves")
+    p.add_argument("--test-cases", type=positive_int, default=d.test_cases,
+                   help="held-out KiTS21 cases that are scored")
     p.add_argument("--seeds", type=seed, nargs="+", default=list(d.seeds), help="one fine-tuning per seed and side")
     p.add_argument("--pretrain-epochs", type=positive_int, default=d.pretrain_epochs, help="MOTS pretraining epochs")
-    p.add_argument("--pretrain-iterations", type=positive_int, default=d.pretrain_iterations, help="iterations per epoch")
+    p.add_argument("--pretrain-iterations", type=positive_int, default=d.pretrain_iterations,
+                   help="iterations per epoch")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="fine-tuning epochs")
     p.add_argument("--iterations", type=positive_int, default=d.iterations, help="fine-tuning iterations per epoch")
     p.add_argument("--shape", type=positive_int, nargs=3, default=list(d.shape), help="synthetic volume shape z y x")
     p.add_argument("--data-seed", type=seed, default=d.data_seed, help="seed of the synthetic data")
     p.add_argument("--base-features", type=positive_int, default=d.base_features,
                    help="demo plans: features of the first stage (nnU-Net: 32)")
-    p.add_argument("--max-features", type=positive_int, default=d.max_features, help="demo plans: feature cap (nnU-Net: 320)")
+    p.add_argument("--max-features", type=positive_int, default=d.max_features,
+                   help="demo plans: feature cap (nnU-Net: 320)")
     p.set_defaults(func=_cmd_demo)

@@ -56,7 +56,7 @@ def _cmd_extract_encoder(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify_weights(args: argparse.Namespace) -> int:
-    from nnunet_transfer.pretrained.registry import verify_checkpoint
+    from nnunet_transfer.transfer.verify import verify_checkpoint
 
     report = verify_checkpoint(args.path, args.record)
     print(report)

@@ -34,7 +34,7 @@ MASK_THRESHOLD = 128
 _CASE_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-# a record of its own: it shares only the frozen-dataclass shape with evaluation.kits_samples.SampledSegmentation
+# a record of its own: it shares only the frozen-dataclass shape with data.kits_samples.SampledSegmentation
 @dataclass(frozen=True)
 class KvasirCase:
     """One image/mask pair and where it goes."""

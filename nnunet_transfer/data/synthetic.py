@@ -487,7 +487,7 @@ def _write_kits21_samples(out: _Output, case: str, groups: int) -> None:
     """``segmentation_samples/group_{g}/...`` as the official ``sample_segmentations.py`` writes them."""
     import SimpleITK as sitk
 
-    from nnunet_transfer.evaluation.kits_samples import build_segmentation, sample_segmentations
+    from nnunet_transfer.data.kits_samples import build_segmentation, sample_segmentations
 
     for sample in sample_segmentations(out.root / case, groups):
         path = out.path(f"{case}/segmentation_samples/group_{sample.group}/{sample.name}")

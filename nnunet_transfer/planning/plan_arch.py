@@ -38,9 +38,10 @@ from nnunet_transfer.architectures.encoders import ENCODERS, get_encoder
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
 from nnunet_transfer.errors import InvalidValueError, MissingEntryError
-from nnunet_transfer.pretrained.medicalnet import MEDICALNET_EXCLUDE, medicalnet_prefix_map
-from nnunet_transfer.pretrained.registry import get_checkpoint, verify_checkpoint
+from nnunet_transfer.pretrained.registry import get_checkpoint
+from nnunet_transfer.transfer.medicalnet import MEDICALNET_EXCLUDE, medicalnet_prefix_map
 from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
+from nnunet_transfer.transfer.verify import verify_checkpoint
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, TransferReport, transfer_weights
 
 __all__ = ["plan_arch", "architecture_configuration", "parse_arch", "default_plans_name", "ARCHITECTURES",

@@ -1,32 +1,31 @@
-"""Pretrained checkpoints: reading foreign weights safely, the formats we know, and a registry of released files.
+"""Pretrained checkpoints as data: bytes in, named tensors plus what the format says about them out.
 
-- :mod:`nnunet_transfer.pretrained.safe_load`: ``weights_only`` reading, state-dict unwrapping, prefix
-  stripping, input-channel adaptation and a loading report, reusable for any foreign checkpoint;
-- :mod:`nnunet_transfer.pretrained.nnunet_family`: nnU-Net v1/v2, results folders and zips, nnssl checkpoints;
-- :mod:`nnunet_transfer.pretrained.medicalnet`: MedicalNet's format (head keys, architecture inference, loading);
-- :mod:`nnunet_transfer.pretrained.registry`: one record per released MedicalNet checkpoint and
-  :func:`~nnunet_transfer.pretrained.registry.verify_checkpoint` for downloaded files.
+Nothing here knows a network; mapping, adapting and loading the tensors is :mod:`nnunet_transfer.transfer`'s work
+(it imports this package, never the other way).
 
-Only the generic reading tools are imported here; import the format and registry modules by their names (they build
-on the transfer path, which itself reads checkpoints through this package).
+- :mod:`nnunet_transfer.pretrained.safe_load`: deserialising checkpoint bytes without running code
+  (``weights_only`` torch loading, safetensors), state-dict unwrapping, prefix stripping;
+- :mod:`nnunet_transfer.pretrained.formats`: one reader per released checkpoint format, tried in order;
+- :mod:`nnunet_transfer.pretrained.source`: a checkpoint file, nnU-Net results folder or model zip read once into
+  :class:`~nnunet_transfer.pretrained.formats.base.SourceWeights` (sha256, format, tensors);
+- :mod:`nnunet_transfer.pretrained.registry`: one record per released MedicalNet checkpoint;
+- :mod:`nnunet_transfer.pretrained.plans_check`: plans.json files from elsewhere checked as data.
 """
 
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.safe_load import (
     CheckpointFormatError,
-    LoadReport,
     UnsafeCheckpointError,
-    adapt_input_channels,
-    load_matching,
     load_state_dict_file,
     read_checkpoint_file,
 )
+from nnunet_transfer.pretrained.source import read_source_weights
 
 __all__ = [
     "CheckpointFormatError",
-    "LoadReport",
+    "SourceWeights",
     "UnsafeCheckpointError",
-    "adapt_input_channels",
-    "load_matching",
     "load_state_dict_file",
     "read_checkpoint_file",
+    "read_source_weights",
 ]

@@ -41,11 +41,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_pretrained_weights_file
 from nnunet_transfer.trainers.lr_schedulers import WarmupPolyLRScheduler
 from nnunet_transfer.transfer.record import read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
-from nnunet_transfer.utils.hashing import sha256_of_file
 from nnunet_transfer.utils.json_files import read_json_object, require_entries
 from nnunet_transfer.utils.modules import unwrap_network
 
@@ -143,8 +143,8 @@ class FineTuneTrainer(GuardedTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.transfer_report: Optional[TransferReport] = None
         self._frozen: Optional[Set[str]] = None
-        #: the file nnU-Net's -pretrained_weights path loaded in this run (given now, or again after --c), or None
-        self._weights_file: Optional[str] = None
+        #: the checkpoint nnU-Net's -pretrained_weights path loaded in this run (given now, or again after --c), or None
+        self._weights: Optional[SourceWeights] = None
 
     # ------------------------------------------------------------------ pretrained weights
     @property
@@ -178,10 +178,10 @@ class FineTuneTrainer(GuardedTrainer):
             for stale in (self.report_path, self.report_path.with_suffix(".txt")):  # rewritten if weights load now
                 stale.unlink(missing_ok=True)
         record = read_record(self.configuration_manager.configuration)
-        argument = self._weights_file = self.pretrained_weights_file
+        argument = self._weights = self.pretrained_source
         if argument is not None:
             if record is not None:
-                self.print_to_log_file(f"WARNING: -pretrained_weights {argument} overrides the plans' record "
+                self.print_to_log_file(f"WARNING: -pretrained_weights {argument.source} overrides the plans' record "
                                        f"({record.checkpoint})")
             return nnunet_pretrained_weights_report(network, argument)
         if record is None:
@@ -202,14 +202,14 @@ class FineTuneTrainer(GuardedTrainer):
         if source["mode"] != "argument":
             return None
         path = Path(source["path"])
-        if not path.is_file() or sha256_of_file(path) != source.get("sha256"):
+        weights = check_pretrained_weights_file(path) if path.is_file() else None  # read once: checked, hashed, used
+        if weights is None or weights.sha256 != source.get("sha256"):
             raise NnUNetTransferError(f"{stale}; its pretrained weights {path} are gone or changed since (sha256 "
                                       f"was {source.get('sha256')})", file=path, fix=restart)
-        check_pretrained_weights_file(path)
         self.print_to_log_file(f"--c without a checkpoint: nnU-Net starts afresh; loading the pretrained weights "
                                f"{path} again (sha256 unchanged)")
-        self._weights_file = str(path)
-        return nnunet_pretrained_weights_report(network, path)
+        self._weights = weights
+        return nnunet_pretrained_weights_report(network, weights)
 
     def on_train_start(self) -> None:
         super().on_train_start()
@@ -224,9 +224,9 @@ class FineTuneTrainer(GuardedTrainer):
         :meth:`_reload_after_interrupted_start`)."""
         if self.transfer_report is None:
             source = {"mode": "none"}  # no pretrained weights: a --c after an interrupted start may start afresh
-        elif self._weights_file is not None:
-            path = Path(self._weights_file).resolve()
-            source = {"mode": "argument", "path": str(path), "sha256": sha256_of_file(path)}
+        elif self._weights is not None:
+            path = Path(self._weights.source).resolve()
+            source = {"mode": "argument", "path": str(path), "sha256": self._weights.sha256}
         else:
             source = {"mode": "record"}
         self.source_path.write_text(json.dumps(source, indent=2))

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_transfer.pretrained.safe_load import adapt_input_channels
 from nnunet_transfer.errors import InvalidValueError
+from nnunet_transfer.transfer.loading import adapt_input_channels
 
 KERNEL_REDUCE_RULES = ("mean", "sum")
 KERNEL_GROW_RULES = ("centre", "spread")

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.errors import InvalidValueError
-from nnunet_transfer.pretrained.safe_load import load_state_dict_file
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.record import PretrainedRecord, write_record
 from nnunet_transfer.utils.configuration_names import require_configurations
 
@@ -39,7 +39,7 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
         raise InvalidValueError(f"the pretraining and the fine-tuning dataset are both {source_name}",
                                 fix="give the pretraining dataset with -s and another, fine-tuning dataset with -t")
     if pretrained_checkpoint is not None:  # a bad file fails now, before any plans are written
-        load_state_dict_file(pretrained_checkpoint)
+        read_source_weights(pretrained_checkpoint)
     target_plans = target_plans or f"{source_plans}_from{source_dataset}"
     root = nnunet_folder("nnUNet_preprocessed")
     source_file = root / source_name / f"{source_plans}.json"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.record import plans_file_of, read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import (HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report,
                                               transfer_weights)
@@ -41,8 +42,9 @@ def transfer_check(checkpoint: Optional[str], dataset: int, configuration: str, 
                 raise InvalidValueError(f"no checkpoint given and {plans_file} has no pretrained-weights record for "
                                         f"{configuration}")
             return transfer_from_record(network, record, new_layers), "plans record"
+        source = read_source_weights(checkpoint)  # read once; both paths below work from these tensors
         try:
-            return nnunet_pretrained_weights_report(network, checkpoint), "nnunet -pretrained_weights"
+            return nnunet_pretrained_weights_report(network, source), "nnunet -pretrained_weights"
         except (KeyError, ValueError) as nnunet_refusal:
-            report = transfer_weights(network, checkpoint, head_patterns=new_layers)
+            report = transfer_weights(network, source, head_patterns=new_layers, source_name=source.source)
             return report, f"plans record needed ({nnunet_refusal})"

@@ -27,12 +27,12 @@ import torch
 
 from torch import nn
 
-from nnunet_transfer.pretrained.medicalnet import looks_like_medicalnet, medicalnet_layout, split_head
+from nnunet_transfer.errors import InvalidValueError, WrongKindError
+from nnunet_transfer.pretrained.formats.medicalnet import looks_like_medicalnet, medicalnet_layout, split_head
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 from nnunet_transfer.transfer.weight_values import check_weight_values
-from nnunet_transfer.transfer.weights import StateDictSource, read_state_dict
+from nnunet_transfer.transfer.weights import StateDictSource, read_source
 from nnunet_transfer.utils.atomic import write_atomically
-from nnunet_transfer.errors import InvalidValueError, WrongKindError
 
 #: where nnU-Net-style networks keep encoder and stem, for checkpoints (which hold no network to ask)
 ENCODER_PREFIX = "encoder."
@@ -66,8 +66,8 @@ def encoder_state_dict(source: EncoderSource, strip_prefix: bool = False) -> Dic
             top = source.key_to_encoder.split(".")[0] + "."
             encoder = {k[len(top):] if k.startswith(top) else k: v for k, v in encoder.items()}
         return encoder
-    state = read_state_dict(source)
-    name = str(source) if isinstance(source, (str, Path)) else "state dict"
+    weights = read_source(source)  # read once: the file, folder or zip is not opened again
+    state, name = weights.tensors, weights.source if weights.container != "memory" else "state dict"
     encoder = {k: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
     if encoder:
         if strip_prefix:

@@ -18,7 +18,7 @@ from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.errors import InvalidValueError, MissingEntryError
-from nnunet_transfer.pretrained.nnunet_family import read_source_checkpoint
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.adapt import AdaptOptions
 from nnunet_transfer.transfer.weight_values import check_weight_values
 from nnunet_transfer.utils.atomic import write_atomically
@@ -107,7 +107,7 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
         record.adapt_options  # validates the rule names before anything is written
         # open it now (data only), so an empty, damaged or booby-trapped file fails here and not when training starts
-        check_weight_values(read_source_checkpoint(checkpoint).state_dict, str(checkpoint))
+        check_weight_values(read_source_weights(checkpoint).tensors, str(checkpoint))
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)

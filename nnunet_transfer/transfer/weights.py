@@ -25,19 +25,20 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from nnunet_transfer.pretrained.nnunet_family import (KIND_STATE_DICT, KIND_V2, SourceCheckpoint,
-                                                      read_source_checkpoint)
-from nnunet_transfer.pretrained.safe_load import LoadReport, load_matching, strip_key_prefixes
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NotApplicableError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
+from nnunet_transfer.pretrained.source import read_source_weights, source_weights_from_state_dict
+from nnunet_transfer.transfer.loading import LoadReport, load_matching
 from nnunet_transfer.transfer.adapt import AdaptOptions, NotAdaptable, TensorRole, adapt_tensor, tensor_roles
 from nnunet_transfer.transfer.stages import match_stages
-from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NotApplicableError
 
 #: checkpoint keys containing one of these never transfer (task heads); the network keeps fresh layers there
 DEFAULT_EXCLUDE: Tuple[str, ...] = (".seg_layers.", "controller.")
 #: network keys containing one of these are the task head, re-initialised by design (not "missing")
 HEAD_PATTERNS: Tuple[str, ...] = (".seg_layers.",)
 
-StateDictSource = Union[str, Path, Mapping[str, torch.Tensor]]
+#: a checkpoint path (file, results folder, zip), an in-memory state dict, or a checkpoint already read
+StateDictSource = Union[str, Path, Mapping[str, torch.Tensor], SourceWeights]
 
 
 @dataclass
@@ -118,16 +119,19 @@ class TransferReport(LoadReport):
         return cls(**data)
 
 
-def read_source(source: StateDictSource) -> SourceCheckpoint:
-    """A checkpoint file, nnU-Net results folder/zip (read safely, in nnU-Net v2 names) or an in-memory state dict."""
+def read_source(source: StateDictSource) -> SourceWeights:
+    """The checkpoint as read once: a path is read (safely, in nnU-Net v2 names), an in-memory state dict wrapped,
+    source weights already read passed through."""
+    if isinstance(source, SourceWeights):
+        return source
     if isinstance(source, (str, Path)):
-        return read_source_checkpoint(source)
-    return SourceCheckpoint("state dict", KIND_STATE_DICT, strip_key_prefixes(source))
+        return read_source_weights(source)
+    return source_weights_from_state_dict(source)
 
 
 def read_state_dict(source: StateDictSource) -> Dict[str, torch.Tensor]:
     """The tensors :func:`read_source` offers for transfer, with ``module.``/``_orig_mod.`` prefixes removed."""
-    return read_source(source).state_dict
+    return read_source(source).tensors
 
 
 def rename_prefixes(state_dict: Mapping[str, torch.Tensor], prefix_map: Mapping[str, str]) -> Dict[str, torch.Tensor]:
@@ -205,9 +209,9 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
     ``min_fraction``: raise when fewer than this fraction of the network's parameters were loaded (a wrong file
     usually matches nothing; silently training from scratch would waste a run).
     """
-    name = source_name or (str(source) if isinstance(source, (str, Path)) else "state dict")
     checkpoint = read_source(source)
-    state = checkpoint.state_dict
+    name = source_name or (str(source) if isinstance(source, (str, Path)) else checkpoint.source)
+    state = checkpoint.tensors
     if prefix_map:
         state = rename_prefixes(state, prefix_map)
     excluded = [k for k in state if any(p in k for p in exclude)]
@@ -244,13 +248,15 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
     values into ``network`` (what nnU-Net does too).
     """
     source = read_source(checkpoint)
-    if isinstance(checkpoint, (str, Path)) and (source.kind != KIND_V2 or not Path(checkpoint).is_file()):
+    if isinstance(checkpoint, SourceWeights):
+        checkpoint = checkpoint.source
+    if source.container != "memory" and (source.format != "nnunet_v2" or source.container != "file"):
         raise InvalidValueError(
             f"nnU-Net's -pretrained_weights reads only nnU-Net v2 checkpoint files; {checkpoint} is "
-            f"{'a folder or zip' if not Path(checkpoint).is_file() else 'a ' + source.kind + ' checkpoint'}"
+            f"{'a folder or zip' if source.container != 'file' else 'a ' + source.family + ' checkpoint'}"
             f". Use `nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS`, then train "
             "without -pretrained_weights.")
-    state = source.state_dict
+    state = source.tensors
     model_state = network.state_dict()
     for key, value in model_state.items():
         if ".seg_layers." in key:

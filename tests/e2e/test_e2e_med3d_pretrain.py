@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nnunet_transfer.architectures.med3d import Med3DResNet
+from nnunet_transfer.transfer.medicalnet import load_medicalnet
 from nnunet_transfer.transfer.weights import read_state_dict
 from nnunet_transfer.workspace import trainer_variant_source
 from support.mots_run import MOTS_ID, MOTS_NAME
@@ -37,7 +38,7 @@ def test_med3d_pretraining_writes_a_medicalnet_file_plan_arch_takes(mots_workspa
 
     saved = torch.load(encoder_file, weights_only=True)
     assert set(saved) == {"state_dict"} and all(k.startswith("module.") for k in saved["state_dict"])
-    report = Med3DResNet(depth=10).load_medicalnet(encoder_file)
+    report = load_medicalnet(Med3DResNet(depth=10), encoder_file)
     assert report.complete and not report.missing and not report.unexpected and not report.shape_mismatched
     trained = read_state_dict(fold / "checkpoint_final.pth")
     torch.testing.assert_close(saved["state_dict"]["module.conv1.weight"], trained["encoder.conv1.weight"])

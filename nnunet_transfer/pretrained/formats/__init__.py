@@ -10,7 +10,7 @@ from typing import List
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, SourceWeights
 
 #: reader modules of this package, tried in this order (the most specific formats first)
-FORMAT_MODULES: tuple = ()
+FORMAT_MODULES: tuple = ("nnssl", "nnunet_v1", "nnunet_v2", "medicalnet", "state_dict")
 
 
 def registered_formats() -> List[CheckpointFormat]:

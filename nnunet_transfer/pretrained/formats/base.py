@@ -9,7 +9,8 @@ knows nothing about the network the tensors will go into: mapping, adaptation an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -39,6 +40,9 @@ class CheckpointFormat:
     family: str
     detect: Callable[[Any], bool]
     read: Callable[[Any, str], FormatReading]
+    #: files the format keeps next to a checkpoint file (nnU-Net v1's ``<file>.pkl``): ``fn(checkpoint path) ->
+    #: (plans or None, notes)``, read as data only; None when the format has none
+    companion: Optional[Callable[[Path], Tuple[Optional[Mapping[str, Any]], List[str]]]] = None
 
 
 @dataclass
@@ -54,6 +58,24 @@ class SourceWeights:
     family: str
     reading: FormatReading
 
+    #: the file whose bytes were read (a results folder's checkpoint, the file itself), None for a zip member or
+    #: an in-memory state dict
+    file: Optional[str] = None
+    #: where the checkpoint sat: "file" (given itself), "results folder", "zip" or "memory"
+    container: str = "file"
+
     @property
     def tensors(self) -> Dict[str, torch.Tensor]:
         return self.reading.tensors
+
+    @property
+    def filtered(self) -> List[str]:
+        return self.reading.filtered
+
+    @property
+    def notes(self) -> List[str]:
+        return self.reading.notes
+
+    @property
+    def plans(self) -> Optional[Mapping[str, Any]]:
+        return self.reading.plans
