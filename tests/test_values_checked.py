@@ -161,7 +161,7 @@ def test_a_broken_transfer_source_is_one_line_naming_the_file(tmp_path, content,
     from nnunet_transfer.trainers.finetune import check_transfer_record
 
     (tmp_path / "transfer_source.json").write_text(content)
-    with pytest.raises(InvalidValueError, match=message) as info:
+    with pytest.raises(NnUNetTransferError, match=message) as info:
         check_transfer_record(tmp_path)
     assert str(tmp_path / "transfer_source.json") in str(info.value) and "\n" not in str(info.value)
 
@@ -184,3 +184,35 @@ def test_env_exports_exactly_the_folder_and_runs_nothing(tmp_path, name):
     kept = subprocess.run(["bash", "-c", f'export nnUNet_raw=/mine\n{line}\nprintf %s "$nnUNet_raw"'],
                           capture_output=True, text=True, env=env)
     assert kept.stdout == "/mine"
+
+
+# ------------------------------------------------------------------------------------------ damaged files: one line
+
+@pytest.mark.parametrize("manifest", [b"[]", b"{not json", json.dumps({"format": "nnunet_transfer_export",
+                                                                      "format_version": 1}).encode()])
+def test_a_damaged_export_manifest_is_one_line(tmp_path, manifest, capsys):
+    import zipfile
+
+    from nnunet_transfer.inference.export import MANIFEST_NAME
+
+    bad = tmp_path / "model.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr(MANIFEST_NAME, manifest)
+    (tmp_path / "in").mkdir()
+    assert main(["predict-export", str(bad), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
+                 "-device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{bad}:{MANIFEST_NAME}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [("{", "is not valid JSON"), ('["x"]', "holds a list"),
+                                              ('{"nnunet_transfer": [1]}', "case_to_task"),
+                                              ('{"nnunet_transfer": {"case_to_task": {"a": "liver"}}}',
+                                               "must map case ids to task indices")])
+def test_a_damaged_dataset_json_is_one_line(tmp_path, content, message, capsys):
+    (tmp_path / "pred").mkdir(), (tmp_path / "gt").mkdir()
+    (tmp_path / "dataset.json").write_text(content)
+    assert main(["evaluate", "mots", str(tmp_path / "pred"), str(tmp_path / "gt"), "--dataset-json",
+                 str(tmp_path / "dataset.json")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err

@@ -51,15 +51,16 @@ import nnunet_transfer
 from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, environment_variables, ext_trainer_value
 from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError, NotApplicableError, did_you_mean
-from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
-                                                  read_checkpoint_file)
 from nnunet_transfer.inference.install_leftovers import (aside_name, clean_install_staging, clean_partial_zips,
                                                          install_staging_prefix, partial_zip,
                                                          recover_replaced_models)
+from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
+                                                  read_checkpoint_file)
 from nnunet_transfer.utils.atomic import swap_into_place
-from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for
+from nnunet_transfer.utils.bounded_io import MAX_JSON_BYTES, read_zip_member
 from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
 from nnunet_transfer.utils.json_files import ListOf, parse_json_object, read_json_object, require_entries
+from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for
 
 __all__ = [
     "MANIFEST_NAME",
@@ -389,7 +390,7 @@ def read_manifest(zip_path: PathLike) -> dict:
                     f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
                     f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
                 )
-            manifest_bytes = zf.read(MANIFEST_NAME)
+            manifest_bytes = read_zip_member(zf, MANIFEST_NAME, str(zip_path), MAX_JSON_BYTES)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise NnUNetTransferError(f"{zip_path} is not a readable model zip ({type(exc).__name__}: {exc})",
                                   file=zip_path, fix="download or export the model zip again") from exc

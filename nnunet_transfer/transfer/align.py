@@ -33,13 +33,13 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
         move_plans_between_datasets)
     from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 
+    if pretrained_checkpoint is not None:  # a bad file fails now, before any plans are written
+        read_source_weights(pretrained_checkpoint)
     source_name = resolve_dataset_name(source_dataset)
     target_name = resolve_dataset_name(target_dataset)
     if source_name == target_name:
         raise InvalidValueError(f"the pretraining and the fine-tuning dataset are both {source_name}",
                                 fix="give the pretraining dataset with -s and another, fine-tuning dataset with -t")
-    if pretrained_checkpoint is not None:  # a bad file fails now, before any plans are written
-        read_source_weights(pretrained_checkpoint)
     target_plans = target_plans or f"{source_plans}_from{source_dataset}"
     root = nnunet_folder("nnUNet_preprocessed")
     source_file = root / source_name / f"{source_plans}.json"

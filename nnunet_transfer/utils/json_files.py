@@ -2,7 +2,8 @@
 read so that a damaged or hand-edited file ends in one line naming the file and the entry, never in a
 ``JSONDecodeError``, ``AttributeError`` or ``TypeError`` traceback further down.
 
-:func:`read_json_object` parses the file and checks that it is an object; :func:`require_entries` checks the types of
+:func:`read_json_object` parses the file (size-bounded, :mod:`nnunet_transfer.utils.bounded_io`) and checks that it
+is an object; :func:`require_entries` checks the types of
 the entries the caller is about to use (``ListOf(str)`` for lists), so the code after it can index them safely.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Tuple, Union
 
 from nnunet_transfer.errors import InvalidValueError
+from nnunet_transfer.utils.bounded_io import parse_json_bounded, read_json_bounded
 
 __all__ = ["ListOf", "parse_json_object", "read_json_object", "require_entries"]
 
@@ -46,23 +48,22 @@ def _describe(kind: Any) -> str:
     return str(kind) if isinstance(kind, ListOf) else _JSON_TYPE_NAMES.get(kind, kind.__name__)
 
 
-def parse_json_object(data: Union[bytes, str], source: Union[str, Path], fix: str) -> dict:
-    """Parse JSON text read from ``source``; :class:`~nnunet_transfer.errors.InvalidValueError` naming ``source`` and
-    ``fix`` when it is no JSON or no object."""
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
-        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise InvalidValueError(f"{source} is not valid JSON ({detail})", file=source, fix=fix) from None
+def parse_json_object(data: bytes, source: Union[str, Path], fix: str) -> dict:
+    """Parse JSON bytes read from ``source`` (bounded, :func:`~nnunet_transfer.utils.bounded_io.parse_json_bounded`);
+    :class:`~nnunet_transfer.errors.InvalidValueError` naming ``source`` and ``fix`` when it holds no object."""
+    value = parse_json_bounded(data, str(source))
     if not isinstance(value, dict):
         raise InvalidValueError(f"{source} holds {_describe(type(value))}, not a JSON object", file=source, fix=fix)
     return value
 
 
 def read_json_object(path: Union[str, Path], fix: str) -> dict:
-    """Read and parse a JSON object from ``path`` (see :func:`parse_json_object`)."""
-    path = Path(path)
-    return parse_json_object(path.read_bytes(), path, fix)
+    """Read and parse a JSON object from ``path``, refusing an oversized file before reading it (see
+    :func:`parse_json_object`)."""
+    value = read_json_bounded(path)
+    if not isinstance(value, dict):
+        raise InvalidValueError(f"{path} holds {_describe(type(value))}, not a JSON object", file=path, fix=fix)
+    return value
 
 
 def require_entries(data: Mapping[str, Any], entries: Mapping[str, Any], source: Union[str, Path], fix: str) -> None:
