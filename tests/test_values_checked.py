@@ -216,3 +216,11 @@ def test_a_damaged_dataset_json_is_one_line(tmp_path, content, message, capsys):
                  str(tmp_path / "dataset.json")]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_transfer_check_refuses_an_unknown_configuration_and_trainer_in_one_line(planned, tmp_path, capsys):
+    (planned.parent / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {
+        "background": 0, "kidney": 1}, "numTraining": 1, "file_ending": ".nii.gz"}))
+    assert main(["transfer-check", "-d", "612", "-c", "3d_nonsense", "-tr", "nnUNetTrainer"]) == 1
+    err = capsys.readouterr().err
+    assert "has no configuration '3d_nonsense'" in err and len(err.strip().splitlines()) == 1
