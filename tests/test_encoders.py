@@ -15,9 +15,9 @@ from nnunet_transfer.architectures.encoders import (
     PRETRAINED_FORMATS,
     UnknownEncoderError,
     get_encoder,
-    network_keys,
     resolve_encoder,
 )
+from nnunet_transfer.architectures.transfer_keys import network_keys
 from nnunet_transfer.architectures.localizer import LocalizerNetwork
 from nnunet_transfer.architectures.med3d import Med3DResNet
 from nnunet_transfer.architectures.med3d_branches import Med3DBranchNetwork
@@ -34,11 +34,13 @@ PLAIN = dict(n_stages=3, features_per_stage=[4, 8, 8], conv_op=nn.Conv3d, kernel
              norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True}, nonlin=nn.LeakyReLU,
              nonlin_kwargs={"inplace": True})
 #: arguments each entry is built with in these tests
-SAMPLE_KWARGS = {"plain": PLAIN, **{name: {"strides": [2, [1, 2, 2], 2]} for name in ENCODERS if name != "plain"}}
+SAMPLE_KWARGS = {"plain": PLAIN, "localization-paper": PLAIN,
+                 **{name: {"strides": [2, [1, 2, 2], 2]} for name in ENCODERS if name.startswith("med3d-")}}
 
 
 def test_registry_names_and_lookup():
-    assert list(ENCODERS) == ["plain"] + [f"med3d-resnet{d}" for d in (10, 18, 34, 50, 101, 152, 200)]
+    assert list(ENCODERS) == ["plain"] + [f"med3d-resnet{d}" for d in (10, 18, 34, 50, 101, 152, 200)] + \
+        ["localization-paper"]
     assert all(spec.name == name for name, spec in ENCODERS.items())
     assert get_encoder("med3d-resnet50") is ENCODERS["med3d-resnet50"]
 
@@ -55,7 +57,7 @@ def test_every_entry_builds_and_exposes_what_it_claims(name):
     spec = get_encoder(name)
     kwargs = SAMPLE_KWARGS[name]
     claimed = spec.describe(**kwargs)
-    small = name in ("plain", "med3d-resnet10")
+    small = name in ("plain", "med3d-resnet10", "localization-paper")
     with torch.device("cpu" if small else "meta"):  # the deep ResNets: shapes only, no memory
         encoder = spec.build(2, **kwargs)
     assert list(encoder.output_channels) == list(claimed.channels)

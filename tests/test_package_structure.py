@@ -88,7 +88,7 @@ def test_architectures_import_nothing_of_ours_from_pretrained_or_losses(first_im
 LAYERS = (
     ("", "errors"),
     ("utils", "discovery"),
-    ("architectures", "pretrained", "losses", "dataset_lookup", "workspace", "doctor"),
+    ("architectures", "pretrained", "losses", "augmentation", "dataset_lookup", "workspace", "doctor"),
     ("data", "transfer"),
     ("evaluation", "planning"),
     ("trainers",),

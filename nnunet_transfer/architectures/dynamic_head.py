@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # NOT_EVALUATED_LOGIT is re-exported: callers of the dynamic head import it from here
-from nnunet_transfer.architectures.encoders import network_keys
+from nnunet_transfer.architectures.transfer_keys import network_keys
 from nnunet_transfer.architectures.task_conditioned import NOT_EVALUATED_LOGIT, TaskConditionedNetwork  # noqa: F401
 
 #: what the controller's global average pooling reads: the raw bottleneck, or DoDNet's GroupNorm + ReLU of it

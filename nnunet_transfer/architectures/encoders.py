@@ -11,17 +11,20 @@ Entries:
 - ``plain``: nnU-Net's own ``PlainConvEncoder``, built from the plans' ``PlainConvUNet`` arguments (``n_stages``,
   ``features_per_stage``, ``conv_op``, ``kernel_sizes``, ``strides``, ``n_conv_per_stage``, ...); its weights come
   from an nnU-Net checkpoint of the plain U-Net;
+- ``localization-paper``: the localisation-pretraining paper's encoder (nnU-Net's ``PlainConvEncoder`` with 2x2
+  max-pooling, batch norm, ReLU, dropout at its end; :mod:`nnunet_transfer.architectures.localization_unet`), same
+  arguments as ``plain``; weights from an nnU-Net checkpoint (``LocalizationPretrainTrainer``'s);
 - ``med3d-resnet{10,18,34,50,101,152,200}``: MedicalNet's dilated 3D ResNet
   (:class:`~nnunet_transfer.architectures.med3d.Med3DResNet`), arguments ``shortcut_type`` and ``strides``; weights
-  from a released MedicalNet file (:mod:`nnunet_transfer.pretrained.medicalnet`) or an nnU-Net checkpoint.
+  from a released MedicalNet file (:mod:`nnunet_transfer.pretrained.formats.medicalnet`) or an nnU-Net checkpoint.
 
 Every encoder is an ``nn.Module`` whose ``forward(x)`` returns the list of skips (highest resolution first) and that
 carries what dynamic-network-architectures' decoders read (``output_channels``, ``strides``, ``conv_op``, ``norm_op``,
 ``norm_op_kwargs``, ``nonlin``, ``nonlin_kwargs``, ``conv_bias``, optionally ``kernel_sizes``, ``dropout_op``), plus
 the weight-transfer keys of that library's convention, relative to the encoder: ``key_to_encoder`` (``""``: the
 whole module), ``key_to_stem`` and ``keys_to_in_proj`` (the modules whose weights depend on the input channels).
-A network holding an encoder under ``self.encoder`` gets its own keys from :func:`network_keys`; the transfer reads
-them to find the input convolution (:mod:`nnunet_transfer.transfer.adapt`) and the encoder
+A network holding an encoder under ``self.encoder`` gets its own keys from
+:func:`~nnunet_transfer.architectures.transfer_keys.network_keys`; the transfer reads them to find the input convolution (:mod:`nnunet_transfer.transfer.adapt`) and the encoder
 (:mod:`nnunet_transfer.transfer.encoder_export`).
 
 Adding an encoder is one file plus one registry entry:
@@ -43,19 +46,16 @@ from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 from dynamic_network_architectures.building_blocks.helper import maybe_convert_scalar_to_list
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
-from dynamic_network_architectures.building_blocks.residual_encoders import ResidualEncoder
 from torch import nn
 
 from nnunet_transfer.architectures.med3d import RESNET_LAYOUTS, Bottleneck, Med3DResNet
 from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
 
 __all__ = ["EncoderSpec", "EncoderStages", "ENCODERS", "PRETRAINED_FORMATS", "MED3D_FAMILY", "UnknownEncoderError",
-           "get_encoder", "resolve_encoder", "med3d_encoder_name", "encoder_keys", "network_keys", "KEY_ATTRIBUTES"]
+           "get_encoder", "resolve_encoder", "med3d_encoder_name"]
 
 #: pretrained formats an encoder can take: a released MedicalNet file, an nnU-Net checkpoint of a network with it
 PRETRAINED_FORMATS: Tuple[str, ...] = ("medicalnet", "nnunet-checkpoint")
-#: the attributes of dynamic-network-architectures' weight-transfer convention
-KEY_ATTRIBUTES: Tuple[str, ...] = ("key_to_encoder", "key_to_stem", "keys_to_in_proj")
 #: the name plans give the Med3D family (``"encoder": "med3d"`` with Med3DResNet's ``depth``), see resolve_encoder
 MED3D_FAMILY = "med3d"
 _MED3D_DEFAULT_DEPTH = 50  # Med3DResNet's default
@@ -141,6 +141,13 @@ def _plain_stages(**kwargs: Any) -> EncoderStages:
                                                 for s in strides))
 
 
+def _build_localization_paper(input_channels: int, **kwargs: Any) -> nn.Module:
+    from nnunet_transfer.architectures.localization_unet import localization_paper_encoder  # imports this module
+
+    _check_plain_kwargs(kwargs)
+    return localization_paper_encoder(input_channels, **kwargs)
+
+
 # ---------------------------------------------------------------------------------------------- MedicalNet ResNets
 def med3d_encoder_name(depth: int) -> str:
     """Registry name of the Med3D ResNet of ``depth``, e.g. ``med3d-resnet50``."""
@@ -166,6 +173,9 @@ ENCODERS: Dict[str, EncoderSpec] = {
         med3d_encoder_name(depth), _build_med3d, _med3d_stages, ("medicalnet", "nnunet-checkpoint"),
         f"MedicalNet's dilated 3D ResNet-{depth}", MappingProxyType({"depth": depth}))
        for depth in sorted(RESNET_LAYOUTS)},
+    "localization-paper": EncoderSpec("localization-paper", _build_localization_paper, _plain_stages,
+                                      ("nnunet-checkpoint",), "the localisation paper's U-Net encoder (3x3 conv, batch "
+                                      "norm, ReLU, 2x2 max-pooling, dropout)"),
 }
 
 
@@ -190,34 +200,3 @@ def resolve_encoder(name: str, kwargs: Mapping[str, Any]) -> Tuple[EncoderSpec, 
     if name == MED3D_FAMILY:
         name = med3d_encoder_name(kwargs.pop("depth", _MED3D_DEFAULT_DEPTH))
     return get_encoder(name), kwargs
-
-
-# ------------------------------------------------------------------------------------- weight-transfer key convention
-#: dynamic-network-architectures' encoders do not carry the keys themselves (its U-Nets do); these are the U-Nets'
-#: keys (PlainConvUNet, ResidualEncoderUNet) relative to their ``encoder``
-_DNA_ENCODER_KEYS: Dict[type, Tuple[str, str, Tuple[str, ...]]] = {
-    PlainConvEncoder: ("stages", "stages.0", ("stages.0.0.convs.0.all_modules.0", "stages.0.0.convs.0.conv")),
-    ResidualEncoder: ("stages", "stem", ("stem.convs.0.conv", "stem.convs.0.all_modules.0")),
-}
-
-
-def encoder_keys(encoder: nn.Module) -> Tuple[str, str, Tuple[str, ...]]:
-    """``(key_to_encoder, key_to_stem, keys_to_in_proj)`` of an encoder module, relative to it."""
-    if all(hasattr(encoder, a) for a in KEY_ATTRIBUTES):
-        return encoder.key_to_encoder, encoder.key_to_stem, tuple(encoder.keys_to_in_proj)
-    for cls, keys in _DNA_ENCODER_KEYS.items():
-        if isinstance(encoder, cls):
-            return keys
-    raise TypeError(f"encoder {type(encoder).__name__} does not say where its stem and input convolution are; give "
-                    f"it the attributes {', '.join(KEY_ATTRIBUTES)} (relative to itself, see "
-                    "nnunet_transfer.architectures.encoders)")
-
-
-def network_keys(encoder: nn.Module, name: str = "encoder") -> Tuple[str, str, Tuple[str, ...]]:
-    """``(key_to_encoder, key_to_stem, keys_to_in_proj)`` of a network that holds ``encoder`` as attribute ``name``."""
-    relative_encoder, stem, in_proj = encoder_keys(encoder)
-
-    def under(key: str) -> str:
-        return f"{name}.{key}" if key else name
-
-    return under(relative_encoder), under(stem), tuple(under(k) for k in in_proj)

@@ -30,7 +30,7 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from torch import nn
 
-from nnunet_transfer.architectures.encoders import network_keys
+from nnunet_transfer.architectures.transfer_keys import network_keys
 
 if TYPE_CHECKING:  # only a type: the plans handler pulls in nnU-Net's image I/O (the GPU check runs without it)
     from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager

@@ -228,7 +228,7 @@ class Med3DResNet(nn.Module):
         self.dropout_op = None
         self.dropout_op_kwargs = None
         # dynamic-network-architectures' keys, relative to this module (a network holding it prefixes its own
-        # name, see architectures.encoders.network_keys). MedicalNet's stem (conv1-bn1-relu-maxpool) is not a
+        # name, see architectures.transfer_keys.network_keys). MedicalNet's stem (conv1-bn1-relu-maxpool) is not a
         # submodule of its own: its keys must stay MedicalNet's, so the stem key names its convolution.
         self.key_to_encoder = ""
         self.key_to_stem = "conv1"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_transfer.architectures.encoders import network_keys
+from nnunet_transfer.architectures.transfer_keys import network_keys
 from nnunet_transfer.architectures.task_conditioned import TaskConditionedNetwork
 
 __all__ = ["Med3DBranches", "Med3DBranchNetwork"]

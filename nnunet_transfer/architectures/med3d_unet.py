@@ -30,7 +30,7 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Con
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from nnunet_transfer.architectures.encoders import network_keys
+from nnunet_transfer.architectures.transfer_keys import network_keys
 from nnunet_transfer.architectures.med3d import DEFAULT_SHORTCUT, RESNET_LAYOUTS, Med3DResNet
 
 __all__ = [

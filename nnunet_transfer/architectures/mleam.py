@@ -69,7 +69,8 @@ from dynamic_network_architectures.building_blocks.helper import (
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from nnunet_transfer.architectures.encoders import network_keys, resolve_encoder
+from nnunet_transfer.architectures.encoders import resolve_encoder
+from nnunet_transfer.architectures.transfer_keys import network_keys
 
 __all__ = [
     "LayerConfig",

@@ -63,7 +63,7 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from nnunet_transfer.architectures.encoders import network_keys
+from nnunet_transfer.architectures.transfer_keys import network_keys
 
 #: ASPP dilation rates used when the plans do not say otherwise (see the module docstring for why so small)
 DEFAULT_ASPP_RATES: Tuple[int, ...] = (1, 2, 4)

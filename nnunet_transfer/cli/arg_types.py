@@ -9,7 +9,7 @@ import math
 from typing import Callable, Optional
 
 __all__ = ["int_in", "float_in", "positive_int", "non_negative_int", "dataset_id", "seed", "fraction",
-           "positive_float", "step_size"]
+           "positive_float", "finite_float", "percentile", "step_size"]
 
 
 def int_in(low: int, high: Optional[int] = None, what: str = "") -> Callable[[str], int]:
@@ -32,7 +32,9 @@ def int_in(low: int, high: Optional[int] = None, what: str = "") -> Callable[[st
 
 def float_in(low: float, high: float = math.inf, low_open: bool = False, what: str = "") -> Callable[[str], float]:
     """An argparse type: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
-    bounds = f"{'>' if low_open else '>='} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
+    bounds = ("" if low == -math.inf else f"{'>' if low_open else '>='} {low:g}") + \
+        ("" if high == math.inf else f"{' and ' if low != -math.inf else ''}<= {high:g}")
+    bounds = bounds or "that is finite"
 
     def parse(text: str) -> float:
         try:
@@ -59,5 +61,9 @@ seed = int_in(0, 2 ** 32 - 1)
 #: a share of something, 0..1
 fraction = float_in(0.0, 1.0, what="a fraction: 0.9 means 90 %")
 positive_float = float_in(0.0, low_open=True)
+#: any finite number (intensity windows)
+finite_float = float_in(-math.inf)
+#: percentiles, 0..100
+percentile = float_in(0.0, 100.0)
 #: nnU-Net's sliding-window step, a fraction of the patch size
 step_size = float_in(0.0, 1.0, low_open=True, what="a fraction of the patch size")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnunet_transfer.cli.arg_types import dataset_id, positive_float, positive_int, seed
+from nnunet_transfer.cli.arg_types import dataset_id, finite_float, percentile, positive_float, positive_int, seed
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
         folder = convert_kvasir(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kvasir"],
-                                num_workers=args.np, force=args.force)
+                                num_workers=args.np, image_preprocessing=args.image_preprocessing, force=args.force)
     print(f"nnU-Net raw dataset written to {folder}")
     return 0
 
@@ -61,6 +61,14 @@ def _cmd_points_to_labels(args: argparse.Namespace) -> int:
     written = write_point_labels(args.points, args.dataset_dir, radius_mm=args.radius_mm, coordinates=args.coordinates,
                                  overwrite=args.overwrite)
     print(f"wrote {len(written)} sphere label files into {Path(args.dataset_dir) / 'labelsTr'}")
+    return 0
+
+
+def _cmd_clip_intensities(args: argparse.Namespace) -> int:
+    from nnunet_transfer.data.intensity_clip import clip_dataset
+
+    clip_dataset(args.source, args.target, percentiles=args.percentiles, window=args.window,
+                 file_ending=args.file_ending, force=args.force)
     return 0
 
 
@@ -92,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mots, kits21: what an image/label header mismatch does: error (default), use-image (write "
                         "the label with the image's geometry when the array sizes agree; LiTS case 53) or skip "
                         "(leave the case out); both are listed in the summary")
+    p.add_argument("--image-preprocessing", choices=["localization-paper", "attention-paper"], default=None,
+                   help="kvasir: a 2D paper's preprocessing: localization-paper (grey, normalised, CLAHE, gamma) or "
+                        "attention-paper (256 x 256; [0, 1] channels that the brain U-Net maps to [-1, 1])")
     p.add_argument("-np", type=positive_int, default=1, help="worker processes")
     p.add_argument("--force", action="store_true", help="replace an existing dataset of the same id and name")
     p.set_defaults(func=_cmd_convert)
@@ -106,3 +117,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="world: x, y, z in mm (ITK/LPS); voxel: z, y, x array index")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in labelsTr")
     p.set_defaults(func=_cmd_points_to_labels)
+
+    p = sub.add_parser("clip-intensities", help="Med3D's per-volume clip: copy an nnU-Net raw dataset (or a folder of "
+                                                "images to predict) with every image clipped to its own percentiles "
+                                                "or to a fixed window; plan it with -pl Med3DPlanner (per-volume "
+                                                "z-score)")
+    p.add_argument("source", help="nnU-Net raw dataset folder (with dataset.json) or a folder of images")
+    p.add_argument("target", help="the folder to write (a new DatasetXXX_Name in nnUNet_raw, or an input folder)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--percentiles", type=percentile, nargs=2, metavar=("LOW", "HIGH"),
+                       help="clip each image to these percentiles of its own values (default: 0.5 99.5, the paper)")
+    group.add_argument("--window", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="clip to fixed bounds instead, e.g. -200 250 (HU, the paper's LiTS window)")
+    p.add_argument("--file-ending", default=None, help="image file ending (default: dataset.json's, else .nii.gz)")
+    p.add_argument("--force", action="store_true", help="replace an existing target")
+    p.set_defaults(func=_cmd_clip_intensities)

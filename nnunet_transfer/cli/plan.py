@@ -34,15 +34,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-class _EncoderNames:
-    """``plan-arch --arch`` choices: the encoder registry's names, read only when argparse checks or lists them (the
-    registry imports torch, which the other commands do not need)."""
+class _ArchitectureNames:
+    """``plan-arch --arch`` choices: the encoder and network registries' names, read only when argparse checks or
+    lists them (the registries import torch, which the other commands do not need)."""
 
     @staticmethod
     def _names() -> List[str]:
-        from nnunet_transfer.architectures.encoders import ENCODERS
+        from nnunet_transfer.architectures.networks import architecture_names
 
-        return list(ENCODERS)
+        return architecture_names()
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()
@@ -57,7 +57,11 @@ def _cmd_plan_arch(args: argparse.Namespace) -> int:
     plans_file = plan_arch(args.d, args.arch, decoder=args.decoder, weights=args.weights, source_plans=args.sp,
                            configuration=args.c, plans_name=args.p, preprocess=not args.no_preprocess,
                            num_processes=args.np)
-    trainer = "MLEAMTrainer" if args.decoder == "mleam" else "Med3DFinetuneTrainer"
+    from nnunet_transfer.architectures.networks import NETWORKS
+
+    trainer = ("MLEAMTrainer" if args.decoder == "mleam" else
+               "LocalizationPretrainTrainer (then FrozenEncoderTrainer)" if args.arch == "localization-paper" else
+               "FineTuneTrainer" if args.arch in NETWORKS else "Med3DFinetuneTrainer")
     print(f"plans written to {plans_file}")
     print(f"train with: nnUNetv2_train {args.d} {args.c} FOLD -tr {trainer} -p {plans_file.stem}"
           + ("   (the pretrained weights come from the plans' record: no -pretrained_weights)" if args.weights else ""))
@@ -91,14 +95,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan)
 
-    p = sub.add_parser("plan-arch", help="write plans that put a Med3D encoder and/or the MLEAM decoder into a planned "
-                                         "dataset (optionally with MedicalNet weights)")
+    p = sub.add_parser("plan-arch", help="write plans that put another network into a planned dataset: a public "
+                                         "model's network (STU-Net, UNet3D, DoDNet, Swin UNETR, SegResNet), the "
+                                         "localisation paper's U-Net, a Med3D encoder and/or the MLEAM decoder "
+                                         "(optionally with its pretrained weights)")
     p.add_argument("-d", type=dataset_id, required=True,
                    help="nnU-Net dataset id (planned with nnU-Net's planner first)")
-    p.add_argument("-a", "--arch", required=True, choices=_EncoderNames(), metavar="ARCH",
-                   help="encoder, a name of the encoder registry: %(choices)s")
+    p.add_argument("-a", "--arch", required=True, choices=_ArchitectureNames(), metavar="ARCH",
+                   help="network or encoder, a name of the network or encoder registry: %(choices)s")
     p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
-    p.add_argument("--weights", help="MedicalNet checkpoint (or nnU-Net checkpoint for --arch plain)")
+    p.add_argument("--weights", help="the released file of the public model (its format is recognised), a MedicalNet "
+                                     "checkpoint, or an nnU-Net checkpoint for --arch plain")
     p.add_argument("-sp", default="nnUNetPlans", help="plans to start from")
     p.add_argument("-c", default="3d_fullres", help="configuration to start from; the only one the new plans hold")
     p.add_argument("-p", default=None, help="name of the new plans (default derived from arch/decoder)")

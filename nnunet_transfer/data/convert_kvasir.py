@@ -11,6 +11,10 @@ border) are thresholded at 128: ``mask >= 128`` is polyp (label 1).
 Output: ``imagesTr/{stem}_0000.png`` (RGB, uint8), ``labelsTr/{stem}.png`` (uint8 0/1), dataset.json with
 ``labels {"background": 0, "polyp": 1}`` and ``dataset.json["nnunet_transfer"] = {"kind": "kvasir",
 "source_case": {stem: "images/<file>"}}``. Kvasir-SEG has no official test split: every case is a training case.
+
+``image_preprocessing`` applies a 2D paper's preprocessing while converting
+(:mod:`nnunet_transfer.data.image_preprocessing`): ``localization-paper`` writes one grey channel (grey, normalised,
+CLAHE, gamma), ``attention-paper`` resizes to 256 x 256; both name their channels ``rgb_to_0_1``.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from nnunet_transfer.data.errors import ConversionError, raise_if_problems
+from nnunet_transfer.data.image_preprocessing import IMAGE_PREPROCESSINGS, localization_paper_image, resize_pair
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
 from nnunet_transfer.data.raw_dataset import (flatten, is_hidden, relative_posix, run_cases, staged_dataset,
                                               target_dataset_folder, write_dataset_json)
+from nnunet_transfer.errors import InvalidValueError
 
 PathLike = Union[str, Path]
 
@@ -44,6 +50,8 @@ class KvasirCase:
     mask: Path
     image_out: Path
     label_out: Path
+    #: a name of IMAGE_PREPROCESSINGS, or None (the image as it is)
+    image_preprocessing: Optional[str] = None
 
 
 def _images_by_stem(folder: Path) -> dict:
@@ -77,21 +85,31 @@ def convert_kvasir_case(job: KvasirCase) -> List[str]:
         return [f"size mismatch between image {job.image} and mask {job.mask}: "
                 f"{rgb.shape[1]}x{rgb.shape[0]} vs {grey.shape[1]}x{grey.shape[0]} pixels (width x height)"]
     label = (grey >= MASK_THRESHOLD).astype(np.uint8)
+    if job.image_preprocessing == "localization-paper":
+        rgb = localization_paper_image(rgb)
+    elif job.image_preprocessing == "attention-paper":
+        rgb, label = resize_pair(rgb, label)
     job.image_out.parent.mkdir(parents=True, exist_ok=True)
     job.label_out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb, mode="RGB").save(job.image_out, format="PNG")
+    Image.fromarray(rgb, mode="RGB" if rgb.ndim == 3 else "L").save(job.image_out, format="PNG")
     Image.fromarray(label, mode="L").save(job.label_out, format="PNG")
     return []
 
 
 def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", num_workers: int = 1,
-                   force: bool = False) -> Path:
+                   image_preprocessing: Optional[str] = None, force: bool = False) -> Path:
     """Convert Kvasir-SEG under ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` (2D RGB PNG); returns the folder.
+
+    ``image_preprocessing``: None or a name of :data:`~nnunet_transfer.data.image_preprocessing.IMAGE_PREPROCESSINGS`
+    (module docstring).
 
     Every pair is checked (both files present and readable, equal size); all problems are reported together in
     one :class:`ConversionError`, and then nothing is written. An existing dataset of the same id and name is
     replaced only with ``force`` (:class:`~nnunet_transfer.data.existing_dataset.DatasetExistsError` otherwise).
     """
+    if image_preprocessing is not None and image_preprocessing not in IMAGE_PREPROCESSINGS:
+        raise InvalidValueError(f"unknown image preprocessing {image_preprocessing!r}; choose one of "
+                                f"{sorted(IMAGE_PREPROCESSINGS)}")
     source = Path(source)
     target = target_dataset_folder(dataset_id, name, force)
     images_dir, masks_dir = source / "images", source / "masks"
@@ -123,15 +141,15 @@ def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", n
     print(f"Kvasir-SEG in {source}: {len(pairs)} image/mask pairs", flush=True)
 
     with staged_dataset(target, force) as stage:
-        jobs = [KvasirCase(stem, img, mask, stage / "imagesTr" / f"{stem}_0000.png", stage / "labelsTr" / f"{stem}.png")
-                for stem, img, mask in pairs]
+        jobs = [KvasirCase(stem, img, mask, stage / "imagesTr" / f"{stem}_0000.png", stage / "labelsTr" / f"{stem}.png",
+                           image_preprocessing) for stem, img, mask in pairs]
         problems += flatten(run_cases(convert_kvasir_case, jobs, num_workers, title=target.name))
         raise_if_problems(problems, f"converting Kvasir-SEG from {source} to {target.name} failed, nothing was written")
         write_dataset_json(
-            stage, {0: "R", 1: "G", 2: "B"}, {"background": 0, "polyp": 1}, len(jobs), ".png",
+            stage, IMAGE_PREPROCESSINGS.get(image_preprocessing, {0: "R", 1: "G", 2: "B"}), {"background": 0, "polyp": 1}, len(jobs), ".png",
             dataset_name=target.name,
             description="Kvasir-SEG polyp segmentation (2D RGB), converted by nnunet-transfer",
             reference="https://datasets.simula.no/kvasir-seg/", license="see the Kvasir-SEG terms of use",
-            **{DATASET_JSON_KEY: {"kind": "kvasir",
+            **{DATASET_JSON_KEY: {"kind": "kvasir", "image_preprocessing": image_preprocessing,
                                   "source_case": {stem: relative_posix(img, source) for stem, img, _ in pairs}}})
     return target

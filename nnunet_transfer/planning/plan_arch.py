@@ -14,7 +14,15 @@ everything that decides the preprocessed data (spacing, normalisation, resamplin
   deep-supervision target of nnU-Net has exactly the network's output size;
 * ``med3d-resnetN`` with ``decoder="mleam"``: :class:`~nnunet_transfer.architectures.mleam.MLEAMUNet` on the same
   Med3D encoder (decoder with instance norm, one RRB per level as in the paper);
-* ``plain`` with ``decoder="mleam"``: MLEAMUNet on the plans' own ``PlainConvUNet`` encoder kwargs.
+* ``plain`` with ``decoder="mleam"``: MLEAMUNet on the plans' own ``PlainConvUNet`` encoder kwargs;
+* a name of the network registry (:mod:`nnunet_transfer.architectures.networks`: ``stunet-{s,b,l,h}``,
+  ``genesis-unet3d``, ``suprem-unet``, ``dodnet-unet3d``, ``swinunetr``, ``swinunetr-v2``, ``segresnet``): the public
+  model's own network, its constraints applied (:func:`~nnunet_transfer.architectures.networks.network_configuration`
+  states them); with ``weights``, a file in the family's released format, read by its reader
+  (:mod:`nnunet_transfer.pretrained.formats`), of whose backbone at least 95 % must load.
+* ``localization-paper``: :class:`~nnunet_transfer.architectures.localization_unet.LocalizationPaperUNet`, the
+  localisation-pretraining paper's U-Net (2D or 3D; patch rounded down to a multiple of 16), for
+  ``LocalizationPretrainTrainer`` and ``FrozenEncoderTrainer``.
 
 The patch size is the only data-related value that may change, and nnU-Net's preprocessed data does not depend on
 it. With ``weights`` the new configuration also gets a pretrained-weights record (:mod:`nnunet_transfer.transfer.
@@ -32,10 +40,12 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from nnunet_transfer.architectures.encoders import ENCODERS, get_encoder
+from nnunet_transfer.architectures.encoders import get_encoder
+from nnunet_transfer.architectures.localization_unet import localization_paper_configuration
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
+from nnunet_transfer.architectures.networks import NETWORKS, architecture_names, network_configuration
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
 from nnunet_transfer.errors import InvalidValueError, MissingEntryError
 from nnunet_transfer.pretrained.registry import get_checkpoint
@@ -48,9 +58,11 @@ __all__ = ["plan_arch", "architecture_configuration", "parse_arch", "default_pla
            "DECODERS", "MLEAM_CLASS_NAME", "PLAIN_UNET_CLASS_NAME"]
 
 MLEAM_CLASS_NAME = "nnunet_transfer.architectures.mleam.MLEAMUNet"
+#: the registry name of the localisation paper's encoder; plan-arch writes its whole U-Net
+LOCALIZATION_PAPER = "localization-paper"
 PLAIN_UNET_CLASS_NAME = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-#: every value ``arch`` accepts: the encoder registry's names
-ARCHITECTURES: Tuple[str, ...] = tuple(ENCODERS)
+#: every value ``arch`` accepts: the encoder registry's names and the network registry's
+ARCHITECTURES: Tuple[str, ...] = tuple(architecture_names())
 DECODERS: Tuple[Optional[str], ...] = (None, "mleam")
 #: MLEAM decoder settings written into the plans (the paper: one RRB per level, edge attention on 3 levels)
 MLEAM_DECODER_KWARGS = {"n_conv_per_stage_decoder": 1, "pam_kernel_sizes": [3, 5, 7], "n_edge_levels": 3}
@@ -61,10 +73,17 @@ def parse_arch(arch: str, decoder: Optional[str]) -> Optional[int]:
     if decoder not in DECODERS:
         raise InvalidValueError(f"unknown decoder {decoder!r}; choose one of {[d for d in DECODERS if d]} or none "
                                 "(the architecture's own decoder)")
+    if arch in NETWORKS:
+        if decoder is not None:
+            raise InvalidValueError(f"{arch} is a whole network with its own decoder; --decoder applies to encoders "
+                                    "only")
+        return None
     spec = get_encoder(arch)
     if spec.name == "plain" and decoder is None:
         raise InvalidValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
                                 "plans directly, or give decoder='mleam'")
+    if spec.name == LOCALIZATION_PAPER and decoder is not None:
+        raise InvalidValueError(f"arch {LOCALIZATION_PAPER!r} is the paper's whole U-Net; it takes no decoder")
     depth = spec.fixed_kwargs.get("depth")
     return None if depth is None else int(depth)
 
@@ -84,6 +103,10 @@ def architecture_configuration(configuration: dict, arch: str, decoder: Optional
     configuration (Med3D is 3D only; the MLEAM plain encoder needs PlainConvUNet plans).
     """
     depth = parse_arch(arch, decoder)
+    if arch in NETWORKS:
+        return network_configuration(configuration, arch, configuration_name)[0]
+    if arch == LOCALIZATION_PAPER:
+        return localization_paper_configuration(configuration, configuration_name)
     patch = [int(p) for p in configuration["patch_size"]]
     if depth is None:  # plain encoder + MLEAM decoder
         architecture = configuration.get("architecture", {})
@@ -193,6 +216,48 @@ def _check_encoder_loads(network, weights: Path, prefix_map: Dict[str, str], exc
     return report
 
 
+def _training_guard(report: TransferReport) -> float:
+    """The record's ``min_fraction``: a different file put in the checkpoint's place would load much less."""
+    return math.floor(90 * report.fraction_loaded) / 100
+
+
+def public_weights_record(network, weights: Path, arch: str) -> PretrainedRecord:
+    """The pretrained-weights record for a released public model's file in the network ``arch`` (registry name).
+
+    The file is read safely and recognised by the format registry; at least :data:`MIN_BACKBONE_FRACTION` of its
+    backbone tensors must load into ``network`` (else ``ValueError`` listing what did not). The record keeps the
+    family's non-backbone tensors out and guards against another file being put in its place.
+    """
+    from nnunet_transfer.pretrained.formats.released_layouts import detect_format
+    from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
+    from nnunet_transfer.transfer.backbone import MIN_BACKBONE_FRACTION, load_backbone
+
+    raw = read_checkpoint_file(weights)
+    fmt = detect_format(raw)
+    if fmt is None:
+        raise InvalidValueError(f"{weights} is in none of the released formats nnunet-transfer reads (STU-Net, Models "
+                                "Genesis, SuPreM, Universal Model, VoCo, DoDNet, nnU-Net); is it the released file?")
+    reading = fmt.read(raw, str(weights))
+    transfer = load_backbone(network, reading.tensors, family=fmt.family, source=str(weights),
+                             filtered=reading.filtered)
+    expected = reading.metadata.get("architecture")
+    hint = (f" The file is a {expected} checkpoint: plan with --arch {expected}." if expected and expected != arch
+            else "")
+    if transfer.fraction < MIN_BACKBONE_FRACTION:
+        raise InvalidValueError(
+            f"only {100 * transfer.fraction:.1f}% of the {fmt.family} backbone in {weights} loads into "
+            f"{arch} (at least {100 * MIN_BACKBONE_FRACTION:.0f}% needed).{hint}\n{transfer}")
+    print(f"[plan-arch] {weights.name}: {transfer.summary()}" + (f"\n[plan-arch]   {hint.strip()}" if hint else ""))
+    for note in reading.notes:
+        print(f"[plan-arch]   {note}")
+    exclude = tuple(DEFAULT_EXCLUDE) + tuple(getattr(network, "head_prefixes", ()))
+    # the prefix map takes a reader that strips only ``module.`` (the trainer's) to the same names as the format's
+    return PretrainedRecord(checkpoint=str(weights), prefix_map=dict(reading.metadata.get("prefix_map", {})),
+                            exclude=list(exclude),
+                            min_fraction=_training_guard(transfer.report),
+                            description=f"{fmt.family} backbone ({weights.name}) in {arch}")
+
+
 def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights: Optional[str] = None,
               source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres", plans_name: Optional[str] = None,
               preprocess: bool = True, num_processes: int = 2) -> Path:
@@ -238,7 +303,11 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     resolved = PlansManager(copy.deepcopy(plans)).get_configuration(configuration).configuration
     for key in ("inherits_from", "next_stage", "previous_stage"):  # the new plans hold this one configuration
         resolved.pop(key, None)
-    new_cfg = architecture_configuration(resolved, arch, decoder, configuration)
+    notes: List[str] = []
+    if arch in NETWORKS:
+        new_cfg, notes = network_configuration(resolved, arch, configuration)
+    else:
+        new_cfg = architecture_configuration(resolved, arch, decoder, configuration)
     new_plans = dict(copy.deepcopy(plans), plans_name=plans_name, configurations={configuration: new_cfg})
 
     raw = optional_nnunet_folder("nnUNet_raw")
@@ -251,7 +320,9 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
             _verify_medicalnet(weights_path, depth)
         network = _build_network(new_plans, configuration, _dataset_json(folder, raw / dataset_name
                                                                          if raw else None))
-        if depth is not None:
+        if arch in NETWORKS:
+            record = public_weights_record(network, weights_path, arch)
+        elif depth is not None:
             prefix_map, exclude = medicalnet_prefix_map(network), MEDICALNET_EXCLUDE
             description = f"MedicalNet ResNet-{depth} encoder ({weights_path.name})"
         else:
@@ -259,13 +330,12 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
             # the encoder, decoder.encoder.*) does not fit the MLEAM decoder
             prefix_map, exclude = {}, tuple(DEFAULT_EXCLUDE) + ("decoder.",)
             description = f"encoder of the plain nnU-Net U-Net {weights_path}"
-        report = _check_encoder_loads(network, weights_path, prefix_map, exclude)
-        # a guard for training time: a different file put in its place would load much less
-        min_fraction = math.floor(90 * report.fraction_loaded) / 100
-        record = PretrainedRecord(checkpoint=str(weights_path), prefix_map=prefix_map, exclude=list(exclude),
-                                  min_fraction=min_fraction, description=description)
-        print(f"[plan-arch] {weights_path.name}: {report.n_loaded} tensors load into the encoder "
-              f"({100 * report.fraction_loaded:.1f}% of the parameters), 0 encoder tensors missing")
+        if record is None:
+            report = _check_encoder_loads(network, weights_path, prefix_map, exclude)
+            record = PretrainedRecord(checkpoint=str(weights_path), prefix_map=prefix_map, exclude=list(exclude),
+                                      min_fraction=_training_guard(report), description=description)
+            print(f"[plan-arch] {weights_path.name}: {report.n_loaded} tensors load into the encoder "
+                  f"({100 * report.fraction_loaded:.1f}% of the parameters), 0 encoder tensors missing")
 
     plans_file = folder / f"{plans_name}.json"
     write_json_atomic(plans_file, new_plans)
@@ -273,6 +343,8 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
         write_record(plans_file, configuration, record)
     print(f"[plan-arch] {dataset_name}/{plans_name} [{configuration}]: {new_cfg['architecture']['network_class_name']}"
           f", patch size {new_cfg['patch_size']}, data {new_cfg['data_identifier']}")
+    for note in notes:
+        print(f"[plan-arch]   {note}")
 
     data_folder = folder / new_cfg["data_identifier"]
     if not (data_folder.is_dir() and any(data_folder.iterdir())):

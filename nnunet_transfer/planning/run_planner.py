@@ -22,6 +22,7 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
 )
 
 from nnunet_transfer.discovery import nnunet_folder
+from nnunet_transfer.planning.paper_planners import Med3DPlanner, MLEAMPaperPlanner
 from nnunet_transfer.planning.res_unet_aspp_planner import ResUNetASPPPaperPlanner, ResUNetASPPPlanner
 from nnunet_transfer.errors import InvalidValueError, WrongKindError
 
@@ -30,6 +31,8 @@ from nnunet_transfer.errors import InvalidValueError, WrongKindError
 PLANNERS: Dict[str, Type[ExperimentPlanner]] = {
     "ResUNetASPPPlanner": ResUNetASPPPlanner,
     "ResUNetASPPPaperPlanner": ResUNetASPPPaperPlanner,
+    "MLEAMPaperPlanner": MLEAMPaperPlanner,
+    "Med3DPlanner": Med3DPlanner,
     "ExperimentPlanner": ExperimentPlanner,
     "ResEncUNetPlanner": ResEncUNetPlanner,
     "nnUNetPlannerResEncM": nnUNetPlannerResEncM,

@@ -2,7 +2,16 @@
 nnU-Net's plain U-Net with additive attention gates on every skip, BCE + Dice, L2 through weight decay, Adam 1e-4;
 reduce-on-plateau and early stopping on the validation Dice as options. A gate-free U-Net checkpoint (another dataset,
 1 -> 3 input channels included) loads through the plans' pretrained-weights record; the gates start fresh and are
-reported as new layers."""
+reported as new layers.
+
+The paper's own network (:class:`AttentionUNetTrainer_brainUNet`, without gates
+:class:`AttentionUNetTrainer_brainUNetNoGates`): the public brain-MRI U-Net of mateuszbuda/brain-segmentation-pytorch
+(:class:`~nnunet_transfer.architectures.brain_unet.BrainUNet`) that the paper fine-tunes, built for every plans of a
+2D configuration (patch a multiple of 16), so its release weights ``unet.pt`` load by name through the plans' record
+(``nnunet-transfer set-pretrained unet.pt -d ID -c 2d -p PLANS --exclude conv.weight conv.bias``: the release's
+one-channel head is left out). With data whose channels nnU-Net scales to [0, 1] (``rgb_to_0_1``, e.g.
+``convert kvasir --image-preprocessing attention-paper``) the network maps them to the paper's [-1, 1].
+No deep supervision (the network has one output)."""
 
 from __future__ import annotations
 
@@ -14,6 +23,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_transfer.architectures.attention_unet import GATE_KEY_PREFIX
+from nnunet_transfer.architectures.brain_unet import BrainUNet
+from nnunet_transfer.pretrained.formats.brain_unet import BRAIN_UNET_HEAD
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.lr_schedulers import PlateauLRScheduler
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS
@@ -87,3 +98,40 @@ class AttentionUNetTrainer(FineTuneTrainer):
             super().run_training()
         except _EarlyStop:
             self.on_train_end()
+
+
+class AttentionUNetTrainer_brainUNet(AttentionUNetTrainer):
+    """The paper's network: the public brain-MRI U-Net with attention gates (see the module docstring)."""
+
+    #: attention gates on the four skips
+    brain_unet_gates: bool = True
+    brain_unet_features: int = 32
+    new_layer_patterns = HEAD_PATTERNS + ("attention_gates.",) + BRAIN_UNET_HEAD
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        patch = list(configuration_manager.patch_size)
+        if len(patch) != 2 or any(p % 16 for p in patch):
+            raise NotApplicableError(
+                f"{cls.__name__} builds the 2D brain U-Net (four 2x2 poolings); the configuration has "
+                f"patch size {patch}: train a 2d configuration whose patch is a multiple of 16 "
+                "(e.g. the 256 x 256 images of convert kvasir --image-preprocessing attention-paper)")
+        unit_range = all(s == "RGBTo01Normalization" for s in configuration_manager.normalization_schemes)
+        return BrainUNet(num_input_channels, num_output_channels, cls.brain_unet_features,
+                         attention_gates=cls.brain_unet_gates, input_from_unit_range=unit_range)
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """No-op: the brain U-Net has one output."""
+
+
+class AttentionUNetTrainer_brainUNetNoGates(AttentionUNetTrainer_brainUNet):
+    """The public brain-MRI U-Net without attention gates (the paper's comparison without attention)."""
+
+    brain_unet_gates = False

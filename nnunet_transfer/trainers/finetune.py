@@ -21,6 +21,10 @@ Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTraine
 
   The stage is derived from the epoch number at the start of every epoch, so ``--c`` resumes in the right stage.
 
+* **Networks with one output** (Swin UNETR, SegResNet, UNet3D, DoDNet's unet3D; their class says
+  ``supports_deep_supervision = False``) train without deep supervision: nnU-Net then uses the plain loss and
+  full-resolution targets.
+
 * **Resuming** (``--c``): the checkpoint nnU-Net loads holds the weights, so the saved report stands. A run killed
   before its first checkpoint has none: nnU-Net then starts afresh and refuses ``-pretrained_weights`` together with
   ``--c``, so the trainer loads the file named in ``transfer_source.json`` again itself (after checking that its
@@ -32,6 +36,7 @@ Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTraine
 from __future__ import annotations
 
 import json
+import pydoc
 from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
 
@@ -55,6 +60,12 @@ REPORT_STEM = "transfer_report"
 SOURCE_FILE = "transfer_source.json"
 #: nnU-Net's ``--c`` resumes from the first of these that exists in the fold folder (``maybe_load_checkpoint``)
 RESUME_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+def network_supports_deep_supervision(class_name: str) -> bool:
+    """False for a network class that declares ``supports_deep_supervision = False`` (one output only)."""
+    cls = pydoc.locate(class_name)
+    return bool(getattr(cls, "supports_deep_supervision", True))
 
 
 def frozen_parameter_names(names: Sequence[str], pretrained: Set[str], epoch: int, *, freeze_encoder: bool = False,
@@ -141,6 +152,8 @@ class FineTuneTrainer(GuardedTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if not network_supports_deep_supervision(self.configuration_manager.network_arch_class_name):
+            self.enable_deep_supervision = False
         self.transfer_report: Optional[TransferReport] = None
         self._frozen: Optional[Set[str]] = None
         #: the checkpoint nnU-Net's -pretrained_weights path loaded in this run (given now, or again after --c), or None
@@ -186,7 +199,9 @@ class FineTuneTrainer(GuardedTrainer):
             return nnunet_pretrained_weights_report(network, argument)
         if record is None:
             return None
-        return transfer_from_record(network, record, self.new_layer_patterns)
+        # the public networks name their own task head (``head_prefixes``: out_tr., seg_outputs., ...)
+        return transfer_from_record(network, record,
+                                    tuple(self.new_layer_patterns) + tuple(getattr(network, "head_prefixes", ())))
 
     def _reload_after_interrupted_start(self, network: nn.Module) -> Optional[TransferReport]:
         """``--c`` without a checkpoint (killed in epoch 0): nnU-Net starts afresh and does not load

@@ -9,15 +9,18 @@ import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from torch import nn
 
+from nnunet_transfer.architectures.localization_unet import describe_encoder
 from nnunet_transfer.losses.log_dice import NegativeLogSoftDice
 from nnunet_transfer.losses.wrapping import with_base_loss
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
+from nnunet_transfer.utils.modules import unwrap_network
 
 
 class FrozenEncoderTrainer(FineTuneTrainer):
     """Encoder frozen for the whole run; soft Dice only; Adam (paper: phase 2 of localisation pretraining).
 
-    The loss is nnU-Net's negative soft Dice; ``log_dice = True`` (:class:`FrozenEncoderTrainer_logDice`) uses
+    The network is the plans' (``nnunet-transfer plan-arch -a localization-paper`` for the paper's U-Net); the
+    training log names its encoder at the start. The loss is nnU-Net's negative soft Dice; ``log_dice = True`` (:class:`FrozenEncoderTrainer_logDice`) uses
     the paper's negative log soft Dice instead.
     """
 
@@ -29,6 +32,11 @@ class FrozenEncoderTrainer(FineTuneTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 1e-3
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.print_to_log_file("Frozen " + describe_encoder(unwrap_network(self.network),
+                                                            self.configuration_manager.network_arch_class_name))
 
     def make_optimizer(self, param_groups: List[dict]) -> torch.optim.Optimizer:
         return torch.optim.Adam(param_groups, lr=self.initial_lr, weight_decay=self.weight_decay)

@@ -7,7 +7,10 @@ shapes of the segmentation U-Net's encoder and initialise it encoder-only (phase
 
 What differs from ``nnUNetTrainer`` is kept to the hooks:
 
-* network: :meth:`LocalizerNetwork.from_plans` (deep supervision off; there is no decoder);
+* network: :meth:`LocalizerNetwork.from_plans` (deep supervision off; there is no decoder): the encoder of the
+  plans' architecture, named in the training log at the start. The paper's encoder (3x3 conv, batch norm, ReLU, 2x2
+  max-pooling, dropout) comes with plans from ``nnunet-transfer plan-arch -a localization-paper``; nnU-Net's own
+  plans give nnU-Net's encoder (strided convolutions, instance norm);
 * target: the centre of mass of the foreground of each patch, computed from nnU-Net's own target tensor (the
   augmented label map of the patch), so data loading, foreground oversampling and augmentation are nnU-Net's and
   the centre moves with every spatial augmentation. Foreground is ``label > 0`` (the ignore label excluded; for
@@ -55,10 +58,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import distributed as dist
 from torch import nn
 
+from nnunet_transfer.architectures.localization_unet import describe_encoder
 from nnunet_transfer.architectures.localizer import LocalizerNetwork
 from nnunet_transfer.losses.centre_regression import CentreRegressionLoss, centre_errors_mm, full_resolution_target
 from nnunet_transfer.trainers.guarded import GuardedTrainer
 from nnunet_transfer.trainers.nnunet_invocation import called_from_nnunet_inference
+from nnunet_transfer.utils.modules import unwrap_network
 
 #: file the final validation writes into the fold's output folder
 VALIDATION_JSON = "localization_validation.json"
@@ -114,6 +119,11 @@ class LocalizationPretrainTrainer(GuardedTrainer):
                 "(checkpoint 'network_weights', keys 'encoder.*') are meant to initialise the encoder of a "
                 "segmentation network trained with the same plans (encoder-only transfer).")
         return LocalizerNetwork.from_plans(configuration_manager, num_input_channels, num_output_channels)
+
+    def initialize(self) -> None:
+        super().initialize()
+        self.print_to_log_file("Localiser: " + describe_encoder(unwrap_network(self.network),
+                                                                self.configuration_manager.network_arch_class_name))
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """No-op: the localiser has no decoder and hence no deep supervision outputs."""

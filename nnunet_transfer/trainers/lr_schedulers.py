@@ -9,6 +9,8 @@ that contract and add what the fine-tuning recipes need:
   pretrained parameters can run at a fraction of the new ones' rate. The schedules below derive from it.
 * :class:`ExponentialLRScheduler`: MedicalNet's ``ExponentialLR(0.99)`` per epoch (``Med3DFinetuneTrainer``).
 * :class:`StepDecayLRScheduler`: divide by 10 every N iterations (MLEAM's paper schedule, ``MLEAMTrainer_paper``).
+* :class:`InverseTimeDecayLRScheduler`: ``initial_lr / (1 + decay * epoch)`` (MLEAM's pretraining,
+  ``MLEAMPretrainTrainer``).
 * :class:`PlateauLRScheduler`: reduce on a plateau of the validation Dice (``AttentionUNetTrainer``).
 
 ``LocalizationPretrainTrainer`` uses nnU-Net's own ``PolyLRScheduler`` unchanged.
@@ -20,7 +22,8 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["WarmupPolyLRScheduler", "ExponentialLRScheduler", "StepDecayLRScheduler", "PlateauLRScheduler"]
+__all__ = ["WarmupPolyLRScheduler", "ExponentialLRScheduler", "StepDecayLRScheduler", "InverseTimeDecayLRScheduler",
+           "PlateauLRScheduler"]
 
 
 class WarmupPolyLRScheduler(torch.optim.lr_scheduler._LRScheduler):
@@ -96,6 +99,19 @@ class StepDecayLRScheduler(WarmupPolyLRScheduler):
     def decay(self, steps_after_warmup: int) -> float:
         iterations = steps_after_warmup * self.iterations_per_epoch
         return self.gamma ** (iterations // self.step_iterations)
+
+
+class InverseTimeDecayLRScheduler(WarmupPolyLRScheduler):
+    """``initial_lr / (1 + decay * epoch)`` per epoch (after the linear warm-up), honouring ``lr_scale`` groups."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, initial_lr: float, decay: float, warmup_steps: int = 0):
+        if decay < 0:
+            raise ValueError(f"InverseTimeDecayLRScheduler: decay must be >= 0, got {decay}")
+        self.decay_rate = decay
+        super().__init__(optimizer, initial_lr, max_steps=0, warmup_steps=warmup_steps)
+
+    def decay(self, steps_after_warmup: int) -> float:
+        return 1.0 / (1.0 + self.decay_rate * steps_after_warmup)
 
 
 class PlateauLRScheduler:

@@ -22,6 +22,14 @@ MedicalNet's own optimiser (``medicalnet_optimizer = True``, variant :class:`Med
 new layers at 100x (0.1), ``ExponentialLR(gamma=0.99)`` stepped once per epoch before it
 (:class:`~nnunet_transfer.trainers.lr_schedulers.ExponentialLRScheduler`). nnU-Net's loss, data pipeline and epoch
 length stay (MedicalNet trains with cross-entropy only).
+
+The Med3D paper's fine-tuning (``paper_adam = True``, variants :class:`Med3DFinetuneTrainer_paperAdam` and
+:class:`Med3DFinetuneTrainer_paperAdamScratch`): "Adam starting from the 0.001 learning rate" for networks
+initialised with Med3D, "0.01" for training from scratch. Every parameter at that one rate; the paper names no
+schedule and no weight decay, so nnU-Net's poly decay and weight decay (3e-5) stay. The scratch variant refuses
+pretrained weights (a plans record or ``-pretrained_weights``), so the comparison's two arms cannot be mixed up.
+The paper's normalisation is in the plans and the data: ``nnunet-transfer clip-intensities`` then
+``nnunet-transfer plan -pl Med3DPlanner`` (:mod:`nnunet_transfer.planning.paper_planners`).
 """
 
 from __future__ import annotations
@@ -31,12 +39,15 @@ from typing import List, Optional
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_transfer.errors import NnUNetTransferError
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.lr_schedulers import ExponentialLRScheduler
+from nnunet_transfer.transfer.record import read_record
 from nnunet_transfer.utils.modules import unwrap_network
 
 __all__ = ["Med3DFinetuneTrainer", "Med3DFinetuneTrainer_MedicalNet", "Med3DFinetuneTrainer_MedicalNetSGD",
-           "Med3DFinetuneTrainer_frozenEncoder", "network_deep_supervision_scales"]
+           "Med3DFinetuneTrainer_frozenEncoder", "Med3DFinetuneTrainer_paperAdam", "Med3DFinetuneTrainer_paperAdamScratch",
+           "network_deep_supervision_scales"]
 
 
 def network_deep_supervision_scales(trainer: nnUNetTrainer) -> Optional[List[List[float]]]:
@@ -71,6 +82,11 @@ class Med3DFinetuneTrainer(FineTuneTrainer):
     medicalnet_momentum: float = 0.9
     medicalnet_weight_decay: float = 1e-3
     medicalnet_lr_gamma: float = 0.99
+    #: the Med3D paper's fine-tuning: Adam from ``paper_adam_lr`` for every parameter
+    paper_adam: bool = False
+    paper_adam_lr: float = 1e-3
+    #: refuse pretrained weights (the paper's training from scratch)
+    from_scratch: bool = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -82,8 +98,24 @@ class Med3DFinetuneTrainer(FineTuneTrainer):
             # FineTuneTrainer: initial_lr is the new layers' rate, pretrained tensors get initial_lr * factor
             self.initial_lr = self.medicalnet_pretrained_lr * self.medicalnet_new_layer_lr_multiplier
             self.pretrained_lr_factor = 1.0 / self.medicalnet_new_layer_lr_multiplier
+        if self.paper_adam:
+            self.initial_lr = self.paper_adam_lr
+
+    def _load_pretrained(self):
+        if not self.from_scratch:
+            return super()._load_pretrained()
+        given = self.pretrained_weights_file or getattr(read_record(self.configuration_manager.configuration),
+                                                        "checkpoint", None)
+        if given is not None:
+            raise NnUNetTransferError(f"{type(self).__name__} trains from scratch, but pretrained weights are given "
+                                      f"({given})",
+                                      fix="drop -pretrained_weights / remove the plans' record (nnunet-transfer "
+                                          "set-pretrained --remove), or use Med3DFinetuneTrainer_paperAdam")
+        return None
 
     def make_optimizer(self, param_groups: List[dict]) -> torch.optim.Optimizer:
+        if self.paper_adam:
+            return torch.optim.Adam(param_groups, lr=self.initial_lr, weight_decay=self.weight_decay)
         if not self.medicalnet_optimizer:
             return super().make_optimizer(param_groups)
         return torch.optim.SGD(param_groups, lr=self.initial_lr, momentum=self.medicalnet_momentum,
@@ -119,3 +151,17 @@ class Med3DFinetuneTrainer_frozenEncoder(Med3DFinetuneTrainer):
     """Only the new layers train; the MedicalNet encoder (weights and batch-norm statistics) stays as loaded."""
 
     freeze_encoder = True
+
+
+class Med3DFinetuneTrainer_paperAdam(Med3DFinetuneTrainer):
+    """The Med3D paper's fine-tuning of a Med3D-initialised network: Adam from 1e-3."""
+
+    paper_adam = True
+
+
+class Med3DFinetuneTrainer_paperAdamScratch(Med3DFinetuneTrainer):
+    """The Med3D paper's training from scratch: Adam from 1e-2, no pretrained weights."""
+
+    paper_adam = True
+    paper_adam_lr = 1e-2
+    from_scratch = True

@@ -9,8 +9,11 @@ from typing import List
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, SourceWeights
 
-#: reader modules of this package, tried in this order (the most specific formats first)
-FORMAT_MODULES: tuple = ("nnssl", "nnunet_v1", "nnunet_v2", "medicalnet", "state_dict")
+#: reader modules of this package, tried in this order (the most specific formats first; STU-Net before nnU-Net v1's
+#: Generic_UNet, whose keys also start with conv_blocks_context; the Universal Model before SuPreM; the plain state
+#: dict last, as the catch-all)
+FORMAT_MODULES: tuple = ("nnssl", "stunet", "nnunet_v1", "nnunet_v2", "models_genesis", "universal_model", "suprem",
+                         "voco", "dodnet", "brain_unet", "medicalnet", "state_dict")
 
 
 def registered_formats() -> List[CheckpointFormat]:
