@@ -87,7 +87,7 @@ def test_architectures_import_nothing_of_ours_from_pretrained_or_losses(first_im
 #: own ``__init__`` (version) counts as the lowest layer
 LAYERS = (
     ("", "errors"),
-    ("utils", "discovery"),
+    ("utils", "discovery", "zoo"),
     ("architectures", "pretrained", "losses", "augmentation", "dataset_lookup", "workspace", "doctor"),
     ("data", "transfer"),
     ("evaluation", "planning"),

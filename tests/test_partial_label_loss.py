@@ -1,10 +1,8 @@
-"""Partial-label loss: only labelled channels are scored; batch Dice is the global-batch Dice under DDP."""
+"""Partial-label loss: only labelled channels are scored (its DDP reductions: tests/test_ddp_trainers.py)."""
 
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from nnunet_transfer.data import mots_tasks
@@ -67,50 +65,3 @@ def test_without_task_ids_every_channel_counts():
     nnunet = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": False},
                              dice_class=MemoryEfficientSoftDiceLoss)
     torch.testing.assert_close(loss(output, target), nnunet(output, target), rtol=1e-4, atol=1e-5)
-
-
-def _ddp_worker(rank, world, init_file, output, target, tasks, results):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        loss = PartialLabelDiceBCELoss(CHANNEL_TASK, batch_dice=True, ddp=True)
-        # uneven split on purpose: nnU-Net gives ranks different batch sizes
-        bounds = [0, 3, output.shape[0]]
-        out = output[bounds[rank]:bounds[rank + 1]].clone().requires_grad_(True)
-        loss.task_ids = tasks[bounds[rank]:bounds[rank + 1]]
-        value = loss(out, target[bounds[rank]:bounds[rank + 1]])
-        value.backward()
-        results[rank] = (value.detach(), out.grad.clone())
-    finally:
-        dist.destroy_process_group()
-
-
-def test_batch_dice_under_ddp_equals_the_global_batch(tmp_path):
-    output, target, tasks = _batch(n=5)
-    manager = mp.Manager()
-    results = manager.dict()
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), output, target, tasks, results), nprocs=2, join=True)
-
-    single = PartialLabelDiceBCELoss(CHANNEL_TASK, batch_dice=True)
-    single.task_ids = tasks
-    full = output.clone().requires_grad_(True)
-    # the Dice term is global; BCE is per-rank (as in nnU-Net) -> compare the Dice parts via the gradients of a
-    # Dice-only loss
-    single.weight_bce = 0.0
-    single(full, target).backward()
-    dice_only_value = single(output, target)
-
-    def dice_part(rank):
-        sub = slice(0, 3) if rank == 0 else slice(3, 5)
-        bce_only = PartialLabelDiceBCELoss(CHANNEL_TASK, batch_dice=True, weight_dice=0.0)
-        bce_only.task_ids = tasks[sub]
-        x = output[sub].clone().requires_grad_(True)
-        v = bce_only(x, target[sub])
-        v.backward()
-        return results[rank][0] - v.detach(), results[rank][1] - x.grad
-
-    for rank in range(2):
-        value, grad = dice_part(rank)
-        torch.testing.assert_close(value, dice_only_value, rtol=1e-5, atol=1e-6)
-        sub = slice(0, 3) if rank == 0 else slice(3, 5)
-        # AllGatherGrad sums gradients over ranks: each rank's share is the global gradient (DDP then averages)
-        torch.testing.assert_close(grad, full.grad[sub] * 2, rtol=1e-4, atol=1e-6)

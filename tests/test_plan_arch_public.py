@@ -63,6 +63,12 @@ def test_plan_arch_builds_the_network_from_nnunets_plans(planned, name, capsys):
             network = _build(trainer)
         assert network.conv_blocks_context[0][0].conv1.out_channels == spec.fixed_kwargs["dims"][0]
         return
+    if name == "primus-m":  # 16 transformer blocks of width 864: built on the meta device, its token grid checked
+        assert cfg["architecture"]["arch_kwargs"]["input_shape"] == patch
+        with torch.device("meta"):
+            network = _build(trainer)
+        assert list(network.token_grid) == [p // 8 for p in patch]
+        return
     network = _build(trainer)
     assert network.decoder.deep_supervision == spec.deep_supervision
     labels = trainer.label_manager.num_segmentation_heads

@@ -22,8 +22,9 @@ from nnunet_transfer.architectures.networks import NETWORKS, fit_patch_size
 from nnunet_transfer.architectures.public.stunet import STUNET_SIZES, STUNet
 from nnunet_transfer.architectures.public.unet3d import UNet3D
 from nnunet_transfer.pretrained.formats import registered_formats
-from nnunet_transfer.pretrained.formats.released_layouts import detect_format
-from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
+from nnunet_transfer.pretrained.formats.suprem import FORMAT as SUPREM
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.backbone import MIN_BACKBONE_FRACTION, load_backbone
 from support import public_releases as rel
 
@@ -48,6 +49,7 @@ CASES = {
     "dodnet": (rel.dodnet_release, "dodnet", "dodnet-unet3d", ("controller.", "GAP.")),
 }
 
+PUBLIC_FORMATS = {case[1] for case in CASES.values()}
 _NETWORK_CACHE: dict = {}
 
 
@@ -137,10 +139,9 @@ def test_fit_patch_size_rounds_to_the_networks_multiple():
 @pytest.mark.parametrize("family", [pytest.param(f, marks=needs_monai) if f in MONAI_CASES else f for f in CASES])
 def test_family_backbone_loads_into_its_own_architecture(release_files, family):
     _, format_name, arch, filtered_prefixes = CASES[family]
-    raw = read_checkpoint_file(release_files[family])
-    fmt = detect_format(raw)
-    assert fmt is not None and fmt.name == format_name
-    reading = fmt.read(raw, str(release_files[family]))
+    source = read_source_weights(release_files[family])
+    assert source.format == format_name
+    reading = source.reading
     assert reading.metadata["architecture"] == arch
     for prefix in filtered_prefixes:
         assert any(k.startswith(prefix) for k in reading.filtered), prefix
@@ -149,7 +150,7 @@ def test_family_backbone_loads_into_its_own_architecture(release_files, family):
     key = next(k for k, v in reading.tensors.items() if v.is_floating_point())
     with torch.no_grad():
         net.state_dict()[key].zero_()
-    transfer = load_backbone(net, reading.tensors, family=fmt.family, source=family, filtered=reading.filtered)
+    transfer = load_backbone(net, reading.tensors, family=source.family, source=family, filtered=reading.filtered)
     assert transfer.fraction >= MIN_BACKBONE_FRACTION and transfer.fraction == 1.0, str(transfer)
     # the values are the file's; the task head is reported as new, not as missing
     assert torch.equal(net.state_dict()[key], reading.tensors[key])
@@ -163,8 +164,7 @@ def test_family_backbone_loads_into_its_own_architecture(release_files, family):
 
 @needs_monai
 def test_voco_v2_encoder_in_a_v1_network_reports_the_missing_blocks(release_files):
-    raw = read_checkpoint_file(release_files["voco"])
-    reading = detect_format(raw).read(raw, "voco")
+    reading = read_source_weights(release_files["voco"]).reading
     transfer = load_backbone(network("swinunetr"), reading.tensors, family="VoCo", source="voco")
     v2_blocks = sorted(k for k in reading.tensors if k.startswith("swinViT.layers") and ".layers" in k
                        and k.split(".")[1][-1] == "c")
@@ -175,19 +175,26 @@ def test_voco_v2_encoder_in_a_v1_network_reports_the_missing_blocks(release_file
 
 
 def test_another_network_loads_what_matches_and_lists_the_rest(release_files):
-    raw = read_checkpoint_file(release_files["dodnet"])
-    reading = detect_format(raw).read(raw, "dodnet")
+    reading = read_source_weights(release_files["dodnet"]).reading
     transfer = load_backbone(network("genesis-unet3d"), reading.tensors, family="DoDNet", source="dodnet")
     assert transfer.fraction == 0.0 and len(transfer.not_loaded) == len(reading.tensors)
     # a Models Genesis file in SuPreM's U-Net (the same UNet3D) loads fully
-    raw = read_checkpoint_file(release_files["genesis"])
-    reading = detect_format(raw).read(raw, "genesis")
+    reading = read_source_weights(release_files["genesis"]).reading
     assert load_backbone(network("suprem-unet"), reading.tensors, family="x", source="genesis").fraction == 1.0
 
 
+def test_the_transfer_path_reads_the_released_file_itself(release_files):
+    # what set-pretrained, transfer-check and the trainers' record do: a path in, the format recognised on the way
+    from nnunet_transfer.transfer.weights import transfer_weights
+
+    report = transfer_weights(network("suprem-unet"), release_files["suprem-unet"],
+                              head_patterns=UNet3D.head_prefixes)
+    assert report.n_loaded == 104 and not report.missing and not report.unexpected
+    assert any(k.startswith("controller.") for k in report.skipped)  # the language-driven head, filtered
+
+
 def test_input_channels_are_adapted_for_a_multimodal_target(release_files):
-    raw = read_checkpoint_file(release_files["genesis"])
-    reading = detect_format(raw).read(raw, "genesis")
+    reading = read_source_weights(release_files["genesis"]).reading
     transfer = load_backbone(network("genesis-unet3d", input_channels=2), reading.tensors, family="Models Genesis",
                              source="genesis")
     assert transfer.fraction == 1.0
@@ -199,7 +206,40 @@ def test_formats_claim_only_their_own_files():
                              "trainer_name": "nnUNetTrainer"},
               "MedicalNet": {"state_dict": {"module.conv1.weight": torch.zeros(64, 1, 7, 7, 7)}},
               "not a checkpoint": [1, 2, 3]}
-    public = {"stunet", "models-genesis", "universal-model", "suprem", "voco", "dodnet"}
     for name, obj in others.items():
-        claimed = [fmt.name for fmt in registered_formats() if fmt.detect(obj) and fmt.name in public]
+        claimed = [fmt.name for fmt in registered_formats() if fmt.detect(obj) and fmt.name in PUBLIC_FORMATS]
         assert not claimed, f"{name} claimed by {claimed}"
+
+
+def test_stunet_model_file_brings_its_v1_plans(tmp_path):
+    import pickle
+
+    model = rel.save(rel.stunet_release("s"), tmp_path / "small_ep4k.model")
+    plans = {"plans_per_stage": {0: {"patch_size": [128, 128, 128], "current_spacing": [1.5, 1.5, 1.5],
+                                     "conv_kernel_sizes": [[3, 3, 3]] * 6}}}
+    with open(tmp_path / "small_ep4k.model.pkl", "wb") as f:  # nnU-Net v1 writes it with pickle.dump (plain data)
+        pickle.dump({"init": (), "name": "STUNetTrainer_small", "class": "STUNetTrainer_small", "plans": plans}, f)
+    source = read_source_weights(model)
+    assert source.format == "stunet" and source.plans == plans
+    assert any("STUNetTrainer_small" in note for note in source.notes)
+
+
+def test_malformed_files_are_refused_or_not_claimed():
+    # two names that become one once the prefixes are gone: refused with CheckpointFormatError, never a KeyError
+    bad = {"net": {"module.backbone.down_tr64.ops.0.conv1.weight": torch.zeros(1),
+                   "backbone.down_tr64.ops.0.conv1.weight": torch.zeros(1)}}
+    assert SUPREM.detect(bad) is False
+    with pytest.raises(CheckpointFormatError, match="both become"):
+        SUPREM.read(bad, "bad.pth")
+    for fmt in [f for f in registered_formats() if f.name in PUBLIC_FORMATS]:  # detect never raises
+        for obj in (None, 3, {"net": 5}, {"state_dict": {"a": "b"}}, {"net": {1: torch.zeros(1)}}):
+            assert fmt.detect(obj) in (True, False)
+
+
+def test_no_registered_reader_raises_in_detect_on_keys_that_are_not_strings():
+    """``detect`` never raises: a state dict whose keys are not strings is simply not recognised by any reader."""
+    from nnunet_transfer.pretrained.formats import registered_formats
+
+    odd = {"net": {1: torch.zeros(1)}, "state_dict": {(1, 2): torch.zeros(1)}}
+    for fmt in registered_formats():
+        assert fmt.detect(odd) in (True, False), fmt.name

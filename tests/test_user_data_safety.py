@@ -61,9 +61,10 @@ def rewrite_zip(src: Path, dst: Path, replace: dict, fix_manifest: bool) -> Path
     members.update(replace)
     if fix_manifest:
         manifest = json.loads(members[MANIFEST_NAME])
-        for name in replace:
-            if name in manifest["checkpoint_sha256"]:
-                manifest["checkpoint_sha256"][name] = hashlib.sha256(replace[name]).hexdigest()
+        for name in replace:  # an attacker rewrites every checksum the manifest holds
+            for listing in ("checkpoint_sha256", "members_sha256"):
+                if name in manifest[listing] or listing == "members_sha256":
+                    manifest[listing][name] = hashlib.sha256(replace[name]).hexdigest()
         members[MANIFEST_NAME] = json.dumps(manifest).encode()
     with zipfile.ZipFile(dst, "w") as zout:
         for name, data in members.items():

@@ -43,15 +43,24 @@ class Med3DBranches(nn.Module):
         self.deep_supervision = False
 
     def forward(self, features: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        """features (N, C, *spatial), tasks (N, T) -> (N, T, K, *spatial); branch ``tasks[n, j]`` on sample n only."""
+        """features (N, C, *spatial), tasks (N, T) -> (N, T, K, *spatial); branch ``tasks[n, j]`` on sample n only.
+
+        The branches of tasks absent from the batch run on no sample (an empty batch) and add an exact zero, so every
+        parameter takes part in every step with a zero gradient when its task is absent: DDP (which nnU-Net wraps
+        without ``find_unused_parameters``) needs a gradient of every parameter on every rank, and one process then
+        updates exactly as the ranks do.
+        """
         n, t = tasks.shape
         out = features.new_zeros((n, t, self.outputs_per_task, *features.shape[2:]))
+        used = set()
         for j in range(t):
             column = tasks[:, j]
             for task in torch.unique(column).tolist():
                 rows = (column == task).nonzero(as_tuple=True)[0]
                 out[rows, j] = self.branches[task](features[rows])
-        return out
+                used.add(task)
+        absent = [branch(features[:0]).sum() for task, branch in enumerate(self.branches) if task not in used]
+        return out + torch.stack(absent).sum() if absent else out
 
 
 class Med3DBranchNetwork(TaskConditionedNetwork):

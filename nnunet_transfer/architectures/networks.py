@@ -58,6 +58,8 @@ class NetworkSpec:
     constraint: str = ""
     #: pip extra the class needs (``monai``), None when it needs nothing beyond nnunet-transfer's dependencies
     extra: Optional[str] = None
+    #: the ``arch_kwargs`` name under which the network takes the patch size (a transformer's token grid), if any
+    patch_as: Optional[str] = None
 
 
 def _stunet(size: str) -> NetworkSpec:
@@ -99,6 +101,12 @@ NETWORKS: Dict[str, NetworkSpec] = {
         _fixed_strides(UNET3D_STRIDES),
         MappingProxyType({"init_filters": 16, "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1]}),
         ("SuPreM",), extra="monai", constraint="three fixed downsamplings by 2"),
+    "primus-m": NetworkSpec(
+        "primus-m", "nnunet_transfer.architectures.primus_m.PrimusMNetwork",
+        "Primus-M (dynamic-network-architectures; nnssl/OpenMind)", _fixed_strides([[1, 1, 1], [8, 8, 8]]),
+        MappingProxyType({}), ("nnssl / OpenMind",), patch_as="input_shape",
+        constraint="8x8x8 patch embedding: the patch size is a multiple of 8; the positional embedding of a "
+                   "checkpoint pretrained on another patch is resized over the token grid"),
 }
 
 
@@ -142,6 +150,8 @@ def network_configuration(configuration: Mapping[str, Any], name: str,
         "arch_kwargs": {**copy.deepcopy(dict(spec.fixed_kwargs)), "strides": strides},
         "_kw_requires_import": [],
     }
+    if spec.patch_as:
+        new["architecture"]["arch_kwargs"][spec.patch_as] = list(new_patch)
     new["patch_size"] = new_patch
     notes = [f"{name}: {spec.description}; {spec.constraint}",
              f"downsampling {strides[1:]}: the patch size must be a multiple of {divisor}"

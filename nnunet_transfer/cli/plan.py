@@ -7,6 +7,7 @@ import argparse
 from typing import List
 
 from nnunet_transfer.cli.arg_types import dataset_id, positive_float, positive_int
+from nnunet_transfer.cli.untrusted_options import add_trust_architecture
 from nnunet_transfer.errors import InvalidValueError
 
 
@@ -15,7 +16,8 @@ def _cmd_align_plans(args: argparse.Namespace) -> int:
 
     plans_file = align_plans(args.s, args.t, source_plans=args.sp, target_plans=args.tp,
                              configurations=args.c, preprocess=not args.no_preprocess,
-                             pretrained_checkpoint=args.pretrained, num_processes=args.np)
+                             pretrained_checkpoint=args.pretrained, num_processes=args.np,
+                             trusted=args.trust_architecture)
     print(f"aligned plans written to {plans_file}")
     print(f"train with: nnUNetv2_train {args.t} {args.c[0]} FOLD -tr <trainer> -p {plans_file.stem} "
           + ("" if args.pretrained else "-pretrained_weights <pretraining checkpoint_final.pth>"))
@@ -81,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-preprocess", action="store_true", help="write the plans only (preprocess later with "
                                                                 "nnUNetv2_preprocess)")
     p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_align_plans)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from nnunet_transfer.cli.arg_types import step_size
+from nnunet_transfer.cli.untrusted_options import add_max_member_gb, add_trust_architecture, max_member_bytes
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -22,7 +23,8 @@ def _cmd_predict_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.inference.export import install_and_predict
 
     out = install_and_predict(args.zip, args.i, args.o, device=args.device, force=args.force,
-                              configuration=args.c, folds=args.f)
+                              configuration=args.c, folds=args.f, trusted=args.trust_architecture,
+                              max_member_bytes=max_member_bytes(args))
     print(f"predictions written to {out}")
     return 0
 
@@ -32,7 +34,8 @@ def _cmd_predict_tasks(args: argparse.Namespace) -> int:
 
     written = predict_tasks(args.i, args.o, args.d, args.c, args.tr, args.f, tasks=args.tasks, plans=args.p,
                             checkpoint=args.chk, device=args.device, use_mirroring=not args.disable_tta,
-                            tile_step_size=args.step_size, postprocess=args.postprocess)
+                            tile_step_size=args.step_size, postprocess=args.postprocess,
+                            trusted=args.trust_architecture)
     print(f"wrote {len(written)} per-task label maps to {Path(args.o).resolve()}/<task>/")
     return 0
 
@@ -59,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", nargs="+", default=None, help="folds to use (default: all exported folds)")
     p.add_argument("--force", action="store_true", help="replace a different model of the same name in "
                                                         "$nnUNet_results")
+    add_trust_architecture(p)
+    add_max_member_gb(p)
     p.set_defaults(func=_cmd_predict_export)
 
     p = sub.add_parser("predict-tasks", help="MOTS model: one label map per case and task (OUT/<task>/<case>), "
@@ -78,4 +83,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-step_size", type=step_size, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="DoDNet's post-processing of each task's map (largest components, small tumours removed)")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_predict_tasks)

@@ -8,36 +8,53 @@ import json
 from pathlib import Path
 
 from nnunet_transfer.cli.arg_types import dataset_id, fraction
+from nnunet_transfer.cli.untrusted_options import add_trust_architecture
 from nnunet_transfer.errors import InvalidValueError
 
 
 def _cmd_set_pretrained(args: argparse.Namespace) -> int:
-    from nnunet_transfer.transfer.record import PretrainedRecord, plans_file_of, write_record
+    from nnunet_transfer.transfer.record import PretrainedRecord, plans_file_of
+    from nnunet_transfer.transfer.set_pretrained import remove_pretrained, set_pretrained
 
     plans_file = plans_file_of(args.d, args.p)
     if args.remove:
-        write_record(plans_file, args.c, None)
+        removed = remove_pretrained(plans_file, args.c)
         print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
+        if removed:
+            print(removed)
+        return 0
+    if not args.checkpoint and args.match_normalisation:  # plans that already have a record (plan-arch --weights)
+        from nnunet_transfer.transfer.set_pretrained import match_recorded_normalisation
+
+        new_file, messages = match_recorded_normalisation(plans_file, args.c)
+        print("\n".join(messages))
+        print(f"then train: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {new_file.stem}")
         return 0
     if not args.checkpoint:
-        raise InvalidValueError("give the checkpoint to record (or --remove)")
+        raise InvalidValueError("give the checkpoint to record (or --remove, or --match-normalisation for the "
+                                "recorded one)")
     prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
     record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
                               description=args.description or "", adapt=not args.no_adapt,
-                              kernel_reduce=args.kernel_reduce, kernel_grow=args.kernel_grow)
+                              kernel_reduce=args.kernel_reduce, kernel_grow=args.kernel_grow,
+                              trusted_architectures=list(args.trust_architecture))
     if args.exclude is not None:
         record.exclude = list(args.exclude)
-    write_record(plans_file, args.c, record)
+    plans_file, messages = set_pretrained(plans_file, args.c, record, match_normalisation=args.match_normalisation)
+    plans = plans_file.stem
     print(f"{plans_file} [{args.c}] now starts from {Path(args.checkpoint).resolve()}")
-    print(f"check it: nnunet-transfer transfer-check -d {args.d} -c {args.c} -tr <trainer> -p {args.p}")
-    print(f"then train WITHOUT -pretrained_weights: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {args.p}")
+    for message in messages:
+        print(message)
+    print(f"check it: nnunet-transfer transfer-check -d {args.d} -c {args.c} -tr <trainer> -p {plans}")
+    print(f"then train WITHOUT -pretrained_weights: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {plans}")
     return 0
 
 
 def _cmd_transfer_check(args: argparse.Namespace) -> int:
     from nnunet_transfer.transfer.check import transfer_check
 
-    report, mode = transfer_check(args.checkpoint, args.d, args.c, args.tr, plans=args.p)
+    report, mode = transfer_check(args.checkpoint, args.d, args.c, args.tr, plans=args.p,
+                                  trusted=args.trust_architecture)
     print(report)
     print(f"path: {mode}")
     if args.o:
@@ -46,21 +63,15 @@ def _cmd_transfer_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract_encoder(args: argparse.Namespace) -> int:
+    from nnunet_transfer.pretrained.source import read_source_weights
     from nnunet_transfer.transfer.encoder_export import encoder_state_dict, extract_encoder
 
-    path = extract_encoder(args.checkpoint, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite,
+    source = read_source_weights(args.checkpoint, trusted=args.trust_architecture)  # read once
+    path = extract_encoder(source, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite,
                            layout=args.layout)
     n = len(encoder_state_dict(path))
     print(f"wrote {n} encoder tensors of {args.checkpoint} to {path}")
     return 0
-
-
-def _cmd_verify_weights(args: argparse.Namespace) -> int:
-    from nnunet_transfer.transfer.verify import verify_checkpoint
-
-    report = verify_checkpoint(args.path, args.record)
-    print(report)
-    return 0 if report.ok else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +95,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="kernel 3 -> 1 along an axis: mean (nnU-Net's rule, default) or sum of the taps")
     p.add_argument("--kernel-grow", choices=["centre", "spread"], default="centre",
                    help="kernel 1 -> 3 along an axis: centre placement (default) or spread")
+    p.add_argument("--match-normalisation", action="store_true",
+                   help="write plans <PLANS>_<tag> whose intensity normalisation is the one the checkpoint was "
+                        "pretrained with (zoo record or the file's own plans), and put the record there; without a "
+                        "checkpoint: for the record the plans already hold (e.g. from plan-arch --weights)")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_set_pretrained)
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")
@@ -93,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-tr", required=True, help="trainer class that will fine-tune")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("-o", help="also write the report as JSON")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_transfer_check)
 
     p = sub.add_parser("extract-encoder", help="write the encoder (and stem) of a checkpoint as a plain state dict")
@@ -103,9 +120,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=("plain", "medicalnet"), default="plain",
                    help="medicalnet: a Med3D ResNet encoder as MedicalNet's files ({'state_dict': {'module.conv1."
                         "weight': ...}}), for plan-arch --weights")
+    add_trust_architecture(p)
     p.set_defaults(func=_cmd_extract_encoder)
 
-    p = sub.add_parser("verify-weights", help="check a downloaded MedicalNet checkpoint against the registry")
-    p.add_argument("path", help="the downloaded checkpoint file (e.g. resnet_10_23dataset.pth)")
-    p.add_argument("--record", help="registry record name (default: from the file name)")
-    p.set_defaults(func=_cmd_verify_weights)
+    from nnunet_transfer.cli.zoo import add_verify_arguments
+
+    p = sub.add_parser("verify-weights", help="alias of `zoo verify`: check a downloaded checkpoint (MedicalNet "
+                                              "files key by key) against the zoo's record")
+    add_verify_arguments(p)

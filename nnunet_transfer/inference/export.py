@@ -12,11 +12,13 @@ receiver without nnunet-transfer can still install it with nnU-Net alone. We add
 - ``nnunet_transfer_export.json`` (the manifest: versions, trainer, configurations, folds, one sha256 per
   checkpoint, the exact predict commands) and ``README_predict.txt`` at the root of the zip.
 
-:func:`install_and_predict` installs a zip with nnU-Net's installer (into a temporary ``nnUNet_results`` when
-none is given), makes our trainers discoverable and runs ``nnUNetPredictor``. :func:`install_model` extracts the
-zip into a hidden staging folder inside ``nnUNet_results`` first, verifies every checkpoint there (checksum of the
-manifest, data-only load) and only then renames the model folders into place: a refused zip leaves nothing behind,
-and an existing, different model of the same name is replaced only with ``force``.
+:func:`install_and_predict` installs a zip (into a temporary ``nnUNet_results`` when none is given), makes our
+trainers discoverable and runs ``nnUNetPredictor``, set up from checked plans and weights read as data
+(:mod:`~nnunet_transfer.inference.checked_predictor`). :func:`install_model` extracts the zip our way into a hidden
+staging folder inside ``nnUNet_results`` (:mod:`~nnunet_transfer.inference.model_zip`: bounded sizes, every member's
+checksum, checkpoints read as data, plans.json checked as data; nnU-Net's ``extractall`` never sees the zip) and only
+then renames the model folders into place: a refused zip leaves nothing behind, and an existing, different model of
+the same name is replaced only with ``force``.
 
 Safety: nnU-Net's predictor fully unpickles checkpoints (no weights-only restriction). Before handing one to it we
 load it with ``torch.load(weights_only=True)``, allowing only numpy's scalar and numeric dtype reconstructors (nnU-Net
@@ -31,6 +33,7 @@ on every use), so setting ``os.environ`` for the duration of a call is enough an
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -42,7 +45,7 @@ import uuid
 import warnings
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import ContextManager, Optional, Sequence, Union
 
 import torch
@@ -51,15 +54,17 @@ import nnunet_transfer
 from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, environment_variables, ext_trainer_value
 from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError, NotApplicableError, did_you_mean
+from nnunet_transfer.inference.checked_predictor import initialize_checked_predictor
 from nnunet_transfer.inference.install_leftovers import (aside_name, clean_install_staging, clean_partial_zips,
                                                          install_staging_prefix, partial_zip,
                                                          recover_replaced_models)
+from nnunet_transfer.inference.model_zip import MANIFEST_NAME, ChecksumMismatchError, extract_checked_zip, member_digests
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
 from nnunet_transfer.utils.atomic import swap_into_place
-from nnunet_transfer.utils.bounded_io import MAX_JSON_BYTES, read_zip_member
+from nnunet_transfer.utils.bounded_io import DEFAULT_MAX_MEMBER_BYTES, MAX_JSON_BYTES, read_zip_member
 from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
-from nnunet_transfer.utils.json_files import ListOf, parse_json_object, read_json_object, require_entries
+from nnunet_transfer.utils.json_files import ListOf, parse_json_object, require_entries
 from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for
 
 __all__ = [
@@ -74,17 +79,14 @@ __all__ = [
     "install_and_predict",
 ]
 
-MANIFEST_NAME = "nnunet_transfer_export.json"
 README_NAME = "README_predict.txt"
 MANIFEST_FORMAT = "nnunet_transfer_export"
-MANIFEST_VERSION = 1
+#: version 2 lists the sha256 of every member (``members_sha256``); version 1 (checkpoints only) still installs
+MANIFEST_VERSION = 2
+READABLE_MANIFEST_VERSIONS = (1, 2)
 RESULTS_VARIABLE = "nnUNet_results"
 
 PathLike = Union[str, os.PathLike]
-
-
-class ChecksumMismatchError(NnUNetTransferError, RuntimeError):
-    """An installed checkpoint's sha256 differs from the one recorded in the export manifest."""
 
 
 class ModelExistsError(NnUNetTransferError, FileExistsError):
@@ -364,9 +366,14 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
                                      for c in configurations},
             }
             dataset_json = json.loads((model_dirs[configurations[0]] / "dataset.json").read_text())
+            readme = _readme(manifest, dataset_json)
+            with zipfile.ZipFile(partial, "r") as zf:  # every member hashed: install verifies all of them
+                members = member_digests(zf)
+            members[README_NAME] = hashlib.sha256(readme.encode()).hexdigest()
+            manifest["members_sha256"] = members
             with zipfile.ZipFile(partial, "a", zipfile.ZIP_DEFLATED) as zf:
                 zf.writestr(MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-                zf.writestr(README_NAME, _readme(manifest, dataset_json))
+                zf.writestr(README_NAME, readme)
             os.replace(partial, output_zip)
         finally:
             if partial.exists():
@@ -378,83 +385,57 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
 # install and predict
 # ----------------------------------------------------------------------------------------------------------
 
-def read_manifest(zip_path: PathLike) -> dict:
-    """The manifest of a zip written by :func:`export_model`; raises ``ValueError`` for other zips."""
-    zip_path = Path(zip_path)
-    if not zip_path.is_file():
-        raise FileNotFoundError(f"model zip {zip_path} does not exist")
-    try:
-        with zipfile.ZipFile(zip_path, "r") as zf:
-            if MANIFEST_NAME not in zf.namelist():
-                raise InvalidValueError(
-                    f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
-                    f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
-                )
-            manifest_bytes = read_zip_member(zf, MANIFEST_NAME, str(zip_path), MAX_JSON_BYTES)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise NnUNetTransferError(f"{zip_path} is not a readable model zip ({type(exc).__name__}: {exc})",
-                                  file=zip_path, fix="download or export the model zip again") from exc
-    manifest = parse_json_object(manifest_bytes, f"{zip_path}:{MANIFEST_NAME}", _MANIFEST_FIX)
-    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") != MANIFEST_VERSION:
+def _manifest_of(zf: zipfile.ZipFile, zip_path: Path) -> dict:
+    """The manifest of an open model zip (bounded, checked to be ours and of a version we read)."""
+    if MANIFEST_NAME not in zf.namelist():
+        raise InvalidValueError(
+            f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
+            f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
+        )
+    source = f"{zip_path}:{MANIFEST_NAME}"
+    manifest = parse_json_object(read_zip_member(zf, MANIFEST_NAME, str(zip_path), MAX_JSON_BYTES), source,
+                                 _MANIFEST_FIX)
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") not in READABLE_MANIFEST_VERSIONS:
         raise InvalidValueError(
             f"{zip_path}: manifest format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
             f"is not {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}; use the nnunet-transfer version that exported "
             f"it ({manifest.get('plugin_version')})"
         )
-    source = f"{zip_path}:{MANIFEST_NAME}"
     require_entries(manifest, _MANIFEST_ENTRIES, source, _MANIFEST_FIX)
     names = [manifest[k] for k in ("dataset", "trainer", "plans", "checkpoint")] + manifest["configurations"]
     bad = [n for n in names if not _PLAIN_NAME.match(n) or n in (".", "..")]
-    if bad or not all(isinstance(v, str) for v in manifest["checkpoint_sha256"].values()):
-        raise InvalidValueError(f"{source}: {bad[0]!r} is not a plain name" if bad else
-                                f"{source}: checkpoint_sha256 must map member names to sha256 strings",
-                                file=zip_path, fix=_MANIFEST_FIX)
+    if bad:
+        raise InvalidValueError(f"{source}: {bad[0]!r} is not a plain name", file=zip_path, fix=_MANIFEST_FIX)
     return manifest
 
 
 _MANIFEST_FIX = "download or export the model zip again (the manifest is written by nnunet-transfer export)"
 #: what the rest of install and predict reads from a manifest
 _MANIFEST_ENTRIES = {"dataset": str, "trainer": str, "plans": str, "configurations": ListOf(str),
-                     "folds": ListOf((int, str)), "checkpoint": str, "checkpoint_sha256": dict,
-                     "trainer_source": str, "plugin_version": str}
+                     "folds": ListOf((int, str)), "checkpoint": str, "trainer_source": str, "plugin_version": str}
 #: dataset, trainer, plans, configuration and checkpoint names become path components
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
-def _check_members(zip_path: Path) -> None:
-    """Refuse zips whose members would land outside the results folder."""
-    with zipfile.ZipFile(zip_path, "r") as zf:
-        for name in zf.namelist():
-            parts = PurePosixPath(name).parts
-            if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise InvalidValueError(f"{zip_path}: member {name!r} would be written outside the results folder")
+@contextlib.contextmanager
+def _open_model_zip(zip_path: Path):
+    """The zip opened once (what is checked and what is extracted come from the same open file)."""
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"model zip {zip_path} does not exist")
+    try:
+        zf = zipfile.ZipFile(zip_path, "r")
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise NnUNetTransferError(f"{zip_path} is not a readable model zip ({type(exc).__name__}: {exc})",
+                                  file=zip_path, fix="download or export the model zip again") from exc
+    with zf:
+        yield zf
 
 
-def _verify_staged(staging: Path, manifest: dict, zip_path: Path) -> None:
-    """Every checkpoint extracted into ``staging`` is listed in the manifest, has its sha256 and loads as data."""
-    listed = manifest["checkpoint_sha256"]
-    for member, expected in listed.items():
-        path = staging / member
-        if not path.is_file():
-            raise FileNotFoundError(f"{zip_path}: checkpoint {member} listed in {MANIFEST_NAME} is not in the zip")
-        actual = sha256_of_file(path)
-        if actual != expected:
-            raise ChecksumMismatchError(
-                f"checkpoint {member} from {zip_path} is corrupted or was replaced: sha256 {actual} but the "
-                f"manifest says {expected}. Download or export the model zip again.", file=zip_path)
-    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        member = path.relative_to(staging).as_posix()
-        if path.suffix in (".pth", ".pt", ".model") and member not in listed:
-            raise UnsafeCheckpointError(f"{zip_path}: checkpoint {member} is not listed in {MANIFEST_NAME}; "
-                                        "nnU-Net would unpickle it unchecked", file=zip_path,
-                                        fix="export the model again with nnunet-transfer export")
-        if path.suffix in (".pth", ".pt", ".model"):
-            _load_data_only(path)
-        elif path.suffix in (".pkl", ".pickle"):
-            # nnU-Net's postprocessing unpickles these fully; postprocessing.json next to them holds the same
-            warnings.warn(f"{zip_path}: {member} is a pickle that nnU-Net would load with a full unpickle; "
-                          "it is not installed", stacklevel=3)
-            path.unlink()
+def read_manifest(zip_path: PathLike) -> dict:
+    """The manifest of a zip written by :func:`export_model`; raises ``ValueError`` for other zips."""
+    zip_path = Path(zip_path)
+    with _open_model_zip(zip_path) as zf:
+        return _manifest_of(zf, zip_path)
 
 
 def _same_content(new: Path, old: Path) -> bool:
@@ -487,36 +468,35 @@ def _publish(staged: Path, target: Path, force: bool) -> None:
     os.rename(staged, target)
 
 
-def install_model(zip_path: PathLike, results_dir: PathLike, *, force: bool = False) -> dict:
-    """Install an exported zip into ``results_dir`` with nnU-Net's installer; return the manifest.
+def install_model(zip_path: PathLike, results_dir: PathLike, *, force: bool = False, trusted: Sequence[str] = (),
+                  max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> dict:
+    """Install an exported zip into ``results_dir`` (the layout nnU-Net's installer produces); return the manifest.
 
-    The zip is extracted into a hidden staging folder inside ``results_dir``, its checkpoints are verified there
-    (manifest checksums, data-only load, no unlisted checkpoints) and only then are its dataset entries renamed
-    into place: nothing of a refused zip is installed. An existing entry with other content is replaced only with
-    ``force`` (:class:`ModelExistsError` otherwise); an identical one is left as it is.
+    The zip is opened once and extracted our way (:func:`~nnunet_transfer.inference.model_zip.extract_checked_zip`:
+    names, declared and inflated sizes, every member's sha256, checkpoints read as data, plans.json checked as data
+    with the ``trusted`` architecture names) into a hidden staging folder inside ``results_dir``; only then are its
+    dataset entries renamed into place: nothing of a refused zip is installed. An existing entry with other content
+    is replaced only with ``force`` (:class:`ModelExistsError` otherwise); an identical one is left as it is.
     """
-    from nnunetv2.model_sharing.model_import import install_model_from_zip_file
-
     zip_path = Path(zip_path).resolve()
-    manifest = read_manifest(zip_path)
-    _check_members(zip_path)
-    results = Path(results_dir).resolve()
-    results.mkdir(parents=True, exist_ok=True)
-    dataset = str(manifest.get("dataset") or zip_path.stem)
-    # one install per dataset of nnUNet_results at a time; the replace check (_publish) runs under the lock
-    with exclusive_lock(lock_file_for(results, dataset), f"the models of {dataset} in {results}"):
-        clean_install_staging(results)
-        staging = Path(tempfile.mkdtemp(prefix=install_staging_prefix(), dir=results))
-        try:
-            with _nnunet_environment(staging):
-                install_model_from_zip_file(str(zip_path))
-            _verify_staged(staging, manifest, zip_path)
-            for dataset_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
-                recover_replaced_models(results / dataset_dir.name)
-                for entry in sorted(dataset_dir.iterdir()):
-                    _publish(entry, results / dataset_dir.name / entry.name, force)
-        finally:
-            shutil.rmtree(staging)
+    with _open_model_zip(zip_path) as zf:
+        manifest = _manifest_of(zf, zip_path)
+        results = Path(results_dir).resolve()
+        results.mkdir(parents=True, exist_ok=True)
+        dataset = manifest["dataset"]
+        # one install per dataset of nnUNet_results at a time; the replace check (_publish) runs under the lock
+        with exclusive_lock(lock_file_for(results, dataset), f"the models of {dataset} in {results}"):
+            clean_install_staging(results)  # what killed installs left behind
+            staging = Path(tempfile.mkdtemp(prefix=install_staging_prefix(), dir=results))
+            try:
+                extract_checked_zip(zf, zip_path, staging, manifest, skip=(MANIFEST_NAME,),
+                                    max_member_bytes=max_member_bytes, trusted=trusted)
+                for dataset_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
+                    recover_replaced_models(results / dataset_dir.name)
+                    for entry in sorted(dataset_dir.iterdir()):
+                        _publish(entry, results / dataset_dir.name / entry.name, force)
+            finally:
+                shutil.rmtree(staging)
     return manifest
 
 
@@ -565,7 +545,8 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
                         device: Union[str, torch.device] = "cpu", workspace: Optional[PathLike] = None,
                         folds: Optional[Sequence[Union[int, str]]] = None, *, configuration: Optional[str] = None,
                         num_processes: int = 2, tile_step_size: float = 0.5, use_mirroring: bool = True,
-                        force: bool = False) -> Path:
+                        force: bool = False, trusted: Sequence[str] = (),
+                        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Path:
     """Install a model zip written by :func:`export_model` and segment every case of ``input_dir``.
 
     The zip is installed with :func:`install_model` (verified before anything is installed; ``force`` replaces a
@@ -613,13 +594,14 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             results = Path(os.environ[RESULTS_VARIABLE]).resolve()
         else:
             results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnunet_results_")))
-        install_model(zip_path, results, force=force)
+        installed = install_model(zip_path, results, force=force, trusted=trusted, max_member_bytes=max_member_bytes)
+        if installed != manifest:
+            raise NnUNetTransferError(f"{zip_path} changed while it was being installed", file=zip_path,
+                                      fix="run the command again on a zip nothing else writes to")
         stack.enter_context(_nnunet_environment(results))
 
         model_dir = Path(get_output_folder(manifest["dataset"], manifest["trainer"], manifest["plans"],
                                            configuration))
-        for fold in use_folds:
-            _load_data_only(model_dir / _fold_folder(fold) / manifest["checkpoint"])
         try:
             find_trainer(manifest["trainer"])
         except LookupError as exc:
@@ -630,15 +612,13 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             raise TrainerNotFoundError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not "
                                        f"available; {hint}") from exc
 
-        dataset_json = read_json_object(model_dir / "dataset.json", fix=_MANIFEST_FIX)
-        require_entries(dataset_json, {"file_ending": str}, model_dir / "dataset.json", _MANIFEST_FIX)
-        cases = _input_cases(input_dir, dataset_json)
-        output_dir.mkdir(parents=True, exist_ok=True)
         predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                     perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
                                     verbose_preprocessing=False, allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=tuple(use_folds),
-                                                       checkpoint_name=manifest["checkpoint"])
+        # plans checked as data, checkpoints read with weights_only: nothing of the zip is unpickled or imported
+        initialize_checked_predictor(predictor, model_dir, use_folds, manifest["checkpoint"], trusted)
+        cases = _input_cases(input_dir, predictor.dataset_json)
+        output_dir.mkdir(parents=True, exist_ok=True)
         if num_processes == 0:
             predictor.predict_from_files_sequential(cases, str(output_dir), save_probabilities=False,
                                                     overwrite=True)

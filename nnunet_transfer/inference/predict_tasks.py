@@ -53,12 +53,17 @@ def predict_tasks(input_dir: PathLike, output_dir: PathLike, dataset: Union[int,
                   trainer: str, folds: Sequence[Union[int, str]], tasks: Optional[Sequence[str]] = None,
                   plans: str = "nnUNetPlans", checkpoint: str = "checkpoint_final.pth", device: str = "cuda",
                   use_mirroring: bool = True, tile_step_size: float = 0.5,
-                  postprocess: Optional[str] = None) -> List[Path]:
+                  postprocess: Optional[str] = None, trusted: Sequence[str] = ()) -> List[Path]:
     """Predict every case of ``input_dir`` (nnU-Net naming, ``CASE_0000.nii.gz``) with the trained MOTS model and
-    write ``output_dir/<task>/<CASE>.nii.gz`` for each requested task (default: all seven). Returns the files."""
+    write ``output_dir/<task>/<CASE>.nii.gz`` for each requested task (default: all seven). Returns the files.
+
+    The model folder's plans.json is checked as data and its checkpoints are read with ``weights_only``
+    (:func:`~nnunet_transfer.inference.checked_predictor.initialize_checked_predictor`); ``trusted``: architecture
+    class names the user trusts (``--trust-architecture``)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+    from nnunet_transfer.inference.checked_predictor import initialize_checked_predictor
     from nnunet_transfer.inference.export import _fold_value, _input_cases, _torch_device
 
     chosen = select_tasks(tasks)
@@ -70,8 +75,7 @@ def predict_tasks(input_dir: PathLike, output_dir: PathLike, dataset: Union[int,
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                 perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model_dir), tuple(_fold_value(f) for f in folds),
-                                                   checkpoint_name=checkpoint)
+    initialize_checked_predictor(predictor, model_dir, [_fold_value(f) for f in folds], checkpoint, trusted)
     if predictor.label_manager.num_segmentation_heads != len(OUTPUT_CHANNELS):
         raise InvalidValueError(f"{model_dir} is not a MOTS model ({predictor.label_manager.num_segmentation_heads} "
                                 f"outputs, MOTS has {len(OUTPUT_CHANNELS)} regions); predict it with nnUNetv2_predict")

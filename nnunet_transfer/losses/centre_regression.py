@@ -16,6 +16,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from nnunet_transfer.utils.distributed import global_mean
+
 __all__ = ["foreground_mask", "centres_of_mass", "centre_errors_mm", "CentreRegressionLoss", "full_resolution_target"]
 
 #: nnU-Net's target: one tensor, or with deep supervision a list (full resolution first)
@@ -86,7 +88,9 @@ class CentreRegressionLoss(nn.Module):
     """MSE between predicted and true normalised centres; the true centre comes from the batch's label target.
 
     Patches without foreground have no centre and are left out; a batch without any gives a zero loss that still
-    back-propagates (nnU-Net's train step calls ``backward`` unconditionally).
+    back-propagates (nnU-Net's train step calls ``backward`` unconditionally). Under DDP the mean is over the patches
+    with a centre of all ranks (:func:`~nnunet_transfer.utils.distributed.global_mean`), so ranks holding different
+    numbers of such patches train as one process on the whole batch.
     """
 
     def __init__(self, label: Optional[int] = None, ignore_label: Optional[int] = None, regions: bool = False):
@@ -107,9 +111,8 @@ class CentreRegressionLoss(nn.Module):
                              f"{tuple(centres.shape)} of a target of shape "
                              f"{tuple(full_resolution_target(target).shape)}")
         squared = (prediction.float() - centres) ** 2
-        if not bool(valid.any()):
-            return squared.sum() * 0.0
-        return squared[valid].mean()
+        # masked sum (not indexing) keeps every prediction in the graph, also on a rank without any centre
+        return global_mean((squared * valid[:, None]).sum(), valid.sum() * squared.shape[1])
 
 
 def full_resolution_target(target: Target) -> torch.Tensor:

@@ -27,6 +27,9 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch import Tensor
 
+from nnunet_transfer.losses.wrapping import DICE_CLASS, soft_dice_kwargs
+from nnunet_transfer.utils.distributed import global_mean
+
 __all__ = ["KITS21_HEC_WEIGHTS", "HECDiceCELoss", "hec_bce", "hec_loss_for_trainer"]
 
 #: HEC name -> (labels of the HEC, weight of its BCE); KiTS21 labels: 1 kidney, 2 tumor, 3 cyst (paper 001)
@@ -62,6 +65,9 @@ def hec_bce(logits: Tensor, target: Tensor, labels: Sequence[int], ignore_label:
     (B, 1, *spatial) as nnU-Net passes it, or (B, *spatial). ``labels``: the label values forming the HEC; its
     probability is the sum of their softmax probabilities. Voxels whose target equals ``ignore_label`` count
     neither as foreground nor background. When every voxel is ignored the result is a zero that keeps the graph.
+    Under DDP the mean is over the (non-ignored) voxels of all ranks
+    (:func:`~nnunet_transfer.utils.distributed.global_mean`): ranks with different numbers of ignored voxels train as
+    one process on the whole batch.
     The result is float32 for half/bfloat16/float32 logits (float64 for float64 ones), whatever the autocast dtype.
     """
     num_classes = logits.shape[1]
@@ -86,9 +92,9 @@ def hec_bce(logits: Tensor, target: Tensor, labels: Sequence[int], ignore_label:
     is_fg = torch.isin(target, inside)
     per_voxel = -torch.where(is_fg, log_p, log_not_p)
     if ignore_label is None:
-        return per_voxel.mean()
+        return global_mean(per_voxel.sum(), per_voxel.numel())
     keep = target != int(ignore_label)
-    return torch.where(keep, per_voxel, 0.0).sum() / keep.sum().clamp_min(1)
+    return global_mean(torch.where(keep, per_voxel, 0.0).sum(), keep.sum())
 
 
 def _check_hec_weights(hec_weights: Mapping[str, tuple[Sequence[int], float]]) -> tuple:
@@ -170,11 +176,8 @@ def hec_loss_for_trainer(trainer, hec_weights: Mapping[str, tuple[tuple[int, ...
                 f"HEC {name!r} uses labels {missing} that dataset.json does not define (labels: {sorted(known)}); "
                 f"fix the HEC weights or the dataset's labels"
             )
-    loss = HECDiceCELoss(
-        {"batch_dice": trainer.configuration_manager.batch_dice, "smooth": 1e-5, "do_bg": False,
-         "ddp": trainer.is_ddp},
-        {}, hec_weights=hec_weights, weight_ce=1, weight_dice=1, ignore_label=label_manager.ignore_label,
-        dice_class=MemoryEfficientSoftDiceLoss)
+    loss = HECDiceCELoss(soft_dice_kwargs(trainer), {}, hec_weights=hec_weights, weight_ce=1, weight_dice=1,
+                         ignore_label=label_manager.ignore_label, dice_class=DICE_CLASS)
     if trainer._do_i_compile():
         loss.dc = torch.compile(loss.dc)
     return loss

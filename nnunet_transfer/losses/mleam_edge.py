@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnunet_transfer.losses.edge_targets import edge_targets_for_deep_supervision
+from nnunet_transfer.utils.distributed import global_mean
 
 __all__ = ["MLEAM_EDGE_WEIGHTS", "edge_level_weights", "edge_level_mse", "mleam_edge_loss", "MLEAMLoss"]
 
@@ -52,7 +53,9 @@ def edge_level_mse(edge_logits: Sequence[torch.Tensor], seg_targets: SegTargets,
     (highest resolution first; label maps (B, 1, ...) or region maps (B, R, ...)); target ``i`` must have the size of
     ``edge_logits[i]``. A single full-resolution target tensor (deep supervision off) is resampled to each edge level
     by nearest neighbour (nnU-Net's ``nearest-exact``). ``ignore_label``: see
-    :func:`~nnunet_transfer.losses.edge_targets.edge_targets_for_deep_supervision`.
+    :func:`~nnunet_transfer.losses.edge_targets.edge_targets_for_deep_supervision`. Under DDP each value is this
+    rank's share of the MSE over the global batch (:func:`~nnunet_transfer.utils.distributed.global_mean`; equal to
+    its own MSE when the ranks hold equal batches).
     """
     edge_logits = list(edge_logits)
     n = len(edge_logits)
@@ -74,7 +77,9 @@ def edge_level_mse(edge_logits: Sequence[torch.Tensor], seg_targets: SegTargets,
                 "the deep-supervision scales must match MLEAMUNet.deep_supervision_scales()."
             )
     targets = edge_targets_for_deep_supervision(list(seg_targets[:n]), ignore_label=ignore_label)
-    return [F.mse_loss(torch.sigmoid(e.float()), t) for e, t in zip(edge_logits, targets)]
+    # the mean over the voxels of all DDP ranks (the plain MSE on one process)
+    squared = [(torch.sigmoid(e.float()) - t) ** 2 for e, t in zip(edge_logits, targets)]
+    return [global_mean(s.sum(), s.numel()) for s in squared]
 
 
 def _weighted_sum(level_mse: Sequence[torch.Tensor], level_weights: Sequence[float]) -> torch.Tensor:

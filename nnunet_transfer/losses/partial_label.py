@@ -7,8 +7,11 @@ channels must get no gradient at all (not "liver = background"). The loss theref
 * BCE: mean over the voxels of labelled (sample, channel) pairs only.
 * Soft Dice: per channel over the labelled samples of the batch (``batch_dice``, as nnU-Net's plans usually say for
   3d_fullres) or per labelled (sample, channel) pair; channels without any labelled sample are left out of the mean.
-  With DDP the batch-Dice statistics are gathered across ranks with nnU-Net's ``AllGatherGrad``, so the Dice equals
-  the one of the global batch.
+
+Under DDP every term is that of the global batch: the batch-Dice statistics are gathered across ranks with
+nnU-Net's ``AllGatherGrad``, and the BCE and the per-pair Dice divide by the number of labelled pairs of all ranks
+(:func:`~nnunet_transfer.utils.distributed.global_mean`), so DDP's averaged gradient is the one of a single process
+on the whole batch even when the ranks hold different numbers of labelled pairs.
 
 Outputs are logits in nnU-Net region order; targets are nnU-Net's region targets (N, C, *spatial) of 0/1 values,
 as its data pipeline produces them for region-based training.
@@ -21,6 +24,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nnunet_transfer.utils.distributed import global_mean
 
 
 class PartialLabelDiceBCELoss(nn.Module):
@@ -62,7 +67,7 @@ class PartialLabelDiceBCELoss(nn.Module):
         # BCE averaged over labelled voxels only; unlabelled pairs contribute exactly zero (and zero gradient)
         bce_map = F.binary_cross_entropy_with_logits(output.float(), target, reduction="none")
         bce_per_pair = bce_map.sum(spatial)  # (N, C)
-        bce = (bce_per_pair * mask).sum() / (mask.sum() * voxels).clamp_min(1.0)
+        bce = global_mean((bce_per_pair * mask).sum(), mask.sum() * voxels)
 
         prob = torch.sigmoid(output.float())
         tp = (prob * target).sum(spatial)
@@ -72,14 +77,17 @@ class PartialLabelDiceBCELoss(nn.Module):
         if self.batch_dice:
             tp, fp, fn, counted = tp.sum(0), fp.sum(0), fn.sum(0), mask.sum(0)  # (C,)
             if self.ddp:
-                # ranks may hold different batch sizes: reduce locally first, then gather the (C,) statistics
+                # ranks may hold different batch sizes: reduce locally first, then gather the (C,) statistics; the
+                # Dice is then the global one on every rank and AllGatherGrad returns each rank its global gradient
                 from nnunetv2.utilities.ddp_allgather import AllGatherGrad
 
                 tp, fp, fn, counted = (AllGatherGrad.apply(v).sum(0) for v in (tp, fp, fn, counted))
+            dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth).clamp_min(1e-8)
+            present = (counted > 0).float()
+            soft_dice = (dice * present).sum() / present.sum().clamp_min(1.0)
         else:
-            counted = mask
-        dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth).clamp_min(1e-8)
-        present = (counted > 0).float()
-        soft_dice = (dice * present).sum() / present.sum().clamp_min(1.0)
+            # mean over the labelled (sample, channel) pairs of all ranks
+            dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth).clamp_min(1e-8)
+            soft_dice = global_mean((dice * mask).sum(), mask.sum())
 
         return self.weight_bce * bce - self.weight_dice * soft_dice

@@ -48,7 +48,9 @@ from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, me
 from nnunet_transfer.architectures.networks import NETWORKS, architecture_names, network_configuration
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
 from nnunet_transfer.errors import InvalidValueError, MissingEntryError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.registry import get_checkpoint
+from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.medicalnet import MEDICALNET_EXCLUDE, medicalnet_prefix_map
 from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
 from nnunet_transfer.transfer.verify import verify_checkpoint
@@ -177,7 +179,7 @@ def _build_network(plans: dict, configuration: str, dataset_json: dict):
                                   allow_init=False, deep_supervision=False)
 
 
-def _verify_medicalnet(weights: Path, depth: int) -> None:
+def _verify_medicalnet(weights: Path, depth: int, source: SourceWeights) -> None:
     """Registry check of a MedicalNet file; a renamed file is checked against the record of its depth."""
     try:
         record = get_checkpoint(weights.name)
@@ -189,7 +191,7 @@ def _verify_medicalnet(weights: Path, depth: int) -> None:
             f"{weights} is MedicalNet's {record.file_name}, a ResNet-{record.depth}, but the architecture "
             f"is med3d-resnet{depth} (ResNet-{depth}); use arch med3d-resnet{record.depth} or the "
             f"ResNet-{depth} file")
-    verification = verify_checkpoint(weights, record=record, compute_sha256=False)
+    verification = verify_checkpoint(weights, record=record, compute_sha256=False, weights=source)
     if not verification.ok:
         raise InvalidValueError(
             f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
@@ -197,7 +199,7 @@ def _verify_medicalnet(weights: Path, depth: int) -> None:
             f"resnet_{depth}_23dataset.pth), or pick the arch that matches the file.")
 
 
-def _check_encoder_loads(network, weights: Path, prefix_map: Dict[str, str], exclude: Tuple[str, ...]
+def _check_encoder_loads(network, weights: SourceWeights, prefix_map: Dict[str, str], exclude: Tuple[str, ...]
                          ) -> TransferReport:
     import torch
 
@@ -221,41 +223,36 @@ def _training_guard(report: TransferReport) -> float:
     return math.floor(90 * report.fraction_loaded) / 100
 
 
-def public_weights_record(network, weights: Path, arch: str) -> PretrainedRecord:
+def public_weights_record(network, weights: Path, arch: str, source: SourceWeights) -> PretrainedRecord:
     """The pretrained-weights record for a released public model's file in the network ``arch`` (registry name).
 
-    The file is read safely and recognised by the format registry; at least :data:`MIN_BACKBONE_FRACTION` of its
-    backbone tensors must load into ``network`` (else ``ValueError`` listing what did not). The record keeps the
-    family's non-backbone tensors out and guards against another file being put in its place.
+    ``source`` is the file read once (safely, its format recognised by the registry); at least
+    :data:`MIN_BACKBONE_FRACTION` of its backbone tensors must load into ``network`` (else ``ValueError`` listing
+    what did not). The record keeps the family's non-backbone tensors out and guards against another file being put
+    in its place.
     """
-    from nnunet_transfer.pretrained.formats.released_layouts import detect_format
-    from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
     from nnunet_transfer.transfer.backbone import MIN_BACKBONE_FRACTION, load_backbone
 
-    raw = read_checkpoint_file(weights)
-    fmt = detect_format(raw)
-    if fmt is None:
+    if source.format == "state_dict":
         raise InvalidValueError(f"{weights} is in none of the released formats nnunet-transfer reads (STU-Net, Models "
                                 "Genesis, SuPreM, Universal Model, VoCo, DoDNet, nnU-Net); is it the released file?")
-    reading = fmt.read(raw, str(weights))
-    transfer = load_backbone(network, reading.tensors, family=fmt.family, source=str(weights),
+    reading = source.reading
+    transfer = load_backbone(network, reading.tensors, family=source.family, source=str(weights),
                              filtered=reading.filtered)
     expected = reading.metadata.get("architecture")
     hint = (f" The file is a {expected} checkpoint: plan with --arch {expected}." if expected and expected != arch
             else "")
     if transfer.fraction < MIN_BACKBONE_FRACTION:
         raise InvalidValueError(
-            f"only {100 * transfer.fraction:.1f}% of the {fmt.family} backbone in {weights} loads into "
+            f"only {100 * transfer.fraction:.1f}% of the {source.family} backbone in {weights} loads into "
             f"{arch} (at least {100 * MIN_BACKBONE_FRACTION:.0f}% needed).{hint}\n{transfer}")
     print(f"[plan-arch] {weights.name}: {transfer.summary()}" + (f"\n[plan-arch]   {hint.strip()}" if hint else ""))
     for note in reading.notes:
         print(f"[plan-arch]   {note}")
     exclude = tuple(DEFAULT_EXCLUDE) + tuple(getattr(network, "head_prefixes", ()))
-    # the prefix map takes a reader that strips only ``module.`` (the trainer's) to the same names as the format's
-    return PretrainedRecord(checkpoint=str(weights), prefix_map=dict(reading.metadata.get("prefix_map", {})),
-                            exclude=list(exclude),
+    return PretrainedRecord(checkpoint=str(weights), prefix_map={}, exclude=list(exclude),
                             min_fraction=_training_guard(transfer.report),
-                            description=f"{fmt.family} backbone ({weights.name}) in {arch}")
+                            description=f"{source.family} backbone ({weights.name}) in {arch}")
 
 
 def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights: Optional[str] = None,
@@ -316,12 +313,13 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
         weights_path = Path(weights).resolve()
         if not weights_path.is_file():
             raise FileNotFoundError(f"pretrained weights {weights_path} do not exist")
+        source = read_source_weights(weights_path)  # read once: verified, loaded and recorded from these bytes
         if depth is not None:
-            _verify_medicalnet(weights_path, depth)
+            _verify_medicalnet(weights_path, depth, source)
         network = _build_network(new_plans, configuration, _dataset_json(folder, raw / dataset_name
                                                                          if raw else None))
         if arch in NETWORKS:
-            record = public_weights_record(network, weights_path, arch)
+            record = public_weights_record(network, weights_path, arch, source)
         elif depth is not None:
             prefix_map, exclude = medicalnet_prefix_map(network), MEDICALNET_EXCLUDE
             description = f"MedicalNet ResNet-{depth} encoder ({weights_path.name})"
@@ -331,7 +329,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
             prefix_map, exclude = {}, tuple(DEFAULT_EXCLUDE) + ("decoder.",)
             description = f"encoder of the plain nnU-Net U-Net {weights_path}"
         if record is None:
-            report = _check_encoder_loads(network, weights_path, prefix_map, exclude)
+            report = _check_encoder_loads(network, source, prefix_map, exclude)
             record = PretrainedRecord(checkpoint=str(weights_path), prefix_map=prefix_map, exclude=list(exclude),
                                       min_fraction=_training_guard(report), description=description)
             print(f"[plan-arch] {weights_path.name}: {report.n_loaded} tensors load into the encoder "
@@ -340,7 +338,7 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     plans_file = folder / f"{plans_name}.json"
     write_json_atomic(plans_file, new_plans)
     if record is not None:
-        write_record(plans_file, configuration, record)
+        write_record(plans_file, configuration, record, source)
     print(f"[plan-arch] {dataset_name}/{plans_name} [{configuration}]: {new_cfg['architecture']['network_class_name']}"
           f", patch size {new_cfg['patch_size']}, data {new_cfg['data_identifier']}")
     for note in notes:

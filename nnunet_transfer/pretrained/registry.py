@@ -1,6 +1,8 @@
-"""Registry of released pretrained checkpoints (one record per file, timm style) and their verification.
+"""MedicalNet's released checkpoints, viewed as :class:`PretrainedCheckpoint` (depth, shortcut type) for the Med3D
+encoders.
 
-MedicalNet (Tencent, Med3D paper) released 3D ResNets in one archive, ``MedicalNet_pytorch_files`` (the
+The records themselves are entries of the model zoo's one data module (:mod:`nnunet_transfer.zoo.catalogue`, family
+``MedicalNet``). MedicalNet (Tencent, Med3D paper) released 3D ResNets in one archive, ``MedicalNet_pytorch_files`` (the
 ``pretrain/`` folder), downloadable from Google Drive or Tencent Weiyun as listed in the MedicalNet README:
 
 - ``resnet_{10,18,34,50,101,152,200}.pth``: pretrained on 3DSeg-8 (8 public segmentation datasets,
@@ -35,8 +37,7 @@ MEDICALNET_DOWNLOAD_SOURCES: tuple[str, ...] = (
     "https://drive.google.com/file/d/13tnSvXY7oDIEloNFiGTsjUIYfS3g3BfG/view?usp=sharing",  # Google Drive
     "https://share.weiyun.com/55sZyIx",  # Tencent Weiyun
 )
-DATA_8 = "8 datasets"
-DATA_23 = "23 datasets"
+MEDICALNET_FAMILY = "MedicalNet"
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,23 @@ class PretrainedCheckpoint:
         return Path(self.file_name).stem
 
 
-# Approximate sizes (MB) from the encoders' float32 tensor bytes; same architecture, same size.
-_SIZE_MB = {10: 57.4, 18: 132.0, 34: 253.2, 50: 184.8, 101: 341.2, 152: 470.0, 200: 506.9}
+def _from_zoo(record) -> PretrainedCheckpoint:
+    """A MedicalNet zoo record as a :class:`PretrainedCheckpoint`."""
+    size_mb = float(record.size_note.split()[1]) if record.size_note.startswith("about ") else 0.0
+    return PretrainedCheckpoint(
+        record.file_name, int(record.details["depth"]), str(record.details["shortcut_type"]),
+        str(record.details["pretraining_data"]), size_mb, project_url=MEDICALNET_PROJECT_URL,
+        sha256=record.sha256 if record.checksum_published else None, notes=record.description)
 
-MEDICALNET_CHECKPOINTS: tuple[PretrainedCheckpoint, ...] = tuple(
-    [PretrainedCheckpoint(f"resnet_{d}.pth", d, s, DATA_8, _SIZE_MB[d],
-                          notes="Med3D paper: pretrained on 3DSeg-8")
-     for d, s in ((10, "B"), (18, "A"), (34, "A"), (50, "B"), (101, "B"), (152, "B"), (200, "B"))]
-    + [PretrainedCheckpoint(f"resnet_{d}_23dataset.pth", d, s, DATA_23, _SIZE_MB[d],
-                            notes="MedicalNet README update 2019-07-30: pretrained on 23 datasets")
-       for d, s in ((10, "B"), (18, "A"), (34, "A"), (50, "B"))]
-)
+
+def _medicalnet_checkpoints() -> tuple:
+    from nnunet_transfer.zoo.catalogue import RECORDS
+
+    return tuple(_from_zoo(r) for r in RECORDS if r.family == MEDICALNET_FAMILY)
+
+
+#: MedicalNet's released checkpoints (the zoo's records of that family)
+MEDICALNET_CHECKPOINTS: tuple[PretrainedCheckpoint, ...] = _medicalnet_checkpoints()
 
 
 def list_checkpoints() -> list[PretrainedCheckpoint]:

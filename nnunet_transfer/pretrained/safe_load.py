@@ -15,12 +15,14 @@ safetensors, and never falls back to a full unpickle. Nothing here knows a netwo
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
@@ -101,6 +103,34 @@ def read_file_bytes(path: str | Path) -> bytes:
     return data
 
 
+#: torch's own switch: every ``torch.load`` of the process reads with ``weights_only=True``, whatever its caller asks
+FORCE_WEIGHTS_ONLY_VARIABLE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """While inside, every ``torch.load`` (nnU-Net's ``weights_only=False`` calls included) reads as data only, with
+    numpy numbers allowed: torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` switch and its ``safe_globals``, no patching."""
+    previous = os.environ.get(FORCE_WEIGHTS_ONLY_VARIABLE)
+    os.environ[FORCE_WEIGHTS_ONLY_VARIABLE] = "1"
+    try:
+        with torch.serialization.safe_globals(numpy_data_globals()):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(FORCE_WEIGHTS_ONLY_VARIABLE, None)
+        else:
+            os.environ[FORCE_WEIGHTS_ONLY_VARIABLE] = previous
+
+
+def force_weights_only_loads() -> None:
+    """From now on every ``torch.load`` of this process (and of processes it starts) reads as data only, numpy
+    numbers allowed. For an ``nnUNetv2_train`` run whose ``-pretrained_weights`` nnU-Net opens itself: whatever the
+    file holds by the time nnU-Net reads it, nothing in it is run."""
+    os.environ[FORCE_WEIGHTS_ONLY_VARIABLE] = "1"
+    torch.serialization.add_safe_globals(numpy_data_globals())
+
+
 def _check_decompressed_size(data: bytes, source: str, max_bytes: int | None) -> None:
     """Refuse a zip checkpoint whose members decompress to more than ``max_bytes`` (default: a few times the
     file size), before torch inflates them into memory."""
@@ -120,7 +150,7 @@ def _check_decompressed_size(data: bytes, source: str, max_bytes: int | None) ->
             f"compress)", file=source, fix="use the checkpoint as written by torch.save, not a re-compressed copy")
 
 
-def _unpickling_refusal(source: str, exc: BaseException) -> NnUNetTransferError:
+def unpickling_refusal(source: str, exc: BaseException) -> NnUNetTransferError:
     """The error for a file ``torch.load(weights_only=True)`` refused: foreign objects, or not a checkpoint."""
     text = str(exc)
     detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln), None)
@@ -154,7 +184,7 @@ def read_torch_bytes_data_only(data: bytes, source: str, max_bytes: int | None =
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise _unpickling_refusal(source, exc) from exc
+        raise unpickling_refusal(source, exc) from exc
     except (EOFError, KeyError, RuntimeError, ValueError, IndexError, UnicodeDecodeError, SafetensorError) as exc:
         # what torch's readers raise for empty, truncated or non-checkpoint files (KeyError: a bad pickle opcode)
         raise UnreadableCheckpointError(
@@ -208,6 +238,12 @@ def read_checkpoint_file(path: str | Path, max_bytes: int | None = None) -> Any:
     return read_checkpoint_bytes(read_file_bytes(path), str(path), max_bytes)
 
 
+def _is_state_dict(obj: Any) -> bool:
+    """A non-empty mapping of names (strings) to tensors."""
+    return (isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) for k in obj)
+            and all(isinstance(v, torch.Tensor) for v in obj.values()))
+
+
 def find_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Return the ``{name: tensor}`` mapping inside a loaded checkpoint.
 
@@ -220,11 +256,11 @@ def find_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Ten
             f"{source} holds a {type(obj).__name__}, not a dict of tensors; save the weights with "
             f"torch.save({{'state_dict': model.state_dict()}}, path)"
         )
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if _is_state_dict(obj):
         return dict(obj)
     for key in STATE_DICT_CONTAINER_KEYS:
         inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+        if _is_state_dict(inner):
             return dict(inner)
     top = ", ".join(repr(k) for k in list(obj.keys())[:10])
     raise CheckpointFormatError(

@@ -29,10 +29,11 @@ import torch
 from nnunet_transfer.pretrained.formats import registered_formats
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, SourceWeights
 from nnunet_transfer.pretrained.formats.state_dict import FORMAT as PLAIN_STATE_DICT
+from nnunet_transfer.pretrained.plans_check import check_foreign_plans, check_nnssl_architecture
 from nnunet_transfer.pretrained.safe_load import (CheckpointFormatError, read_checkpoint_bytes, read_file_bytes,
                                                   read_torch_bytes_data_only)
-from nnunet_transfer.utils.bounded_io import (DEFAULT_MAX_MEMBER_BYTES, parse_json_bounded, read_json_bounded,
-                                              read_zip_member)
+from nnunet_transfer.utils.bounded_io import (DEFAULT_MAX_MEMBER_BYTES, MAX_JSON_BYTES, parse_json_bounded,
+                                              read_json_bounded, read_zip_member)
 
 __all__ = ["V2_CHECKPOINT_NAMES", "V1_CHECKPOINT_NAMES", "read_source_weights", "source_weights_from_bytes", "read_torch_checkpoint_once",
            "source_weights_from_state_dict", "recognise"]
@@ -52,11 +53,14 @@ def recognise(obj: Any, source: str) -> Tuple[CheckpointFormat, FormatReading]:
 
 def source_weights_from_bytes(data: bytes, source: str, *, file: Optional[Path] = None,
                               plans: Optional[Mapping[str, Any]] = None, notes: Sequence[str] = (),
-                              container: str = "file", torch_only: bool = False) -> SourceWeights:
+                              container: str = "file", torch_only: bool = False,
+                              trusted: Sequence[str] = (), plans_source: Optional[str] = None) -> SourceWeights:
     """Deserialise checkpoint bytes already read (safely), recognise their format and read them.
 
     ``torch_only``: deserialise with ``torch.load(weights_only=True)`` whatever the name (what nnU-Net's loaders
-    do), never as safetensors.
+    do), never as safetensors. Plans that come with the checkpoint (a results folder's plans.json, an nnssl
+    adaptation plan) are checked as data (:mod:`~nnunet_transfer.pretrained.plans_check`); ``trusted``: class names
+    the user trusts (``--trust-architecture``).
 
     ``plans``/``notes``: what the container says (a results folder's plans.json). The format's companion files
     (nnU-Net v1's ``.pkl``) are read next to ``file`` when given.
@@ -69,8 +73,13 @@ def source_weights_from_bytes(data: bytes, source: str, *, file: Optional[Path] 
         companion_plans, companion_notes = fmt.companion(file)
         reading.notes += companion_notes
         plans = companion_plans if companion_plans is not None else plans
+    if fmt.name == "nnssl":
+        check_nnssl_architecture(reading.metadata.get("architecture_plans"), source, trusted)
     if reading.plans is None:
         reading.plans = plans
+    if reading.plans is not None and fmt.companion is None:  # v1 plans (its .pkl) never reach nnU-Net v2's code
+        check_foreign_plans(reading.plans, plans_source if reading.plans is plans and plans_source else source,
+                            trusted)
     return SourceWeights(source, digest, fmt.name, fmt.family, reading, file=None if file is None else str(file),
                          container=container)
 
@@ -90,9 +99,10 @@ def source_weights_from_state_dict(state_dict: Mapping[str, torch.Tensor], name:
 
 
 def _read_file(path: Path, plans: Optional[Mapping[str, Any]] = None, notes: Sequence[str] = (),
-               container: str = "file") -> SourceWeights:
+               container: str = "file", trusted: Sequence[str] = (), plans_source: Optional[str] = None
+               ) -> SourceWeights:
     return source_weights_from_bytes(read_file_bytes(path), str(path), file=path, plans=plans, notes=notes,
-                                     container=container)
+                                     container=container, trusted=trusted, plans_source=plans_source)
 
 
 # ------------------------------------------------------------------------------------ results folders and zips
@@ -151,7 +161,7 @@ def _configuration_of(model: PurePosixPath) -> Optional[str]:
     return parts[-1] if len(parts) == 3 else None
 
 
-def _from_results_folder(folder: Path, fold: Optional[str]) -> SourceWeights:
+def _from_results_folder(folder: Path, fold: Optional[str], trusted: Sequence[str]) -> SourceWeights:
     candidates = [PurePosixPath(p.relative_to(folder).as_posix()) for p in folder.glob("**/fold_*/*")
                   if len(p.relative_to(folder).parts) <= 5]
     model = _choose_model(_model_folders(candidates), str(folder))
@@ -163,10 +173,12 @@ def _from_results_folder(folder: Path, fold: Optional[str]) -> SourceWeights:
     notes = [f"nnU-Net results folder {folder / model}: {chosen}"]
     if plans is not None:
         notes.append(_plans_note(plans, _configuration_of(PurePosixPath((folder / model).resolve().name))))
-    return _read_file(checkpoint, plans, notes, container="results folder")
+    return _read_file(checkpoint, plans, notes, container="results folder", trusted=trusted,
+                      plans_source=str(plans_file))
 
 
-def _from_results_zip(archive: Path, fold: Optional[str], max_member_bytes: int) -> SourceWeights:
+def _from_results_zip(archive: Path, fold: Optional[str], max_member_bytes: int,
+                      trusted: Sequence[str]) -> SourceWeights:
     with zipfile.ZipFile(archive) as zf:
         members = {PurePosixPath(n): n for n in zf.namelist() if not n.endswith("/")}
         found = _model_folders(list(members))
@@ -174,32 +186,33 @@ def _from_results_zip(archive: Path, fold: Optional[str], max_member_bytes: int)
         chosen = _pick_fold(found[model], fold, f"{archive}:{model}")
         member = members[found[model][chosen]]
         plans_member = members.get(model / "plans.json")
-        plans = None
+        plans, source = None, None
         if plans_member:
             source = f"{archive}:{plans_member}"
-            plans = parse_json_bounded(read_zip_member(zf, plans_member, str(archive), max_member_bytes), source)
+            plans = parse_json_bounded(read_zip_member(zf, plans_member, str(archive), MAX_JSON_BYTES), source)
         notes = [f"nnU-Net model zip {archive}: {model}/{chosen}"]
         if plans is not None:
             notes.append(_plans_note(plans, _configuration_of(model)))
         # the member is inflated into memory with a bound: member names never become paths (no zip-slip)
         data = read_zip_member(zf, member, str(archive), max_member_bytes)
-        return source_weights_from_bytes(data, f"{archive}:{member}", plans=plans, notes=notes, container="zip")
+        return source_weights_from_bytes(data, f"{archive}:{member}", plans=plans, notes=notes, container="zip",
+                                         trusted=trusted, plans_source=source)
 
 
 def read_source_weights(path: Union[str, Path], fold: Optional[str] = None,
-                        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> SourceWeights:
+                        max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, trusted: Sequence[str] = ()) -> SourceWeights:
     """Read any supported checkpoint (file, nnU-Net results folder or zip) once and safely; see the module
-    docstring."""
+    docstring. ``trusted``: architecture class names the user trusts in plans that come with it."""
     path = Path(path)
     if path.is_dir():
-        return _from_results_folder(path, fold)
+        return _from_results_folder(path, fold, trusted)
     if path.suffix.lower() == ".zip" and path.is_file():
         if not zipfile.is_zipfile(path):
             raise CheckpointFormatError(f"{path} is not a zip archive; download or copy it again", file=path)
-        return _from_results_zip(path, fold, max_member_bytes)
+        return _from_results_zip(path, fold, max_member_bytes, trusted)
     plans_file = path.parent.parent / "plans.json"  # one fold's checkpoint inside a results folder
     if path.parent.name.startswith("fold_") and plans_file.is_file():
         plans = read_json_bounded(plans_file)
         note = _plans_note(plans, _configuration_of(PurePosixPath(path.parent.parent.name)))
-        return _read_file(path, plans, [note])
-    return _read_file(path)
+        return _read_file(path, plans, [note], trusted=trusted, plans_source=str(plans_file))
+    return _read_file(path, trusted=trusted)

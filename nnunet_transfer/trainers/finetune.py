@@ -8,7 +8,9 @@ Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTraine
   - nnU-Net's own ``-pretrained_weights CKPT`` (when every key but ``.seg_layers.`` matches: e.g. MOTS ->
     KiTS with aligned plans). nnU-Net loads the weights; we report what it loaded.
   - the plans' pretrained-weights record (:mod:`nnunet_transfer.transfer.record`) for partial or foreign
-    checkpoints (encoder-only, MedicalNet, other input channels), applied by :func:`transfer_weights`.
+    checkpoints (encoder-only, MedicalNet, other input channels), applied by :func:`transfer_weights`;
+  - else nnU-Net master's ``pretrain_info`` block of the plans (:mod:`nnunet_transfer.transfer.pretrain_info`),
+    through the same path.
 
 * **Fine-tuning controls** (class attributes, so a variant is a three-line subclass as in nnU-Net):
 
@@ -20,6 +22,13 @@ Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTraine
   - ``pretrained_lr_factor``: learning rate of the pretrained parameters relative to the new ones.
 
   The stage is derived from the epoch number at the start of every epoch, so ``--c`` resumes in the right stage.
+
+  Freezing and DDP: parameters that no stage ever trains get ``requires_grad = False`` when the optimiser is built,
+  which nnU-Net does right before it wraps the network in DDP, so DDP leaves them out. On one process the parameters
+  frozen in the current stage get ``requires_grad = False`` too. Under DDP the other parameters stay registered with
+  nnU-Net's own DDP wrapper (it cannot be told about a later change of ``requires_grad``); those frozen in the current
+  stage get a zero gradient (a gradient hook, so the all-reduce and nnU-Net's gradient clipping see nothing of them)
+  and the optimiser skips them (a step pre-hook drops their gradient), which is exactly the one-process update.
 
 * **Networks with one output** (Swin UNETR, SegResNet, UNet3D, DoDNet's unet3D; their class says
   ``supports_deep_supervision = False``) train without deep supervision: nnU-Net then uses the plain loss and
@@ -38,17 +47,18 @@ from __future__ import annotations
 import json
 import pydoc
 from pathlib import Path
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
+from torch.utils.hooks import RemovableHandle
 
 from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_pretrained_weights_file
 from nnunet_transfer.trainers.lr_schedulers import WarmupPolyLRScheduler
+from nnunet_transfer.transfer.pretrain_info import read_pretrain_info, transfer_from_pretrain_info
 from nnunet_transfer.transfer.record import read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
 from nnunet_transfer.utils.json_files import read_json_object, require_entries
@@ -90,6 +100,22 @@ def frozen_parameter_names(names: Sequence[str], pretrained: Set[str], epoch: in
 
         frozen |= {n for n in names if not trainable(n)}
     return frozen
+
+
+def never_trained_parameter_names(names: Sequence[str], *, freeze_encoder: bool = False,
+                                  unfreeze_schedule: Sequence[Tuple[int, Sequence[str]]] = (),
+                                  encoder_prefix: str = "encoder.") -> Set[str]:
+    """The parameters frozen in every epoch, known from the names alone (before any weights are loaded): the
+    encoder with ``freeze_encoder``, and those no stage of ``unfreeze_schedule`` names (unless a stage trains the
+    new parameters, which are known only once the weights are loaded)."""
+    never: Set[str] = set()
+    if freeze_encoder:
+        never |= {n for n in names if n.startswith(encoder_prefix)}
+    if unfreeze_schedule:
+        prefixes = [p for _, stage in unfreeze_schedule for p in stage]
+        if NEW_PARAMETERS not in prefixes:
+            never |= {n for n in names if not any(n.startswith(p) for p in prefixes)}
+    return never
 
 
 #: the values of ``mode`` in :data:`SOURCE_FILE`
@@ -158,6 +184,9 @@ class FineTuneTrainer(GuardedTrainer):
         self._frozen: Optional[Set[str]] = None
         #: the checkpoint nnU-Net's -pretrained_weights path loaded in this run (given now, or again after --c), or None
         self._weights: Optional[SourceWeights] = None
+        #: DDP: gradient hooks that zero the parameters frozen in the current stage, and those parameters
+        self._zeroing_hooks: Dict[str, RemovableHandle] = {}
+        self._stage_frozen_parameters: List[nn.Parameter] = []
 
     # ------------------------------------------------------------------ pretrained weights
     @property
@@ -197,11 +226,14 @@ class FineTuneTrainer(GuardedTrainer):
                 self.print_to_log_file(f"WARNING: -pretrained_weights {argument.source} overrides the plans' record "
                                        f"({record.checkpoint})")
             return nnunet_pretrained_weights_report(network, argument)
-        if record is None:
-            return None
         # the public networks name their own task head (``head_prefixes``: out_tr., seg_outputs., ...)
-        return transfer_from_record(network, record,
-                                    tuple(self.new_layer_patterns) + tuple(getattr(network, "head_prefixes", ())))
+        new_layers = tuple(self.new_layer_patterns) + tuple(getattr(network, "head_prefixes", ()))
+        if record is not None:
+            return transfer_from_record(network, record, new_layers)
+        info = read_pretrain_info(self.plans_manager.plans)  # plans prepared for nnU-Net master
+        if info is None or info.checkpoint_path is None:
+            return None
+        return transfer_from_pretrain_info(network, info, new_layers)
 
     def _reload_after_interrupted_start(self, network: nn.Module) -> Optional[TransferReport]:
         """``--c`` without a checkpoint (killed in epoch 0): nnU-Net starts afresh and does not load
@@ -228,6 +260,10 @@ class FineTuneTrainer(GuardedTrainer):
 
     def on_train_start(self) -> None:
         super().on_train_start()
+        if self._weights is not None and self._weights is self.pretrained_source:
+            # nnU-Net's -pretrained_weights loader has read the path again since our check (as data only): the
+            # tensors checked and reported are the ones that train
+            nnunet_pretrained_weights_report(unwrap_network(self.network), self._weights)
         if self.local_rank == 0:
             if self.transfer_report is not None:
                 self.transfer_report.save(self.output_folder, REPORT_STEM)
@@ -260,15 +296,29 @@ class FineTuneTrainer(GuardedTrainer):
         return type(reference)(param_groups, **reference.defaults)
 
     def configure_optimizers(self):
-        pretrained = self.pretrained_parameter_names if self.pretrained_lr_factor != 1.0 else set()
         named = list(unwrap_network(self.network).named_parameters())
+        # nnU-Net builds the optimiser right before it wraps the network in DDP: freeze what never trains now
+        never = never_trained_parameter_names(
+            [n for n, _ in named], freeze_encoder=self.freeze_encoder, unfreeze_schedule=self.unfreeze_schedule,
+            encoder_prefix=self.encoder_prefix)
+        for name, param in named:
+            if name in never:
+                param.requires_grad_(False)
+        pretrained = self.pretrained_parameter_names if self.pretrained_lr_factor != 1.0 else set()
         groups = [
             {"params": [p for n, p in named if n in pretrained], "lr_scale": self.pretrained_lr_factor},
             {"params": [p for n, p in named if n not in pretrained], "lr_scale": 1.0},
         ]
         optimizer = self.make_optimizer([g for g in groups if g["params"]])
+        optimizer.register_step_pre_hook(self._drop_stage_frozen_gradients)
         scheduler = WarmupPolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.lr_warmup_epochs)
         return optimizer, scheduler
+
+    def _drop_stage_frozen_gradients(self, optimizer, args, kwargs) -> None:
+        """Optimiser step pre-hook: parameters frozen in this stage (DDP) have no gradient, so the step skips them
+        (no weight decay, no momentum), as on one process where they do not require one."""
+        for param in self._stage_frozen_parameters:
+            param.grad = None
 
     # ------------------------------------------------------------------ freezing
     def frozen_parameter_names(self, epoch: int) -> Set[str]:
@@ -281,17 +331,32 @@ class FineTuneTrainer(GuardedTrainer):
     def _set_trainable_stage(self, epoch: int) -> None:
         network = unwrap_network(self.network)
         frozen = self.frozen_parameter_names(epoch)
-        for name, param in network.named_parameters():
-            param.requires_grad_(name not in frozen)
         if frozen != self._frozen:
             if self._frozen is not None or frozen:
                 self.print_to_log_file(f"Epoch {epoch}: {len(frozen)} of {len(list(network.parameters()))} "
                                        "parameter tensors frozen")
-            if self.is_ddp and isinstance(self.network, DistributedDataParallel):
-                # DDP registers gradient hooks for the parameters that require grad at construction
-                self.network = DistributedDataParallel(network, device_ids=[self.local_rank])
             self._frozen = frozen
+            if self.is_ddp:
+                self._freeze_for_ddp(network, frozen)
+            else:
+                for name, param in network.named_parameters():
+                    param.requires_grad_(name not in frozen)
         self._freeze_norm_statistics(network, frozen)
+
+    def _freeze_for_ddp(self, network: nn.Module, frozen: Set[str]) -> None:
+        """Under DDP: the parameters DDP synchronises (those requiring a gradient when it wrapped the network) stay
+        so; the frozen ones get a zeroed gradient and no optimiser step (see the module docstring)."""
+        stage_frozen = []
+        for name, param in network.named_parameters():
+            if not param.requires_grad and name not in self._zeroing_hooks:
+                continue  # never trained: DDP left it out
+            hook = self._zeroing_hooks.pop(name, None)
+            if hook is not None:
+                hook.remove()
+            if name in frozen:
+                self._zeroing_hooks[name] = param.register_hook(torch.zeros_like)
+                stage_frozen.append(param)
+        self._stage_frozen_parameters = stage_frozen
 
     @staticmethod
     def _freeze_norm_statistics(network: nn.Module, frozen: Set[str]) -> None:

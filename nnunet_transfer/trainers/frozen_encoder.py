@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import List
 
 import torch
-from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from torch import nn
 
 from nnunet_transfer.architectures.localization_unet import describe_encoder
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.losses.log_dice import NegativeLogSoftDice
-from nnunet_transfer.losses.wrapping import with_base_loss
+from nnunet_transfer.losses.wrapping import DICE_CLASS, soft_dice_kwargs, with_base_loss
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.utils.modules import unwrap_network
 
@@ -42,10 +43,18 @@ class FrozenEncoderTrainer(FineTuneTrainer):
         return torch.optim.Adam(param_groups, lr=self.initial_lr, weight_decay=self.weight_decay)
 
     def _build_loss(self) -> nn.Module:
-        loss = super()._build_loss()
-        base = loss.loss if isinstance(loss, DeepSupervisionWrapper) else loss
-        base.weight_ce = 0.0  # nnU-Net's compound losses skip the cross-entropy term at weight 0: soft Dice only
-        return with_base_loss(loss, NegativeLogSoftDice(base)) if self.log_dice else loss
+        """nnU-Net's loss (deep-supervision wrapper and weights included) around its Dice + CE built with
+        ``weight_ce=0`` (nnU-Net skips the CE term at weight 0: soft Dice only), as ``_build_loss`` configures it."""
+        if self.label_manager.has_regions:
+            raise InvalidValueError(
+                f"{type(self).__name__} trains soft Dice on plain labels; this dataset.json defines "
+                "regions")
+        dice_only = DC_and_CE_loss(soft_dice_kwargs(self), {}, weight_ce=0, weight_dice=1,
+                                   ignore_label=self.label_manager.ignore_label, dice_class=DICE_CLASS)
+        if self._do_i_compile():
+            dice_only.dc = torch.compile(dice_only.dc)
+        base = NegativeLogSoftDice(dice_only) if self.log_dice else dice_only
+        return with_base_loss(super()._build_loss(), base)
 
 
 class FrozenEncoderTrainer_logDice(FrozenEncoderTrainer):

@@ -28,7 +28,9 @@ What differs from ``nnUNetTrainer`` is kept to the hooks:
   best-checkpoint choice), so a *localisation score* stands in for the Dice there: ``1 - mean normalised error /
   sqrt(ndim)`` (1 = perfect, 0 = as far as the patch diagonal), which rises as the error falls;
 * final validation: no segmentation exists, so nnU-Net's sliding-window validation is replaced by the centre error
-  on a seeded, reproducible set of validation patches, written to ``localization_validation.json``.
+  on a seeded, reproducible set of validation patches, written to ``localization_validation.json``. The patches are
+  those of one process (the configuration's global batch size and oversampling) whatever the number of DDP ranks:
+  every rank draws the same batches, evaluates its share of each and rank 0 writes the gathered result.
 
 ``nnUNetv2_predict`` is refused with an explanation (:meth:`LocalizationPretrainTrainer.build_network_architecture`):
 the model predicts a point per patch, not a segmentation. The builder recognises nnU-Net's predictor as its caller;
@@ -74,6 +76,18 @@ def localization_score(normalised_errors: np.ndarray, ndim: int) -> float:
     return float(np.clip(1.0 - np.mean(normalised_errors) / math.sqrt(ndim), 0.0, 1.0))
 
 
+def _samples(batch: dict, positions: List[int]) -> dict:
+    """The samples at ``positions`` of a batch of nnU-Net's loader (``data``, ``target`` (tensor or list), ``keys``)."""
+    def take(value):
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], torch.Tensor):
+            return [v[positions] for v in value]
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            return value[positions]
+        return [value[i] for i in positions]
+
+    return {key: take(value) for key, value in batch.items()}
+
+
 class LocalizationPretrainTrainer(GuardedTrainer):
     """Pretrain the plans' U-Net encoder by regressing the centre of the target in each patch (Hu et al.)."""
 
@@ -82,13 +96,15 @@ class LocalizationPretrainTrainer(GuardedTrainer):
     #: batches in the final validation (None: num_val_iterations_per_epoch) and the seed that fixes its patches
     final_validation_batches: Optional[int] = None
     final_validation_seed: int = 12345
+    #: share of the (global) batch forced to contain foreground (nnU-Net's 0.33 raised; see the module docstring)
+    foreground_oversampling: float = 0.5
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
         self.initial_lr = 1e-4
-        self.oversample_foreground_percent = 0.5
+        self.oversample_foreground_percent = self.foreground_oversampling
         labels = self.label_manager
         if self.localization_label is not None:
             if labels.has_regions:
@@ -158,12 +174,19 @@ class LocalizationPretrainTrainer(GuardedTrainer):
                 "errors_mm": errors_mm.masked_fill(invalid, float("nan")).detach().cpu().numpy()}
 
     def _gathered(self, values: np.ndarray) -> np.ndarray:
-        values = np.asarray(values, dtype=float).ravel()
+        """``values`` of every rank, concatenated in rank order (this rank's alone without DDP)."""
+        return np.concatenate([np.asarray(v, dtype=float).ravel() for v in self._gathered_parts(values)])
+
+    def _gathered_objects(self, items: list) -> list:
+        """``items`` of every rank, one list in rank order."""
+        return [item for part in self._gathered_parts(items) for item in part]
+
+    def _gathered_parts(self, value) -> list:
         if not self.is_ddp:
-            return values
+            return [value]
         parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, values)
-        return np.concatenate(parts)
+        dist.all_gather_object(parts, value)
+        return parts
 
     def on_validation_epoch_end(self, val_outputs: List[dict]) -> None:
         outputs = collate_outputs(val_outputs)
@@ -186,7 +209,8 @@ class LocalizationPretrainTrainer(GuardedTrainer):
         self.logger.log("val_losses", val_loss, self.current_epoch)
 
     def _final_validation_loader(self) -> nnUNetDataLoader:
-        """nnU-Net's validation loader (validation cases, no augmentation, same oversampling) on its own."""
+        """nnU-Net's validation loader (validation cases, no augmentation) on its own, with the global batch size
+        and oversampling of one process (under DDP every rank draws the same patches)."""
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         _, dataset_val = self.get_tr_and_val_datasets()
@@ -195,27 +219,31 @@ class LocalizationPretrainTrainer(GuardedTrainer):
             None, is_cascaded=self.is_cascaded, foreground_labels=labels.foreground_labels,
             regions=labels.foreground_regions if labels.has_regions else None, ignore_label=labels.ignore_label)
         patch = self.configuration_manager.patch_size
-        return nnUNetDataLoader(dataset_val, self.batch_size, patch, patch, labels,
-                                oversample_foreground_percent=self.oversample_foreground_percent,
+        return nnUNetDataLoader(dataset_val, self.configuration_manager.batch_size, patch, patch, labels,
+                                oversample_foreground_percent=self.foreground_oversampling,
                                 transforms=transforms, probabilistic_oversampling=self.probabilistic_oversampling)
 
     def evaluate_validation_patches(self, num_batches: int, seed: int) -> dict:
         """Centre errors on ``num_batches`` seeded batches of validation patches (same patches for the same data,
-        split, seed and batch size), as the dict written to ``localization_validation.json``."""
+        split, seed and batch size, with any number of DDP ranks), as the dict written to
+        ``localization_validation.json``. Under DDP every rank must call this (it gathers)."""
         loader = self._final_validation_loader()
+        rank, world = (dist.get_rank(), dist.get_world_size()) if self.is_ddp else (0, 1)
         rng_state = np.random.get_state()
         np.random.seed(seed)
-        per_patch = []
+        mine = []  # (batch, position in the batch, patch) of this rank's share
         try:
             self.network.eval()
             with torch.no_grad():
-                for _ in range(num_batches):
+                for b in range(num_batches):
                     batch = next(loader)
-                    errors = self.validation_step(batch)["errors_mm"]
-                    per_patch += [{"case": str(k), "error_mm": None if np.isnan(e) else float(e)}
-                                  for k, e in zip(batch["keys"], errors)]
+                    positions = list(range(len(batch["keys"])))[rank::world]
+                    errors = self.validation_step(_samples(batch, positions))["errors_mm"]
+                    mine += [(b, i, {"case": str(batch["keys"][i]), "error_mm": None if np.isnan(e) else float(e)})
+                             for i, e in zip(positions, errors)]
         finally:
             np.random.set_state(rng_state)
+        per_patch = [patch for _, _, patch in sorted(self._gathered_objects(mine), key=lambda x: x[:2])]
         errors_mm = np.array([p["error_mm"] for p in per_patch if p["error_mm"] is not None])
         return {
             "trainer": type(self).__name__,
@@ -234,13 +262,14 @@ class LocalizationPretrainTrainer(GuardedTrainer):
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         """Centre error on validation patches -> ``localization_validation.json`` (there is no segmentation to
-        validate, so nnU-Net's sliding-window validation does not apply)."""
-        if self.local_rank != 0:
-            return
+        validate, so nnU-Net's sliding-window validation does not apply). Every DDP rank evaluates its share; rank 0
+        writes."""
         if save_probabilities:
             self.print_to_log_file("--npz ignored: a localisation model exports no probabilities")
         num_batches = self.final_validation_batches or self.num_val_iterations_per_epoch
         result = self.evaluate_validation_patches(num_batches, self.final_validation_seed)
+        if self.local_rank != 0:
+            return
         path = Path(self.output_folder) / VALIDATION_JSON
         path.write_text(json.dumps(result, indent=1))
         if result["mean_error_mm"] is not None:

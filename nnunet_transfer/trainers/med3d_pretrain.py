@@ -10,7 +10,8 @@ plans' U-Net (``nnUNetPlans``).
 Everything else is :class:`~nnunet_transfer.trainers.mots_pretrain.MOTSPretrainTrainer`'s: each step conditions the
 network on its batch's tasks (read from the case-to-task map in dataset.json), so every case runs and trains only
 its own dataset's branch; the partial-label loss scores only that task's channels; validation is per task. Deep
-supervision is off (Med3D has one output, at full resolution).
+supervision is off (Med3D has one output, at full resolution). The branches of tasks absent from the (global, under
+DDP) batch get no optimiser step: neither momentum nor weight decay moves them.
 
 At the end of training the encoder is written next to the checkpoints (atomically; the log names the file):
 
@@ -24,9 +25,11 @@ At the end of training the encoder is written next to the checkpoints (atomicall
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List
 
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import distributed as dist
 from torch import nn
 
 from nnunet_transfer.architectures.med3d import Med3DResNet
@@ -65,12 +68,35 @@ class Med3DPretrainTrainer(MOTSPretrainTrainer):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False  # one full-resolution output per branch, as Med3D
+        #: tasks absent from the current step's global batch: their branches are left out of the optimiser step
+        self._absent_tasks: List[int] = []
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
         return build_med3d_pretrain_network(configuration_manager, num_input_channels, num_output_channels)
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        optimizer.register_step_pre_hook(self._skip_absent_branches)
+        return optimizer, scheduler
+
+    def train_step(self, batch: dict) -> dict:
+        present = torch.zeros(mots_tasks.NUM_TASKS, device=self.device)
+        present[self.tasks_of(list(batch["keys"]))] = 1
+        if self.is_ddp:
+            dist.all_reduce(present)
+        self._absent_tasks = [t for t in range(mots_tasks.NUM_TASKS) if not present[t]]
+        return super().train_step(batch)
+
+    def _skip_absent_branches(self, optimizer, args, kwargs) -> None:
+        """Optimiser step pre-hook: the branches of absent tasks ran on no sample (a zero gradient, which DDP needs);
+        without a gradient the step leaves them as they are."""
+        branches = unwrap_network(self.network).decoder.branches
+        for task in self._absent_tasks:
+            for param in branches[task].parameters():
+                param.grad = None
 
     def on_train_end(self) -> None:
         super().on_train_end()

@@ -10,7 +10,8 @@ on a dataset made by ``nnunet-transfer convert mots``. What differs from ``nnUNe
   the converter stored in dataset.json, then runs nnU-Net's own step;
 * validation Dice is reported per task (log and progress.png); the final validation predicts each case with its
   own task's head only (as DoDNet's evaluation: other tasks' regions cannot overwrite its labels in the written
-  label map), and ``summary_per_task.json`` scores each validation case on its own task.
+  label map): the trainer's dataset class is nnU-Net's with a report of each loaded case
+  (:mod:`..trainers.task_datasets`), and ``summary_per_task.json`` scores each validation case on its own task.
 
 Optimiser and schedule are nnU-Net's defaults, which are DoDNet's: SGD, momentum 0.99, Nesterov, lr 1e-2, poly 0.9.
 """
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Dict, Iterator, List
 
 import torch
-from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
@@ -35,7 +35,8 @@ from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_fold
 from nnunet_transfer.losses.partial_label import PartialLabelDiceBCELoss
 from nnunet_transfer.losses.wrapping import with_base_loss
 from nnunet_transfer.trainers.guarded import GuardedTrainer
-from nnunet_transfer.trainers.progress import RegionDiceLocalLogger
+from nnunet_transfer.trainers.progress import add_region_dice_panel
+from nnunet_transfer.trainers.task_datasets import on_case_loaded, task_conditioned_dataset_class
 from nnunet_transfer.utils.modules import unwrap_network
 from nnunet_transfer.errors import MissingEntryError, NotApplicableError
 
@@ -102,7 +103,6 @@ class MOTSPretrainTrainer(GuardedTrainer):
                 f"{type(self).__name__} needs the MOTS region labels ({mots_tasks.NUM_OUTPUT_CHANNELS} regions), "
                 f"but this dataset.json gives {self.label_manager.num_segmentation_heads} outputs. Convert the data "
                 "with `nnunet-transfer convert mots`.")
-        self.logger.local_logger = RegionDiceLocalLogger([ch.name for ch in mots_tasks.OUTPUT_CHANNELS])
         self._partial_loss: PartialLabelDiceBCELoss | None = None
 
     @staticmethod
@@ -160,6 +160,12 @@ class MOTSPretrainTrainer(GuardedTrainer):
         table = format_task_table({ch.name: d for ch, d in zip(mots_tasks.OUTPUT_CHANNELS, dice)})
         self.print_to_log_file("Pseudo dice per task (validation patches):\n" + table, add_timestamp=False)
 
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()  # nnU-Net draws progress.png (rank 0) ...
+        if self.local_rank == 0:  # ... which gains the per-region panel
+            add_region_dice_panel(self.output_folder, self.logger.get_value("dice_per_class_or_region", step=None),
+                                  [ch.name for ch in mots_tasks.OUTPUT_CHANNELS])
+
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
         if self.task_balanced_sampling:
@@ -172,35 +178,21 @@ class MOTSPretrainTrainer(GuardedTrainer):
                                + ", ".join(f"{mots_tasks.TASKS[t].name}={n}" for t, n in sorted(counts.items())))
         return balanced_sampling_list(identifiers, self.case_to_task, self.balanced_sampling_resolution)
 
-    def _task_conditioned_dataset_class(self) -> type:
-        """The trainer's dataset class whose ``load_case`` also conditions the network on the case's task.
+    def initialize(self) -> None:
+        super().initialize()
+        # nnU-Net chose its dataset class (blosc2 or numpy); ours reports each case the final validation loads
+        self.dataset_class = task_conditioned_dataset_class(self.dataset_class)
 
-        nnU-Net's final validation loads one case, predicts it with the sliding window, then loads the next; with
-        this class each case is predicted with its own task's head only (DoDNet's evaluation), so its label map
-        is not overwritten by other tasks' regions (a hepatic-vessel tumour firing on a liver tumour).
-        """
-        trainer = self
-
-        class TaskConditionedDataset(self.dataset_class):  # type: ignore[misc, valid-type]
-            def load_case(self, identifier: str):
-                loaded = super().load_case(identifier)
-                unwrap_network(trainer.network).task_ids = trainer.tasks_of([identifier])
-                return loaded
-
-        TaskConditionedDataset.__name__ = f"TaskConditioned{self.dataset_class.__name__}"
-        return TaskConditionedDataset
+    def _condition_on_case(self, identifier: str) -> None:
+        """The network evaluates only ``identifier``'s task until the next case is loaded."""
+        unwrap_network(self.network).task_ids = self.tasks_of([identifier])
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
-        """nnU-Net's final validation with every case predicted on its own task, then the per-task summary."""
-        if self.dataset_class is None:
-            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
-        dataset_class = self.dataset_class
-        self.dataset_class = self._task_conditioned_dataset_class()
-        try:
-            with unwrap_network(self.network).conditioned_on(None):  # restores "all tasks" afterwards
-                super().perform_actual_validation(save_probabilities)
-        finally:
-            self.dataset_class = dataset_class
+        """nnU-Net's final validation with every case predicted with its own task's head only (DoDNet's
+        evaluation: other tasks' regions cannot overwrite its labels in the written label map), then the per-task
+        summary."""
+        with unwrap_network(self.network).conditioned_on(None), on_case_loaded(self._condition_on_case):
+            super().perform_actual_validation(save_probabilities)
         if self.local_rank != 0:
             return
         validation_folder = Path(self.output_folder) / "validation"

@@ -22,10 +22,15 @@ Rules (each one per spatial axis or channel dimension):
   channels are matched per half. The network's input convolutions (the ``keys_to_in_proj`` every network we ship
   and nnU-Net's own networks name, dynamic-network-architectures' convention) use :func:`adapt_input_channels`
   (timm's rule).
+- **positional embedding of another token grid** (a transformer such as Primus planned for another patch size):
+  the embedding is resized trilinearly over the 3D token grid (``align_corners=False``, as nnU-Net master's
+  ``interpolate_patch_embed_3d``); prefix tokens (register tokens) are copied. Copying the leading rows instead would
+  give every token the embedding of another position. Without the checkpoint's grid the tensor is not loaded.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -68,6 +73,8 @@ class TensorRole:
     transposed: bool = False
     first_conv: bool = False
     concat_input: bool = False
+    #: a learned positional embedding ``(1, prefix + tokens, C)`` over a 3D token grid
+    positional: bool = False
 
 
 class NotAdaptable(ValueError):
@@ -88,10 +95,54 @@ def input_projection_keys(network: nn.Module) -> Tuple[str, ...]:
     return () if first is None else (first,)
 
 
+def positional_embedding_keys(network: nn.Module) -> Tuple[str, ...]:
+    """The network's learned positional embeddings: its ``key_to_lpe`` (dynamic-network-architectures' name for it)
+    and every parameter called ``pos_embed``."""
+    keys = {name for name, _ in network.named_parameters() if name.split(".")[-1] == "pos_embed"}
+    lpe = getattr(network, "key_to_lpe", None)
+    if lpe:
+        keys.add(lpe)
+    return tuple(sorted(keys))
+
+
+def token_grid(network: nn.Module) -> Optional[Tuple[int, ...]]:
+    """The 3D token grid of a transformer network (Primus: its rotary embedding's ``feat_shape``, set from the patch
+    size), or None when the network states none."""
+    grid = getattr(network, "token_grid", None)
+    if grid is None:
+        for module in network.modules():
+            shape = getattr(getattr(module, "rope", None), "feat_shape", None)
+            if shape is not None:
+                grid = shape
+                break
+    return None if grid is None else tuple(int(g) for g in grid)
+
+
+def resize_positional_embedding(embedding: torch.Tensor, source_grid: Sequence[int], target_grid: Sequence[int]
+                                ) -> torch.Tensor:
+    """``(1, prefix + prod(source_grid), C)`` -> ``(1, prefix + prod(target_grid), C)``: the grid part resized
+    trilinearly (token order: the first grid axis varies slowest, as a flattened convolution output), the prefix
+    tokens kept."""
+    source_grid, target_grid = tuple(int(g) for g in source_grid), tuple(int(g) for g in target_grid)
+    n_grid = math.prod(source_grid)
+    prefix = embedding.shape[1] - n_grid
+    if embedding.ndim != 3 or prefix < 0:
+        raise NotAdaptable(f"positional embedding {list(embedding.shape)} does not hold a {list(source_grid)} token "
+                           "grid")
+    head, grid = embedding[:, :prefix], embedding[:, prefix:]
+    channels = grid.shape[-1]
+    volume = grid.reshape(1, *source_grid, channels).movedim(-1, 1).float()
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(source_grid)]
+    resized = F.interpolate(volume, size=target_grid, mode=mode, align_corners=False)
+    flat = resized.movedim(1, -1).reshape(1, math.prod(target_grid), channels).to(embedding.dtype)
+    return torch.cat([head, flat], dim=1)
+
+
 def tensor_roles(network: nn.Module) -> dict:
-    """``{state-dict key: TensorRole}`` for the weights of the network's (transposed) convolutions."""
+    """``{state-dict key: TensorRole}`` for the weights of the network's (transposed) convolutions and its
+    positional embeddings."""
     in_proj = set(input_projection_keys(network))
-    roles = {}
+    roles = {key: TensorRole(positional=True) for key in positional_embedding_keys(network)}
     for name, module in network.named_modules(remove_duplicate=False):
         if not isinstance(module, nn.modules.conv._ConvNd):
             continue
@@ -181,6 +232,22 @@ def copy_overlap(source: torch.Tensor, target: torch.Tensor, halves_dim: Optiona
     return out
 
 
+def _adapt_positional(source: torch.Tensor, target: torch.Tensor,
+                      token_grids: Optional[Tuple[Sequence[int], Sequence[int]]]) -> Tuple[torch.Tensor, str]:
+    if source.shape[-1] != target.shape[-1]:
+        raise NotAdaptable(f"positional embedding width {source.shape[-1]} vs {target.shape[-1]}")
+    if token_grids is None or None in token_grids:
+        raise NotAdaptable("positional embedding of another token grid and the checkpoint's grid is unknown: left "
+                           "at its initialisation (copying rows would give tokens the embedding of other positions)")
+    source_grid, target_grid = token_grids
+    resized = resize_positional_embedding(source, source_grid, target_grid)
+    if tuple(resized.shape) != tuple(target.shape):
+        raise NotAdaptable(f"positional embedding {list(source.shape)} on grid {list(source_grid)} resized to "
+                           f"{list(resized.shape)}, the network has {list(target.shape)}")
+    return resized.to(target.dtype), (f"positional embedding token grid {list(source_grid)} -> {list(target_grid)} "
+                                      "(trilinear)")
+
+
 def _channel_note(name: str, old: int, new: int) -> str:
     what = f"{name} channels" if name else "channels"
     if new < old:
@@ -189,10 +256,16 @@ def _channel_note(name: str, old: int, new: int) -> str:
 
 
 def adapt_tensor(source: torch.Tensor, target: torch.Tensor, role: TensorRole = TensorRole(),
-                 options: AdaptOptions = AdaptOptions()) -> Tuple[torch.Tensor, str]:
-    """Make ``source`` fit ``target``'s shape; returns ``(tensor, rule note)`` or raises :class:`NotAdaptable`."""
+                 options: AdaptOptions = AdaptOptions(),
+                 token_grids: Optional[Tuple[Sequence[int], Sequence[int]]] = None) -> Tuple[torch.Tensor, str]:
+    """Make ``source`` fit ``target``'s shape; returns ``(tensor, rule note)`` or raises :class:`NotAdaptable`.
+
+    ``token_grids``: (checkpoint grid, network grid) of a positional embedding (``role.positional``).
+    """
     if source.ndim != target.ndim:
         raise NotAdaptable(f"{source.ndim} dimensions in the checkpoint vs {target.ndim} in the network")
+    if role.positional:
+        return _adapt_positional(source, target, token_grids)
     if options.input_channels_only and not (role.first_conv and not role.transposed and source.ndim >= 2
                                             and source.shape[0] == target.shape[0]
                                             and source.shape[2:] == target.shape[2:]):

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.errors import InvalidValueError
+from nnunet_transfer.pretrained.plans_check import read_foreign_plans
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.record import PretrainedRecord, write_record
 from nnunet_transfer.utils.configuration_names import require_configurations
@@ -21,12 +22,14 @@ from nnunet_transfer.utils.configuration_names import require_configurations
 def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "nnUNetPlans",
                 target_plans: Optional[str] = None, configurations: Sequence[str] = ("3d_fullres",),
                 preprocess: bool = True, pretrained_checkpoint: Optional[str] = None, num_processes: int = 2,
-                verbose: bool = False) -> Path:
+                verbose: bool = False, trusted: Sequence[str] = ()) -> Path:
     """Copy the source dataset's plans to the target dataset and preprocess the target with them.
 
     Returns the target plans file. ``target_plans`` defaults to ``<source_plans>_from<source id>`` so the target's
     own nnU-Net plans are never overwritten. With ``pretrained_checkpoint`` the configurations also get a
     pretrained-weights record (used by our fine-tuning trainers when ``-pretrained_weights`` is not given).
+    The source plans (possibly from elsewhere) are checked as data first; ``trusted``: architecture class names the
+    user trusts (``--trust-architecture``).
     """
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, preprocess as nn_preprocess
     from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import (
@@ -34,7 +37,7 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
     from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 
     if pretrained_checkpoint is not None:  # a bad file fails now, before any plans are written
-        read_source_weights(pretrained_checkpoint)
+        read_source_weights(pretrained_checkpoint, trusted=trusted)
     source_name = resolve_dataset_name(source_dataset)
     target_name = resolve_dataset_name(target_dataset)
     if source_name == target_name:
@@ -46,6 +49,7 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
     if not source_file.is_file():
         raise FileNotFoundError(f"{source_file} does not exist. Plan the pretraining dataset first: "
                                 f"nnUNetv2_plan_and_preprocess -d {source_dataset}")
+    read_foreign_plans(source_file, trusted)  # the target's training builds its network from these plans
     require_configurations(source_file, configurations)
     if not (root / target_name / "dataset_fingerprint.json").is_file():
         print(f"[align-plans] extracting the fingerprint of {target_name}")
@@ -60,7 +64,8 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
     if pretrained_checkpoint is not None:
         for configuration in configurations:
             write_record(target_file, configuration, PretrainedRecord(
-                checkpoint=pretrained_checkpoint, description=f"pretrained on {source_name} ({source_plans})"))
+                checkpoint=pretrained_checkpoint, description=f"pretrained on {source_name} ({source_plans})",
+                trusted_architectures=list(trusted)))
     if preprocess:
         print(f"[align-plans] preprocessing {target_name} with {target_plans} ({', '.join(configurations)})")
         nn_preprocess([target_dataset], plans_identifier=target_plans, configurations=list(configurations),

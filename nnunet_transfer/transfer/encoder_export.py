@@ -29,6 +29,7 @@ from torch import nn
 
 from nnunet_transfer.errors import InvalidValueError, WrongKindError
 from nnunet_transfer.pretrained.formats.medicalnet import looks_like_medicalnet, medicalnet_layout, split_head
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 from nnunet_transfer.transfer.weight_values import check_weight_values
 from nnunet_transfer.transfer.weights import StateDictSource, read_source
@@ -99,8 +100,9 @@ def extract_encoder(checkpoint: EncoderSource, output: Union[str, Path], strip_p
                for k, v in encoder_state_dict(checkpoint, strip_prefix or layout == "medicalnet").items()}
     check_weight_values(encoder, str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the given weights")
     if layout == "medicalnet":
-        name = (str(checkpoint) if isinstance(checkpoint, (str, Path))
-                else type(checkpoint).__name__ if isinstance(checkpoint, nn.Module) else "state dict")
+        name = (str(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.source
+                if isinstance(checkpoint, SourceWeights) else type(checkpoint).__name__
+                if isinstance(checkpoint, nn.Module) else "state dict")
         medicalnet = medicalnet_layout(encoder, name)
         return write_atomically(output, lambda tmp: torch.save(medicalnet, tmp))
     if output.suffix == ".safetensors":

@@ -18,6 +18,7 @@ from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.errors import InvalidValueError, MissingEntryError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.adapt import AdaptOptions
 from nnunet_transfer.transfer.weight_values import check_weight_values
@@ -45,6 +46,9 @@ class PretrainedRecord:
     kernel_reduce: str = "mean"
     #: kernel size 1 -> k along an axis: "centre" (zeros around) or "spread"
     kernel_grow: str = "centre"
+    #: architecture class names the user trusts in the plans that come with the checkpoint (a results folder's
+    #: plans.json, an nnssl adaptation plan): ``--trust-architecture``
+    trusted_architectures: List[str] = field(default_factory=list)
 
     @property
     def adapt_options(self) -> AdaptOptions:
@@ -64,8 +68,10 @@ class PretrainedRecord:
 
 def transfer_from_record(network: nn.Module, record: PretrainedRecord,
                          head_patterns: Sequence[str] = HEAD_PATTERNS) -> TransferReport:
-    """Load ``record``'s checkpoint into ``network`` as a training run does (used by trainers and transfer-check)."""
-    return transfer_weights(network, record.checkpoint, prefix_map=record.prefix_map, exclude=record.exclude,
+    """Load ``record``'s checkpoint into ``network`` as a training run does (used by trainers and transfer-check): read
+    once, with the record's trusted architecture names."""
+    source = read_source_weights(record.checkpoint, trusted=record.trusted_architectures)
+    return transfer_weights(network, source, prefix_map=record.prefix_map, exclude=record.exclude,
                             head_patterns=head_patterns, min_fraction=record.min_fraction,
                             adapt=record.adapt_options)
 
@@ -92,8 +98,10 @@ def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
     return path
 
 
-def write_record(plans_file: Union[str, Path], configuration: str, record: Optional[PretrainedRecord]) -> None:
-    """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file."""
+def write_record(plans_file: Union[str, Path], configuration: str, record: Optional[PretrainedRecord],
+                 source: Optional[SourceWeights] = None) -> None:
+    """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file. ``source``: the record's
+    checkpoint when the caller has read it already (else it is read here, to fail now rather than at training)."""
     plans_file = Path(plans_file)
     plans = json.loads(plans_file.read_text())
     if configuration not in plans.get("configurations", {}):
@@ -107,7 +115,9 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
             raise FileNotFoundError(f"pretrained checkpoint {checkpoint} does not exist")
         record.adapt_options  # validates the rule names before anything is written
         # open it now (data only), so an empty, damaged or booby-trapped file fails here and not when training starts
-        check_weight_values(read_source_weights(checkpoint).tensors, str(checkpoint))
+        if source is None:
+            source = read_source_weights(checkpoint, trusted=record.trusted_architectures)
+        check_weight_values(source.tensors, str(checkpoint))
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)

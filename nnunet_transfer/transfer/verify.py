@@ -14,6 +14,7 @@ import torch
 
 from nnunet_transfer.architectures.med3d import Med3DResNet, describe_architecture
 from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError
+from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.formats.medicalnet import split_head
 from nnunet_transfer.pretrained.registry import PretrainedCheckpoint, get_checkpoint
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
@@ -34,6 +35,8 @@ class VerificationReport:
     record: PretrainedCheckpoint | None
     sha256: str | None = None
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    #: what the checks could not establish (e.g. no published checksum), shown after them
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,11 +59,12 @@ class VerificationReport:
         lines += [f"  {'PASS' if p else 'FAIL'}  {c:<{width}}  {d}" for c, p, d in self.checks]
         if self.sha256:
             lines.append(f"  sha256 {self.sha256}")
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
 def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | None = None,
-                      compute_sha256: bool = True) -> VerificationReport:
+                      compute_sha256: bool = True, weights: SourceWeights | None = None) -> VerificationReport:
     """Check that a downloaded checkpoint is the file its record describes; never raises on a bad file.
 
     Checks, in order: the file has a registry record (by file name, or ``record`` given explicitly); it
@@ -83,7 +87,7 @@ def verify_checkpoint(path: str | Path, record: PretrainedCheckpoint | str | Non
                                        f"pretrained on {rec.pretraining_data}")
 
     try:
-        weights = read_source_weights(path)
+        weights = weights if weights is not None else read_source_weights(path)  # read once
         state, head = split_head(weights.tensors)
         head = head + [k for k in weights.filtered if k not in head]
     except _READ_ERRORS as exc:  # reported, not swallowed: the report carries the message and ok=False

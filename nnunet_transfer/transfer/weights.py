@@ -29,7 +29,8 @@ from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NotAppl
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.source import read_source_weights, source_weights_from_state_dict
 from nnunet_transfer.transfer.loading import LoadReport, load_matching
-from nnunet_transfer.transfer.adapt import AdaptOptions, NotAdaptable, TensorRole, adapt_tensor, tensor_roles
+from nnunet_transfer.transfer.adapt import (AdaptOptions, NotAdaptable, TensorRole, adapt_tensor, tensor_roles,
+                                            token_grid)
 from nnunet_transfer.transfer.stages import match_stages
 
 #: checkpoint keys containing one of these never transfer (task heads); the network keeps fresh layers there
@@ -156,15 +157,17 @@ def _is_alias_name(key: str) -> bool:
     return any(part in key for part in _ALIAS_NAME_PARTS)
 
 
-def _shape_adapters(network: nn.Module, state: Mapping[str, torch.Tensor], options: AdaptOptions) -> dict:
+def _shape_adapters(network: nn.Module, state: Mapping[str, torch.Tensor], options: AdaptOptions,
+                    source_token_grid: Optional[Sequence[int]] = None) -> dict:
     """One adapter per network key whose checkpoint tensor has another shape (see :mod:`.adapt`)."""
     model_state = network.state_dict()
     roles = tensor_roles(network)
+    grids = (source_token_grid, token_grid(network))
 
     def adapter(role: TensorRole):
         def run(checkpoint_tensor: torch.Tensor, model_tensor: torch.Tensor) -> Tuple[torch.Tensor, str]:
             try:
-                return adapt_tensor(checkpoint_tensor, model_tensor, role, options)
+                return adapt_tensor(checkpoint_tensor, model_tensor, role, options, token_grids=grids)
             except NotAdaptable as reason:
                 return checkpoint_tensor, str(reason)
         return run
@@ -226,7 +229,8 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
         notes += stages.notes
     kept = {k: v for k, v in kept.items() if k not in aliases}
     surplus = [k for k in surplus if not _is_alias_name(k)]
-    adapters = _shape_adapters(network, kept, adapt) if adapt.enabled else {}
+    adapters = (_shape_adapters(network, kept, adapt, checkpoint.reading.metadata.get("token_grid"))
+                if adapt.enabled else {})
     report = load_matching(network, kept, source=name, strict_shapes=strict_shapes, adapters=adapters,
                            skipped=skipped)
     _count_aliases_as_loaded(network, report, aliases)

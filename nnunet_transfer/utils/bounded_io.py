@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Optional, Union
+from typing import Any, BinaryIO, Union
 
 from nnunet_transfer.errors import NnUNetTransferError
 
@@ -88,7 +88,3 @@ def read_zip_member(zf: zipfile.ZipFile, info: Union[str, zipfile.ZipInfo], sour
     copy_zip_member(zf, info, out, source, max_bytes)
     return out.getvalue()
 
-
-def max_bytes_from_gb(gigabytes: Optional[float]) -> int:
-    """A ``--max-member-gb`` value in bytes (None: the default)."""
-    return DEFAULT_MAX_MEMBER_BYTES if gigabytes is None else int(gigabytes * (1 << 30))

@@ -14,6 +14,22 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, find_state_dict, strip_key_prefixes
+
+
+def state_dict_of(obj: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """The prefix-free ``{name: tensor}`` of a checkpoint object (bare or under a usual wrapper key); raises
+    :class:`~nnunet_transfer.pretrained.safe_load.CheckpointFormatError` naming ``source`` when there is none."""
+    return strip_key_prefixes(find_state_dict(obj, source=source))
+
+
+def state_dict_or_none(obj: Any) -> Optional[Dict[str, torch.Tensor]]:
+    """:func:`state_dict_of`, or None when ``obj`` holds no state dict (for ``detect`` functions, which never raise)."""
+    try:
+        return state_dict_of(obj)
+    except CheckpointFormatError:
+        return None
+
 
 @dataclass
 class FormatReading:

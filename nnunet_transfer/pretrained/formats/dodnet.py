@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional
 import torch
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.formats.released_layouts import split_filtered, strip_prefixes, unwrap_state_dict
+from nnunet_transfer.pretrained.formats.released_layouts import (never_raises, split_filtered, strip_prefixes,
+                                                                 unwrap_state_dict)
 
 _MARKERS = ("conv1.weight", "layer0.0.conv1.weight", "x1_resb.0.conv1.weight", "controller.weight")
 
@@ -38,4 +39,4 @@ def read(obj: Any, source: str) -> FormatReading:
                          {"architecture": "dodnet-unet3d", "input_channels": int(tensors["conv1.weight"].shape[1])})
 
 
-FORMAT = CheckpointFormat("dodnet", "DoDNet", detect, read)
+FORMAT = CheckpointFormat("dodnet", "DoDNet", never_raises(detect), read)

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 
-from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, find_state_dict, strip_key_prefixes
+from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, state_dict_of, state_dict_or_none
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 
 __all__ = ["FORMAT", "HEAD_KEY_PREFIXES", "KEY_PREFIX", "KeyLayout", "key_layout", "looks_like_medicalnet",
            "medicalnet_layout", "split_head"]
@@ -78,19 +78,13 @@ def medicalnet_layout(encoder: Mapping[str, torch.Tensor],
     return {"state_dict": {KEY_PREFIX + k: v for k, v in encoder.items()}}
 
 
-def _state(obj: Any) -> Dict[str, torch.Tensor]:
-    return strip_key_prefixes(find_state_dict(obj))
-
-
 def detect(obj: Any) -> bool:
-    try:
-        return looks_like_medicalnet(_state(obj))
-    except CheckpointFormatError:
-        return False
+    state = state_dict_or_none(obj)
+    return state is not None and looks_like_medicalnet(state)
 
 
 def read(obj: Any, source: str) -> FormatReading:
-    encoder, head = split_head(strip_key_prefixes(find_state_dict(obj, source=source)))
+    encoder, head = split_head(state_dict_of(obj, source))
     notes = [f"MedicalNet segmentation head filtered out ({len(head)} tensors)"] if head else []
     metadata: Dict[str, Any] = {}
     try:

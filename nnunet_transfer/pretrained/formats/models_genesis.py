@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.formats.released_layouts import split_filtered, strip_prefixes, unwrap_state_dict
+from nnunet_transfer.pretrained.formats.released_layouts import (never_raises, split_filtered, strip_prefixes,
+                                                                 unwrap_state_dict)
 
 FIRST_CONV = "down_tr64.ops.0.conv1.weight"
 
@@ -33,4 +34,4 @@ def read(obj: Any, source: str) -> FormatReading:
                          {"architecture": "genesis-unet3d", "input_channels": int(tensors[FIRST_CONV].shape[1])})
 
 
-FORMAT = CheckpointFormat("models-genesis", "Models Genesis", detect, read)
+FORMAT = CheckpointFormat("models-genesis", "Models Genesis", never_raises(detect), read)

@@ -5,7 +5,9 @@ and reported. The pretraining plan comes along as the reading's plans (checked a
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, List, Mapping, Optional, Tuple
+
+import torch
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, find_state_dict, strip_key_prefixes
@@ -38,8 +40,41 @@ def read(obj: Any, source: str) -> FormatReading:
     if pretrain_plan is not None and not isinstance(pretrain_plan, Mapping):
         raise CheckpointFormatError(f"{source}: the nnssl pretrain_plan is a {type(pretrain_plan).__name__}, "
                                     "not a dict")
-    return FormatReading(keep, filtered, [note], pretrain_plan,
-                         metadata={"architecture": str(arch), "trainer_name": str(trainer)})
+    citations = obj.get("citations", [])
+    metadata = {"architecture": str(arch), "trainer_name": str(trainer), "adaptation_plan": dict(plan),
+                "citations": list(citations) if isinstance(citations, (list, tuple)) else [],
+                "architecture_plans": architecture}
+    grid = token_grid(plan, state)
+    if grid is not None:  # a transformer: its positional embedding belongs to this token grid
+        metadata["token_grid"] = grid
+    return FormatReading(keep, filtered, [note], pretrain_plan, metadata=metadata)
+
+
+def pretraining_patch_size(plan: Mapping[str, Any]) -> Optional[List[int]]:
+    """The patch size an nnssl checkpoint was pretrained with: ``pretrain_patch_size`` when the plan overrides it
+    (as nnU-Net master reads it), else the patch size of the pretraining plan's (first) configuration."""
+    override = plan.get("pretrain_patch_size")
+    if override is not None:
+        return [int(p) for p in override]
+    pretrain_plan = plan.get("pretrain_plan")
+    configurations = pretrain_plan.get("configurations") if isinstance(pretrain_plan, Mapping) else None
+    first = next(iter(configurations.values()), None) if isinstance(configurations, Mapping) else None
+    patch = first.get("patch_size") if isinstance(first, Mapping) else None
+    return None if patch is None else [int(p) for p in patch]
+
+
+def token_grid(plan: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Optional[Tuple[int, ...]]:
+    """A transformer checkpoint's token grid: pretraining patch size / patch-embedding kernel (the stem projection,
+    ``keys_to_in_proj``), as nnU-Net master computes it; None for networks without a positional embedding."""
+    if not plan.get("key_to_lpe"):
+        return None
+    patch = pretraining_patch_size(plan)
+    in_proj = plan.get("keys_to_in_proj") or ()
+    projections = [f"{k}.weight" for k in in_proj if isinstance(k, str)]
+    weight = next((state[k] for k in projections if k in state), None)
+    if patch is None or weight is None or weight.ndim != 2 + len(patch):
+        return None
+    return tuple(int(p) // int(k) for p, k in zip(patch, weight.shape[2:]))
 
 
 FORMAT = CheckpointFormat(name="nnssl", family="nnssl", detect=detect, read=read)

@@ -15,8 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from nnunet_transfer.pretrained.data_only_pickle import read_data_only_pickle
-from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, find_state_dict, strip_key_prefixes
+from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, state_dict_of, state_dict_or_none
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 
 _V1_CONTEXT = re.compile(r"^conv_blocks_context\.(\d+)\.blocks\.(\d+)\.(conv|instnorm)\.(.+)$")
 _V1_TWO_PART = re.compile(r"^(conv_blocks_context|conv_blocks_localization)\.(\d+)\.([01])\.blocks\.(\d+)\."
@@ -28,7 +28,7 @@ _V1_LAYER = {"conv": "conv", "instnorm": "norm"}
 
 def is_generic_unet_v1(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """True when the keys are those of nnU-Net v1's ``Generic_UNet`` (or a network built like it)."""
-    return any(k.startswith("conv_blocks_context.") for k in state_dict)
+    return any(isinstance(k, str) and k.startswith("conv_blocks_context.") for k in state_dict)
 
 
 def generic_unet_v1_to_v2(state_dict: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], int]:
@@ -101,19 +101,13 @@ def read_v1_companion(checkpoint: Path) -> Tuple[Optional[Mapping[str, Any]], Li
     return info.get("plans"), [_v1_plans_note(info)]
 
 
-def _state(obj: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
-    return strip_key_prefixes(find_state_dict(obj, source=source))
-
-
 def detect(obj: Any) -> bool:
-    try:
-        return is_generic_unet_v1(_state(obj))
-    except CheckpointFormatError:
-        return False
+    state = state_dict_or_none(obj)
+    return state is not None and is_generic_unet_v1(state)
 
 
 def read(obj: Any, source: str) -> FormatReading:
-    state, renamed = generic_unet_v1_to_v2(_state(obj, source))
+    state, renamed = generic_unet_v1_to_v2(state_dict_of(obj, source))
     note = f"nnU-Net v1 Generic_UNet keys mapped onto nnU-Net v2 PlainConvUNet keys ({renamed} renamed)"
     return FormatReading(state, notes=[note])
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.safe_load import find_state_dict, strip_key_prefixes
+from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, state_dict_of
 
 
 def detect(obj: Any) -> bool:
@@ -16,7 +15,7 @@ def detect(obj: Any) -> bool:
 
 def read(obj: Any, source: str) -> FormatReading:
     metadata = {k: obj[k] for k in ("trainer_name", "current_epoch") if isinstance(obj.get(k), (str, int))}
-    return FormatReading(strip_key_prefixes(find_state_dict(obj, source=source)), metadata=metadata)
+    return FormatReading(state_dict_of(obj, source), metadata=metadata)
 
 
 FORMAT = CheckpointFormat(name="nnunet_v2", family="nnU-Net v2", detect=detect, read=read)

@@ -19,9 +19,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import torch
 
-from nnunet_transfer.errors import InvalidValueError
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 
-__all__ = ["unwrap_state_dict", "strip_prefixes", "split_filtered", "first_key_with", "detect_format"]
+__all__ = ["unwrap_state_dict", "strip_prefixes", "split_filtered", "first_key_with", "never_raises"]
 
 #: the dicts released files keep their weights in, tried in this order
 CONTAINERS: Tuple[str, ...] = ("state_dict", "net", "network_weights", "model")
@@ -45,10 +45,11 @@ def unwrap_state_dict(obj: Any, containers: Sequence[str] = CONTAINERS,
     return None
 
 
-def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Iterable[str]) -> Dict[str, torch.Tensor]:
+def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Iterable[str],
+                   source: str = "checkpoint") -> Dict[str, torch.Tensor]:
     """Remove any of ``prefixes`` from the start of every key, repeatedly (``module.backbone.x`` -> ``x``).
 
-    Raises ``ValueError`` when two keys become one (the file would be ambiguous).
+    Raises :class:`CheckpointFormatError` when two keys become one (the file would be ambiguous).
     """
     prefixes = tuple(prefixes)
     out: Dict[str, torch.Tensor] = {}
@@ -61,7 +62,9 @@ def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Iterable[str]) -
                 if new.startswith(prefix):
                     new, changed = new[len(prefix):], True
         if new in out:
-            raise InvalidValueError(f"keys {key!r} and another key both become {new!r} once {prefixes} are removed")
+            raise CheckpointFormatError(f"{source}: keys {key!r} and another key both become {new!r} once "
+                                        f"{prefixes} are removed", file=source,
+                                        fix="the file mixes prefixed and plain names; save one state dict")
         out[new] = value
     return out
 
@@ -78,9 +81,12 @@ def first_key_with(state: Mapping[str, Any], *prefixes: str) -> bool:
     return any(k.startswith(prefixes) for k in state)
 
 
-def detect_format(obj: Any):
-    """The first registered :class:`~nnunet_transfer.pretrained.formats.base.CheckpointFormat` that recognises
-    ``obj``, or None."""
-    from nnunet_transfer.pretrained.formats import registered_formats
-
-    return next((fmt for fmt in registered_formats() if fmt.detect(obj)), None)
+def never_raises(detect: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A ``detect`` that answers False for an object its checks cannot read (the registry's contract)."""
+    def guarded(obj: Any) -> bool:
+        try:
+            return bool(detect(obj))
+        except (CheckpointFormatError, AttributeError, TypeError, IndexError):
+            return False
+    guarded.__doc__ = detect.__doc__
+    return guarded

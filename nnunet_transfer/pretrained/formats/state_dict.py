@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.safe_load import find_state_dict, strip_key_prefixes
+from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading, state_dict_of
 
 
 def detect(obj: Any) -> bool:
@@ -15,7 +14,7 @@ def detect(obj: Any) -> bool:
 
 
 def read(obj: Any, source: str) -> FormatReading:
-    return FormatReading(strip_key_prefixes(find_state_dict(obj, source=source)))
+    return FormatReading(state_dict_of(obj, source))
 
 
 FORMAT = CheckpointFormat(name="state_dict", family="plain state dict", detect=detect, read=read)

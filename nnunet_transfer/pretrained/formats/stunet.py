@@ -3,7 +3,8 @@ next to a ``.model.pkl`` with the v1 plans), or the nnU-Net v2 port's ``{"networ
 
 Keys are STU-Net's own (``conv_blocks_context.<stage>.<block>.conv1``, ``upsample_layers``,
 ``conv_blocks_localization``, ``seg_outputs``), not nnU-Net v1's ``Generic_UNet`` names, so this reader must be
-tried before the nnU-Net family's. The size (S/B/L/H) is read from the first convolution's channels; the task heads
+tried before the nnU-Net family's. The ``.model.pkl`` is read as nnU-Net v1's companion file (data only), so the
+plans come with the weights. The size (S/B/L/H) is read from the first convolution's channels; the task heads
 ``seg_outputs`` are filtered out (STU-Net's own fine-tuning skips them too).
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.formats.released_layouts import split_filtered, strip_prefixes, unwrap_state_dict
+from nnunet_transfer.pretrained.formats.nnunet_v1 import read_v1_companion
+from nnunet_transfer.pretrained.formats.released_layouts import (never_raises, split_filtered, strip_prefixes,
+                                                                 unwrap_state_dict)
 
 FIRST_CONV = "conv_blocks_context.0.0.conv1.weight"
 #: first-stage channels -> STU-Net size
@@ -42,4 +45,5 @@ def read(obj: Any, source: str) -> FormatReading:
     return FormatReading(tensors, filtered, notes, None, metadata)
 
 
-FORMAT = CheckpointFormat("stunet", "STU-Net", detect, read)
+#: the ``.model.pkl`` next to a v1 ``.model`` holds the v1 plans (read as data, as for nnU-Net v1's own files)
+FORMAT = CheckpointFormat("stunet", "STU-Net", never_raises(detect), read, companion=read_v1_companion)

@@ -19,8 +19,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.formats.released_layouts import (first_key_with, split_filtered, strip_prefixes,
-                                                                 unwrap_state_dict)
+from nnunet_transfer.pretrained.formats.released_layouts import (first_key_with, never_raises, split_filtered,
+                                                                 strip_prefixes, unwrap_state_dict)
 
 #: backbone key prefixes of each network, and the prefixes of its own output layer (filtered as a task head)
 BACKBONES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
@@ -65,9 +65,11 @@ def read_universal_layout(state: Dict[str, torch.Tensor], family: str) -> Format
     notes = [f"{family} {kind} backbone: {len(tensors)} tensors; filtered out: {len(head)} of the backbone's output "
              f"layer, {len(others)} of the language-driven head"
              + (f" ({', '.join(sorted({k.split('.')[0] for k in others}))})" if others else "")]
-    metadata = {"architecture": architecture, "input_channels": int(first.shape[1]), "backbone": kind,
-                # for a reader of the file that removes only ``module.``: the rest of the way to these names
-                "prefix_map": {"backbone.": ""} if first_key_with(state, "backbone.") else {}}
+    metadata = {"architecture": architecture, "input_channels": int(first.shape[1]), "backbone": kind}
+    if kind == "segresnet" and int(first.shape[0]) != 16:
+        metadata["init_filters"] = int(first.shape[0])
+        notes.append(f"SegResNet with {int(first.shape[0])} initial filters: plan-arch's segresnet has 16 (SuPreM's "
+                     f"release); set init_filters {int(first.shape[0])} in the plans' arch_kwargs for this file")
     if "organ_embedding" in state:
         metadata["organs"] = int(state["organ_embedding"].shape[0])
     return FormatReading(tensors, [*head, *others], notes, None, metadata)
@@ -84,4 +86,4 @@ def read(obj: Any, source: str) -> FormatReading:
     return read_universal_layout(universal_state(obj), "SuPreM")
 
 
-FORMAT = CheckpointFormat("suprem", "SuPreM", detect, read)
+FORMAT = CheckpointFormat("suprem", "SuPreM", never_raises(detect), read)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.formats.released_layouts import first_key_with
+from nnunet_transfer.pretrained.formats.released_layouts import first_key_with, never_raises
 from nnunet_transfer.pretrained.formats.suprem import backbone_kind, read_universal_layout, universal_state
 
 #: classes of the Universal Model's organ embedding (its NUM_CLASS)
@@ -34,4 +34,4 @@ def read(obj: Any, source: str) -> FormatReading:
     return read_universal_layout(universal_state(obj), "CLIP-Driven Universal Model")
 
 
-FORMAT = CheckpointFormat("universal-model", "CLIP-Driven Universal Model", detect, read)
+FORMAT = CheckpointFormat("universal-model", "CLIP-Driven Universal Model", never_raises(detect), read)

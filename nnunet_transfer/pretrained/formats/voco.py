@@ -16,16 +16,12 @@ from typing import Any, Dict, Optional
 import torch
 
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
-from nnunet_transfer.pretrained.formats.released_layouts import (first_key_with, split_filtered, strip_prefixes,
-                                                                 unwrap_state_dict)
+from nnunet_transfer.pretrained.formats.released_layouts import (first_key_with, never_raises, split_filtered,
+                                                                 strip_prefixes, unwrap_state_dict)
 
 PATCH_EMBED = "swinViT.patch_embed.proj.weight"
 #: keys of other models that a VoCo file never has (the Universal Model's language-driven head)
 _NOT_VOCO = ("controller.", "organ_embedding", "precls_conv.")
-
-
-#: for a reader of the file that removes only ``module.``: the rest of the way to the network's names
-PREFIX_MAP = {"backbone.": "", "student.": "", "swin_vit.": "swinViT."}
 
 
 def _state(obj: Any) -> Optional[Dict[str, torch.Tensor]]:
@@ -58,7 +54,7 @@ def read(obj: Any, source: str) -> FormatReading:
                      f"{feature_size} in the plans' arch_kwargs for this file")
     return FormatReading(tensors, filtered, notes, None,
                          {"architecture": "swinunetr-v2" if v2 else "swinunetr", "feature_size": feature_size,
-                          "input_channels": int(tensors[PATCH_EMBED].shape[1]), "prefix_map": dict(PREFIX_MAP)})
+                          "input_channels": int(tensors[PATCH_EMBED].shape[1])})
 
 
-FORMAT = CheckpointFormat("voco", "VoCo", detect, read)
+FORMAT = CheckpointFormat("voco", "VoCo", never_raises(detect), read)
