@@ -76,8 +76,9 @@ def export_lines(workspace: Optional[Path] = None, environ: Mapping[str, str] = 
     ]
     if workspace is not None:
         for var in NNUNET_PATH_VARIABLES:
+            # the quoted path stands alone (a default inside "${var:-...}" would be expanded: $(...) would run)
             target = shlex.quote(str(Path(workspace).resolve() / var))
-            lines.append(f'export {var}="${{{var}:-{target}}}"')
+            lines.append(f'[ -n "${{{var}:-}}" ] || export {var}={target}')
     return "\n".join(lines)
 
 

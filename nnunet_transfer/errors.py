@@ -15,7 +15,8 @@ import difflib
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
-__all__ = ["NnUNetTransferError", "MissingEntryError", "close_matches", "did_you_mean"]
+__all__ = ["NnUNetTransferError", "MissingEntryError", "InvalidValueError", "NotApplicableError", "WrongKindError",
+           "BusyError", "close_matches", "did_you_mean"]
 
 
 class NnUNetTransferError(Exception):
@@ -36,6 +37,23 @@ class NnUNetTransferError(Exception):
 
 class MissingEntryError(NnUNetTransferError, KeyError):
     """A name the user gave (a configuration, a case, a record) is not in the file that should hold it."""
+
+
+class InvalidValueError(NnUNetTransferError, ValueError):
+    """A value the user gave (an option, an argument) or that a user's file holds is not acceptable."""
+
+
+class NotApplicableError(NnUNetTransferError, RuntimeError):
+    """The input is well-formed but cannot serve what was asked (a checkpoint that covers too little of the network,
+    plans of another architecture than a trainer needs, a GPU that is not there)."""
+
+
+class WrongKindError(NnUNetTransferError, TypeError):
+    """A name or file the user gave resolves to something of the wrong kind (a class that is not a planner ...)."""
+
+
+class BusyError(NnUNetTransferError, RuntimeError):
+    """Another run is writing the same dataset or model right now (its lock is held)."""
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> List[str]:

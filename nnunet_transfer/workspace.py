@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 from nnunet_transfer.discovery import nnunet_environment
+from nnunet_transfer.errors import NnUNetTransferError
 
 
 def trainer_variant_source(name: str, base: str, base_module: str = "nnunet_transfer.trainers", epochs: int = 1,
@@ -71,7 +72,7 @@ def nnunet_command(name: str) -> str:
     return found
 
 
-class CommandFailed(RuntimeError):
+class CommandFailed(NnUNetTransferError, RuntimeError):
     """An nnU-Net command exited with an error; the message holds the command and the end of its output."""
 
 

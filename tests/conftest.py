@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 
+try:  # the property-based (fuzz) tests: short runs, no per-example deadline (the first example imports torch)
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("nnunet_transfer", max_examples=60, deadline=None, derandomize=True,
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.load_profile("nnunet_transfer")
+except ImportError:  # hypothesis is in the test extra; without it the fuzz tests are skipped
+    pass
+
 
 @pytest.fixture(autouse=True)
 def single_torch_thread():

@@ -118,7 +118,7 @@ def test_mots_overlap_selection(raw, sources):
 
 def test_rerun_identical(raw, sources):
     first = tree_digest(convert_kits(sources["kits23"], 608, name="KiTS23"))
-    second = tree_digest(convert_kits(sources["kits23"], 608, name="KiTS23", num_workers=2))
+    second = tree_digest(convert_kits(sources["kits23"], 608, name="KiTS23", num_workers=2, force=True))
     assert first == second
     assert [p.name for p in raw.iterdir()] == ["Dataset608_KiTS23"]
 

@@ -94,7 +94,7 @@ def test_convert_all_tasks_verified_by_nnunet_and_labels_remapped(raw, mots_sour
 
 def test_rerun_gives_identical_files_and_leaves_no_staging(raw, mots_source):
     first = tree_digest(convert_mots(mots_source, 502, tasks=["liver", "spleen"]))
-    second = tree_digest(convert_mots(mots_source, 502, tasks=["liver", "spleen"]))
+    second = tree_digest(convert_mots(mots_source, 502, tasks=["liver", "spleen"], force=True))
     assert first == second and len(first) == 9
     assert [p.name for p in raw.iterdir()] == ["Dataset502_MOTS"]
 
@@ -202,7 +202,7 @@ def test_all_problems_reported_together_and_old_dataset_kept(raw, broken_source)
     (broken_source / "LiTS/segmentation-0.nii").unlink()
     _rewrite(broken_source / "Task06_Lung/labelsTr/lung_002.nii.gz", _with_value(3))
     with pytest.raises(ConversionError) as info:
-        convert_mots(broken_source, 508, tasks=["liver", "lung"])
+        convert_mots(broken_source, 508, tasks=["liver", "lung"], force=True)
     assert len(info.value.problems) == 2 and "2 problems found" in str(info.value)
     assert tree_digest(raw / "Dataset508_MOTS") == good
     assert [p.name for p in raw.iterdir()] == ["Dataset508_MOTS"]
@@ -236,13 +236,13 @@ def test_staged_dataset_cleans_up_on_interrupt_and_keeps_old(tmp_path, exc):
     target.mkdir()
     (target / "old.txt").write_text("old")
     with pytest.raises(exc):
-        with staged_dataset(target) as stage:
+        with staged_dataset(target, force=True) as stage:
             assert stage.parent == tmp_path and stage.name.startswith(".")
             (stage / "new.txt").write_text("new")
             raise exc()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset512_X"]
     assert [p.name for p in target.iterdir()] == ["old.txt"]
-    with staged_dataset(target) as stage:
+    with staged_dataset(target, force=True) as stage:
         (stage / "new.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset512_X"]

@@ -123,6 +123,54 @@ def test_a_different_model_is_replaced_only_with_force(zips, tmp_path):
     assert [p.name for p in (results / DATASET).iterdir()] == [MODEL_REL.split("/")[1]]  # nothing set aside left
 
 
+def test_a_second_install_of_the_same_dataset_refuses_while_the_first_runs(zips, tmp_path):
+    from nnunet_transfer.errors import BusyError
+    from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for
+
+    results = tmp_path / "results"
+    results.mkdir()
+    with exclusive_lock(lock_file_for(results, DATASET), "a model"):
+        with pytest.raises(BusyError, match=f"process {os.getpid()}.*wait until"):
+            install_model(zips["a"], results)
+    assert list(results.iterdir()) == []
+    install_model(zips["a"], results)
+    assert sorted(p.name for p in results.iterdir()) == [DATASET]  # no lock file left
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_leftovers_of_killed_installs_and_exports_are_cleaned_and_a_set_aside_model_restored(zips, tmp_path, capsys):
+    results = tmp_path / "results"
+    install_model(zips["a"], results)
+    model = results / MODEL_REL
+    a = digest(results / CKPT)
+    dead = _dead_pid()
+    staging = results / f".nnunet_transfer_install-{dead}-x1y2"  # a SIGKILLed install's extraction
+    staging.mkdir()
+    (staging / "big.pth").write_bytes(b"0" * 1000)
+    # an install killed between the two renames of replacing the model: the user's model was set aside
+    aside = model.with_name(f".{model.name}.replaced-{dead}-0123abcd")
+    os.rename(model, aside)
+    with pytest.raises(ModelExistsError):  # without force: the restored model is not replaced
+        install_model(zips["b"], results)
+    err = capsys.readouterr().err
+    assert f"restoring {model}" in err and f"removing {staging}" in err
+    assert digest(results / CKPT) == a and not aside.exists() and not staging.exists()
+    # exports: a killed one's model.zip.partial-PID (and an older version's model.zip.partial) are removed by the
+    # next export to the same file; a running export's file is left alone
+    out_zip = tmp_path / "export" / "model.zip"
+    out_zip.parent.mkdir()
+    stale, legacy, running = (out_zip.with_name(n) for n in (f"model.zip.partial-{dead}", "model.zip.partial",
+                                                              f"model.zip.partial-{os.getppid()}"))
+    for f in (stale, legacy, running):
+        f.write_bytes(b"0" * 100)
+    export_model(DATASET, [CONFIG], TRAINER, folds=(0,), output_zip=out_zip, results_dir=zips["a"].parent / "results_a")
+    assert sorted(p.name for p in out_zip.parent.iterdir()) == sorted(["model.zip", running.name])
+
+
 def test_a_checkpoint_not_listed_in_the_manifest_is_refused(zips, tmp_path):
     marker = tmp_path / "payload_ran"
     extra = f"{MODEL_REL}/fold_0/checkpoint_best.pth"
@@ -335,16 +383,40 @@ def test_doctor_says_when_nnunet_raw_is_a_file(tmp_path, monkeypatch):
     assert not ok and "is a file, not a folder" in message and "mkdir" not in message
 
 
-@pytest.mark.parametrize("bug_type", [TypeError, KeyError, AttributeError])
-def test_unexpected_exceptions_keep_their_traceback(bug_type, monkeypatch):
+@pytest.mark.parametrize("bug_type", [ValueError, RuntimeError, TypeError, KeyError, AttributeError])
+def test_unexpected_exceptions_keep_their_traceback(bug_type, monkeypatch, capsys):
+    """A ValueError/RuntimeError raised by a bug is not mistaken for a user error: traceback, then a line asking to
+    report it (exit 2); ``--debug`` lets it through as it is."""
     import nnunet_transfer.doctor as doctor
 
     def bug() -> int:
         raise bug_type("a bug, not the user's fault")
 
     monkeypatch.setattr(doctor, "run_doctor", bug)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and f"{bug_type.__name__}: " in err
+    assert err.rstrip().splitlines()[-1].startswith("nnunet-transfer: this is a bug") and "error:" not in err
     with pytest.raises(bug_type):
-        main(["doctor"])
+        main(["--debug", "doctor"])
+
+
+def test_user_errors_and_os_errors_are_one_line(monkeypatch, capsys, tmp_path):
+    import nnunet_transfer.doctor as doctor
+    from nnunet_transfer.errors import InvalidValueError
+
+    def user_error() -> int:
+        raise InvalidValueError("the value 7 is not allowed", file=tmp_path / "x.json", fix="give 0..1")
+
+    def disk_full() -> int:
+        raise OSError(28, "No space left on device", str(tmp_path / "out.nii.gz"))
+
+    for func, expected in ((user_error, "the value 7 is not allowed. Fix: give 0..1"),
+                           (disk_full, f"{tmp_path / 'out.nii.gz'}: No space left on device")):
+        monkeypatch.setattr(doctor, "run_doctor", func)
+        assert main(["doctor"]) == 1
+        err = capsys.readouterr().err
+        assert err == f"nnunet-transfer doctor: error: {expected}\n"
 
 
 def test_a_misspelled_dataset_name_gets_a_close_match(tmp_path, monkeypatch, capsys):

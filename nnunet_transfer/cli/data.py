@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_transfer.cli.arg_types import dataset_id, finite_float, percentile, positive_float, positive_int, seed
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from nnunet_transfer.data import synthetic
@@ -27,24 +29,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 DEFAULT_DATASET_NAMES = {"mots": "MOTS", "kits21": "KiTS21", "kvasir": "KvasirSEG"}
 
 
-def _prepare_conversion(args: argparse.Namespace) -> None:
-    """Before converting: refuse to replace an existing dataset without --force (the converters replace it)."""
-    from nnunet_transfer.data.existing_dataset import refuse_to_replace
-    from nnunet_transfer.data.raw_dataset import dataset_folder_name, nnunet_raw_dir
-
-    target = nnunet_raw_dir() / dataset_folder_name(args.d, args.name or DEFAULT_DATASET_NAMES[args.kind])
-    refuse_to_replace(target, args.force)
-
-
 def _cmd_convert(args: argparse.Namespace) -> int:
-    if not getattr(args, "list_mots_overlap", False):
-        _prepare_conversion(args)
     if args.kind == "mots":
         from nnunet_transfer.data.convert_mots import convert_mots
 
         folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"],
                               split_file=args.split, tasks=args.tasks, num_workers=args.np,
-                              geometry_mismatch=args.geometry_mismatch)
+                              geometry_mismatch=args.geometry_mismatch, force=args.force)
     elif args.kind in ("kits21", "kits"):
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
 
@@ -54,12 +45,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         folder = convert_kits(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kits21"],
                               exclude_mots_overlap=args.exclude_mots_overlap,
                               only_mots_overlap=args.only_mots_overlap, num_workers=args.np,
-                              geometry_mismatch=args.geometry_mismatch)
+                              geometry_mismatch=args.geometry_mismatch, force=args.force)
     else:
         from nnunet_transfer.data.convert_kvasir import convert_kvasir
 
         folder = convert_kvasir(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["kvasir"],
-                                num_workers=args.np, image_preprocessing=args.image_preprocessing)
+                                num_workers=args.np, image_preprocessing=args.image_preprocessing, force=args.force)
     print(f"nnU-Net raw dataset written to {folder}")
     return 0
 
@@ -86,11 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write seeded synthetic data in an official dataset layout")
     p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which official layout to imitate")
     p.add_argument("out", help="output folder (the source root a converter then reads)")
-    p.add_argument("--cases", type=int, default=None, help="cases per source (default: small)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed writes the same data)")
-    p.add_argument("--shape", type=int, nargs="+", help="volume shape z y x (kvasir: height width)")
+    p.add_argument("--cases", type=positive_int, default=None, help="cases per source (default: small)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (the same seed writes the same data)")
+    p.add_argument("--shape", type=positive_int, nargs="+", help="volume shape z y x (kvasir: height width)")
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
-    p.add_argument("--groups", type=int, default=None,
+    p.add_argument("--groups", type=positive_int, default=None,
                    help="kits21 only: also write segmentation_samples/ with this many groups, as the official "
                         "sample_segmentations.py would (a fresh clone has none)")
     p.set_defaults(func=_cmd_synth)
@@ -98,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an official dataset layout into an nnU-Net raw dataset")
     p.add_argument("kind", choices=["mots", "kits21", "kvasir"], help="which source dataset the folder holds")
     p.add_argument("source", help="root folder of the source data")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id")
+    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id")
     p.add_argument("--name", help="dataset name (DatasetXXX_NAME)")
     p.add_argument("--split", help="mots: JSON {'train': [...], 'test': [...]} or DoDNet list file")
     p.add_argument("--tasks", nargs="+", help="mots: only these tasks (liver kidney hepatic_vessel ...)")
@@ -112,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-preprocessing", choices=["localization-paper", "attention-paper"], default=None,
                    help="kvasir: a 2D paper's preprocessing: localization-paper (grey, normalised, CLAHE, gamma) or "
                         "attention-paper (256 x 256; [0, 1] channels that the brain U-Net maps to [-1, 1])")
-    p.add_argument("-np", type=int, default=1, help="worker processes")
+    p.add_argument("-np", type=positive_int, default=1, help="worker processes")
     p.add_argument("--force", action="store_true", help="replace an existing dataset of the same id and name")
     p.set_defaults(func=_cmd_convert)
 
@@ -120,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "labels into an nnU-Net raw dataset")
     p.add_argument("points", help="JSON {case_id: point}")
     p.add_argument("dataset_dir", help="the nnU-Net raw dataset folder (DatasetXXX_Name)")
-    p.add_argument("--radius-mm", type=float, default=3.0,
+    p.add_argument("--radius-mm", type=positive_float, default=3.0,
                    help="sphere radius in mm (default 3); at least the spacing of the configuration you train")
     p.add_argument("--coordinates", choices=["world", "voxel"], default="world",
                    help="world: x, y, z in mm (ITK/LPS); voxel: z, y, x array index")
@@ -134,9 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="nnU-Net raw dataset folder (with dataset.json) or a folder of images")
     p.add_argument("target", help="the folder to write (a new DatasetXXX_Name in nnUNet_raw, or an input folder)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    group.add_argument("--percentiles", type=percentile, nargs=2, metavar=("LOW", "HIGH"),
                        help="clip each image to these percentiles of its own values (default: 0.5 99.5, the paper)")
-    group.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    group.add_argument("--window", type=finite_float, nargs=2, metavar=("LOW", "HIGH"),
                        help="clip to fixed bounds instead, e.g. -200 250 (HU, the paper's LiTS window)")
     p.add_argument("--file-ending", default=None, help="image file ending (default: dataset.json's, else .nii.gz)")
     p.add_argument("--force", action="store_true", help="replace an existing target")

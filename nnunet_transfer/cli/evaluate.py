@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from nnunet_transfer.cli.arg_types import positive_int
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -21,7 +22,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from nnunet_transfer.data.mots_tasks import read_case_to_task
     from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_folder, format_task_table
 
-    dataset_json = json.loads(_mots_dataset_json(args).read_text())
+    from nnunet_transfer.utils.json_files import read_json_object
+
+    dataset_json = read_json_object(_mots_dataset_json(args), fix="give the dataset.json written by `nnunet-transfer "
+                                                                  "convert mots` (--dataset-json)")
     out_json = args.o or str(Path(args.pred_dir) / "summary_per_task.json")
     results = evaluate_partial_label_folder(args.pred_dir, args.gt_dir, read_case_to_task(dataset_json),
                                             dataset_json.get("file_ending", ".nii.gz"), output_json=out_json,
@@ -72,6 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="mots: DoDNet's post-processing first (largest components, tumour inside the organ, "
                         "tumour components <= 50 voxels removed)")
-    p.add_argument("-np", type=int, default=1,
+    p.add_argument("-np", type=positive_int, default=1,
                    help="kits21: worker processes scoring cases in parallel (spawned, as in nnU-Net's evaluation)")
     p.set_defaults(func=_cmd_evaluate)

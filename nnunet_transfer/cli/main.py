@@ -1,9 +1,12 @@
 """``nnunet-transfer``: the commands that sit beside nnU-Net's own ``nnUNetv2_*`` commands.
 
 Each subcommand imports its implementation lazily so that ``nnunet-transfer env`` (run in every new shell) stays
-instant. Errors the user can fix (:class:`~nnunet_transfer.errors.NnUNetTransferError`, missing files, bad data,
-unset variables, a full disk) are printed as one clear message with exit code 1, without a traceback; ``--debug``
-shows the traceback. Any other exception is a bug and keeps its traceback.
+instant.
+
+Error policy: a failure the user can fix is an :class:`~nnunet_transfer.errors.NnUNetTransferError`, raised where the
+check is made and carrying the file and the fix, or an ``OSError`` (a missing file, missing permissions, a full
+disk: the operating system names the file). Both are printed as one line with exit code 1. Everything else is a
+bug: it keeps its traceback, followed by one line asking to report it. ``--debug`` shows tracebacks for all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from nnunet_transfer import __version__
 #: one module per capability, each adding its subcommands with ``register``
 COMMAND_MODULES = ("environment", "data", "plan", "transfer", "evaluate", "predict", "recipes", "zoo")
 
+#: where bugs are reported (the last line after a traceback)
+BUG_REPORT_LINE = ("nnunet-transfer: this is a bug, not a problem with your input; please report it with the "
+                   "command line and the traceback above (nnunet-transfer --version: {version})")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -32,12 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: exceptions that mean "the user's input is wrong", printed without a traceback (OSError: a full disk, missing
-#: permissions, a file where a folder should be)
-def _user_errors() -> tuple:
+def user_error_line(error: BaseException) -> Optional[str]:
+    """The one line for a user error (ours, or an OSError naming its file); None for anything else (a bug)."""
     from nnunet_transfer.errors import NnUNetTransferError
 
-    return (NnUNetTransferError, OSError, ValueError, RuntimeError)
+    if isinstance(error, NnUNetTransferError):
+        return str(error)
+    if isinstance(error, OSError):
+        if error.filename is not None and error.strerror:
+            where = f"{error.filename}" + (f" -> {error.filename2}" if error.filename2 is not None else "")
+            return f"{where}: {error.strerror}"
+        return str(error) or type(error).__name__
+    return None
+
+
+def _bug_line(error: BaseException) -> str:
+    """The line after a traceback: a bug of ours, or an error nnU-Net raised (often about its input)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    if where.split(".")[0] in ("nnunetv2", "dynamic_network_architectures", "batchgenerators"):
+        return (f"nnunet-transfer: the error above was raised inside nnU-Net ({where}); check the input it names, "
+                "and report it to nnunet-transfer if your input is right")
+    return BUG_REPORT_LINE.format(version=__version__)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -48,9 +73,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return func(args)
     try:
         return func(args)
-    except _user_errors() as e:
-        message = str(e)
-        print(f"nnunet-transfer {args.command}: error: {message}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
+        line = user_error_line(e)
+        if line is None:
+            import traceback
+
+            traceback.print_exc()
+            print(_bug_line(e), file=sys.stderr)
+            return 2
+        print(f"nnunet-transfer {args.command}: error: {line}", file=sys.stderr)
         return 1
 
 

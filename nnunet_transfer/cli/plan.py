@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import List
 
+from nnunet_transfer.cli.arg_types import dataset_id, positive_float, positive_int
 from nnunet_transfer.cli.untrusted_options import add_trust_architecture
+from nnunet_transfer.errors import InvalidValueError
 
 
 def _cmd_align_plans(args: argparse.Namespace) -> int:
@@ -26,7 +28,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from nnunet_transfer.planning.run_planner import PLANNERS, plan_experiment
 
     if args.pl not in PLANNERS:
-        raise ValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
+        raise InvalidValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
     plans_file = plan_experiment(args.d, args.pl, gpu_memory_target_gb=args.gpu_memory_target,
                                  plans_name=args.overwrite_plans_name, preprocess=args.preprocess,
                                  configurations=tuple(args.c), num_processes=args.np)
@@ -72,35 +74,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``nnunet-transfer`` parser."""
     p = sub.add_parser("align-plans", help="give a fine-tuning dataset the pretraining dataset's plans and preprocess "
                                            "it (fingerprint -> move plans -> preprocess)")
-    p.add_argument("-s", type=int, required=True, help="pretraining (source) dataset id, e.g. 600")
-    p.add_argument("-t", type=int, required=True, help="fine-tuning (target) dataset id, e.g. 601")
+    p.add_argument("-s", type=dataset_id, required=True, help="pretraining (source) dataset id, e.g. 600")
+    p.add_argument("-t", type=dataset_id, required=True, help="fine-tuning (target) dataset id, e.g. 601")
     p.add_argument("-sp", default="nnUNetPlans", help="source plans identifier")
     p.add_argument("-tp", default=None, help="target plans identifier (default: <sp>_from<source id>)")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess")
     p.add_argument("--pretrained", help="also write this checkpoint as the plans' pretrained-weights record")
     p.add_argument("--no-preprocess", action="store_true", help="write the plans only (preprocess later with "
                                                                 "nnUNetv2_preprocess)")
-    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     add_trust_architecture(p)
     p.set_defaults(func=_cmd_align_plans)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (its fingerprint must exist)")
+    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id (its fingerprint must exist)")
     p.add_argument("-pl", required=True, help="planner class, e.g. ResUNetASPPPlanner")
     p.add_argument("-c", nargs="+", default=["3d_fullres"], help="configurations to preprocess with --preprocess")
-    p.add_argument("-gpu_memory_target", type=float, default=None,
+    p.add_argument("-gpu_memory_target", type=positive_float, default=None,
                    help="GPU memory the plans are sized for, in GB (nnU-Net's default: 8)")
     p.add_argument("-overwrite_plans_name", default=None,
                    help="name of the plans written (default: the planner's, e.g. nnUNetResUNetASPPPlans)")
     p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
-    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("plan-arch", help="write plans that put another network into a planned dataset: a public "
                                          "model's network (STU-Net, UNet3D, DoDNet, Swin UNETR, SegResNet), the "
                                          "localisation paper's U-Net, a Med3D encoder and/or the MLEAM decoder "
                                          "(optionally with its pretrained weights)")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id (planned with nnU-Net's planner first)")
+    p.add_argument("-d", type=dataset_id, required=True,
+                   help="nnU-Net dataset id (planned with nnU-Net's planner first)")
     p.add_argument("-a", "--arch", required=True, choices=_ArchitectureNames(), metavar="ARCH",
                    help="network or encoder, a name of the network or encoder registry: %(choices)s")
     p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
@@ -111,5 +114,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", default=None, help="name of the new plans (default derived from arch/decoder)")
     p.add_argument("--no-preprocess", action="store_true",
                    help="write the plans only (default: preprocess when the plans' data is not there yet)")
-    p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan_arch)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_transfer.cli.arg_types import step_size
 from nnunet_transfer.cli.untrusted_options import add_max_member_gb, add_trust_architecture, max_member_bytes
 
 
@@ -79,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="+", help="only these tasks (liver kidney hepatic_vessel ...; default all)")
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"], help="torch device (default: cuda)")
     p.add_argument("--disable-tta", action="store_true", help="no mirroring (faster)")
-    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
+    p.add_argument("-step_size", type=step_size, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="DoDNet's post-processing of each task's map (largest components, small tumours removed)")
     add_trust_architecture(p)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_transfer.cli.arg_types import positive_int, seed
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from nnunet_transfer.recipes.demo import DemoConfig, run_demo
@@ -29,19 +31,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="MOTS pretraining -> KiTS21 fine-tuning from scratch and pretrained, over seeds, "
                                     "on embedded synthetic data, on CPU")
     p.add_argument("--workspace", help="folder for nnU-Net's data (default: nnUNet_* variables or ./nnunet_workspace)")
-    p.add_argument("--mots-cases", type=int, default=d.mots_cases, help="synthetic cases per MOTS source")
-    p.add_argument("--target-cases", type=int, nargs="+", default=list(d.target_cases), metavar="N",
+    p.add_argument("--mots-cases", type=positive_int, default=d.mots_cases, help="synthetic cases per MOTS source")
+    p.add_argument("--target-cases", type=positive_int, nargs="+", default=list(d.target_cases), metavar="N",
                    help="labelled KiTS21 cases per fine-tuning; several numbers (e.g. 2 4 8) give the few-label curve")
-    p.add_argument("--val-cases", type=int, default=d.val_cases, help="KiTS21 cases for nnU-Net's validation curves")
-    p.add_argument("--test-cases", type=int, default=d.test_cases, help="held-out KiTS21 cases that are scored")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds), help="one fine-tuning per seed and side")
-    p.add_argument("--pretrain-epochs", type=int, default=d.pretrain_epochs, help="MOTS pretraining epochs")
-    p.add_argument("--pretrain-iterations", type=int, default=d.pretrain_iterations, help="iterations per epoch")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="fine-tuning epochs")
-    p.add_argument("--iterations", type=int, default=d.iterations, help="fine-tuning iterations per epoch")
-    p.add_argument("--shape", type=int, nargs=3, default=list(d.shape), help="synthetic volume shape z y x")
-    p.add_argument("--data-seed", type=int, default=d.data_seed, help="seed of the synthetic data")
-    p.add_argument("--base-features", type=int, default=d.base_features,
+    p.add_argument("--val-cases", type=positive_int, default=d.val_cases,
+                   help="KiTS21 cases for nnU-Net's validation curves")
+    p.add_argument("--test-cases", type=positive_int, default=d.test_cases,
+                   help="held-out KiTS21 cases that are scored")
+    p.add_argument("--seeds", type=seed, nargs="+", default=list(d.seeds), help="one fine-tuning per seed and side")
+    p.add_argument("--pretrain-epochs", type=positive_int, default=d.pretrain_epochs, help="MOTS pretraining epochs")
+    p.add_argument("--pretrain-iterations", type=positive_int, default=d.pretrain_iterations,
+                   help="iterations per epoch")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="fine-tuning epochs")
+    p.add_argument("--iterations", type=positive_int, default=d.iterations, help="fine-tuning iterations per epoch")
+    p.add_argument("--shape", type=positive_int, nargs=3, default=list(d.shape), help="synthetic volume shape z y x")
+    p.add_argument("--data-seed", type=seed, default=d.data_seed, help="seed of the synthetic data")
+    p.add_argument("--base-features", type=positive_int, default=d.base_features,
                    help="demo plans: features of the first stage (nnU-Net: 32)")
-    p.add_argument("--max-features", type=int, default=d.max_features, help="demo plans: feature cap (nnU-Net: 320)")
+    p.add_argument("--max-features", type=positive_int, default=d.max_features,
+                   help="demo plans: feature cap (nnU-Net: 320)")
     p.set_defaults(func=_cmd_demo)

@@ -7,7 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
+from nnunet_transfer.cli.arg_types import dataset_id, fraction
 from nnunet_transfer.cli.untrusted_options import add_trust_architecture
+from nnunet_transfer.errors import InvalidValueError
 
 
 def _cmd_set_pretrained(args: argparse.Namespace) -> int:
@@ -29,7 +31,8 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
         print(f"then train: nnUNetv2_train {args.d} {args.c} FOLD -tr <trainer> -p {new_file.stem}")
         return 0
     if not args.checkpoint:
-        raise ValueError("give the checkpoint to record (or --remove, or --match-normalisation for the recorded one)")
+        raise InvalidValueError("give the checkpoint to record (or --remove, or --match-normalisation for the "
+                                "recorded one)")
     prefix_map = dict(item.split("=", 1) for item in (args.prefix_map or []))
     record = PretrainedRecord(checkpoint=args.checkpoint, prefix_map=prefix_map, min_fraction=args.min_fraction,
                               description=args.description or "", adapt=not args.no_adapt,
@@ -77,13 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "partial or foreign checkpoints that -pretrained_weights refuses)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint file (nnU-Net v2 .pth, v1 .model, nnssl, MedicalNet, "
                                                  "state dict, .safetensors) or an nnU-Net results folder / model zip")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id of the fine-tuning dataset")
+    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id of the fine-tuning dataset")
     p.add_argument("-c", default="3d_fullres", help="configuration that gets the record (default: 3d_fullres)")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")
     p.add_argument("--prefix-map", nargs="+", metavar="OLD=NEW", help="rename checkpoint key prefixes, e.g. =encoder.")
     p.add_argument("--exclude", nargs="*",
                    help="checkpoint key patterns never loaded (default: .seg_layers. controller.)")
-    p.add_argument("--min-fraction", type=float, default=0.0, help="fail when less of the network is loaded")
+    p.add_argument("--min-fraction", type=fraction, default=0.0, help="fail when less of the network is loaded")
     p.add_argument("--description", default=None, help="free text stored in the record")
     p.add_argument("--remove", action="store_true", help="remove the record")
     p.add_argument("--no-adapt", action="store_true", help="load only tensors of equal shape (no kernel, stride, "
@@ -101,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("transfer-check", help="dry run: what a checkpoint gives a fine-tuning network (no training)")
     p.add_argument("checkpoint", nargs="?", help="checkpoint (default: the plans' pretrained-weights record)")
-    p.add_argument("-d", type=int, required=True, help="nnU-Net dataset id of the fine-tuning dataset")
+    p.add_argument("-d", type=dataset_id, required=True, help="nnU-Net dataset id of the fine-tuning dataset")
     p.add_argument("-c", default="3d_fullres", help="configuration (default: 3d_fullres)")
     p.add_argument("-tr", required=True, help="trainer class that will fine-tune")
     p.add_argument("-p", default="nnUNetPlans", help="plans identifier")

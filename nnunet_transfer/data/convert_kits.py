@@ -143,19 +143,20 @@ def list_mots_overlap(source: PathLike) -> List[str]:
 
 
 def convert_kits(source: PathLike, dataset_id: int, name: str = "KiTS21", exclude_mots_overlap: bool = False,
-                 only_mots_overlap: bool = False, num_workers: int = 1, geometry_mismatch: str = "error") -> Path:
+                 only_mots_overlap: bool = False, num_workers: int = 1, geometry_mismatch: str = "error",
+                 force: bool = False) -> Path:
     """Convert a KiTS19/21/23 download (layout auto-detected) into ``$nnUNet_raw/DatasetXXX_Name``.
 
     Labelled cases go to imagesTr/labelsTr (``case_XXXXX_0000.nii.gz`` / ``case_XXXXX.nii.gz``), unlabelled
     KiTS19 test cases to imagesTs. All cases are checked first (readable files, 3D volumes, allowed label values,
     image/label geometry); every problem found is reported in one :class:`ConversionError` and nothing is
     written. ``geometry_mismatch`` (``error``, ``use-image``, ``skip``) as in
-    :func:`~nnunet_transfer.data.convert_mots.convert_mots`. Returns the dataset folder.
+    :func:`~nnunet_transfer.data.convert_mots.convert_mots`; ``force`` as there. Returns the dataset folder.
     """
     if exclude_mots_overlap and only_mots_overlap:
         raise ConversionError("exclude_mots_overlap and only_mots_overlap exclude each other: choose one")
     source = Path(source)
-    target = target_dataset_folder(dataset_id, name)
+    target = target_dataset_folder(dataset_id, name, force)
     layout, root = detect_kits_layout(source)
     cases = scan_kits_cases(root, LABEL_STEMS[layout], unlabelled_ok=(layout == "kits19"))
     overlap = {c.case_id for c in cases if c.number < KITS19_LABELLED_CASES}
@@ -177,7 +178,7 @@ def convert_kits(source: PathLike, dataset_id: int, name: str = "KiTS21", exclud
 
     labels = LABELS[layout]
     label_map = {v: v for v in labels.values() if v != 0}
-    with staged_dataset(target) as stage:
+    with staged_dataset(target, force) as stage:
         jobs = volume_jobs([(c.case_id, c.image, c.label, c.label is None) for c in train + test], stage, label_map,
                            geometry.use_image_geometry)
         problems += flatten(run_cases(convert_volume_case, jobs, num_workers, title=target.name))

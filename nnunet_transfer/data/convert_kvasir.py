@@ -31,6 +31,7 @@ from nnunet_transfer.data.image_preprocessing import IMAGE_PREPROCESSINGS, local
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
 from nnunet_transfer.data.raw_dataset import (flatten, is_hidden, relative_posix, run_cases, staged_dataset,
                                               target_dataset_folder, write_dataset_json)
+from nnunet_transfer.errors import InvalidValueError
 
 PathLike = Union[str, Path]
 
@@ -96,20 +97,21 @@ def convert_kvasir_case(job: KvasirCase) -> List[str]:
 
 
 def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", num_workers: int = 1,
-                   image_preprocessing: Optional[str] = None) -> Path:
+                   image_preprocessing: Optional[str] = None, force: bool = False) -> Path:
     """Convert Kvasir-SEG under ``source`` into ``$nnUNet_raw/DatasetXXX_Name`` (2D RGB PNG); returns the folder.
 
     ``image_preprocessing``: None or a name of :data:`~nnunet_transfer.data.image_preprocessing.IMAGE_PREPROCESSINGS`
     (module docstring).
 
     Every pair is checked (both files present and readable, equal size); all problems are reported together in
-    one :class:`ConversionError`, and then nothing is written.
+    one :class:`ConversionError`, and then nothing is written. An existing dataset of the same id and name is
+    replaced only with ``force`` (:class:`~nnunet_transfer.data.existing_dataset.DatasetExistsError` otherwise).
     """
     if image_preprocessing is not None and image_preprocessing not in IMAGE_PREPROCESSINGS:
-        raise ValueError(f"unknown image preprocessing {image_preprocessing!r}; choose one of "
-                         f"{sorted(IMAGE_PREPROCESSINGS)}")
+        raise InvalidValueError(f"unknown image preprocessing {image_preprocessing!r}; choose one of "
+                                f"{sorted(IMAGE_PREPROCESSINGS)}")
     source = Path(source)
-    target = target_dataset_folder(dataset_id, name)
+    target = target_dataset_folder(dataset_id, name, force)
     images_dir, masks_dir = source / "images", source / "masks"
     missing = [d for d in (images_dir, masks_dir) if not d.is_dir()]
     if missing:
@@ -138,7 +140,7 @@ def convert_kvasir(source: PathLike, dataset_id: int, name: str = "KvasirSEG", n
                         f"{masks_dir})")
     print(f"Kvasir-SEG in {source}: {len(pairs)} image/mask pairs", flush=True)
 
-    with staged_dataset(target) as stage:
+    with staged_dataset(target, force) as stage:
         jobs = [KvasirCase(stem, img, mask, stage / "imagesTr" / f"{stem}_0000.png", stage / "labelsTr" / f"{stem}.png",
                            image_preprocessing) for stem, img, mask in pairs]
         problems += flatten(run_cases(convert_kvasir_case, jobs, num_workers, title=target.name))

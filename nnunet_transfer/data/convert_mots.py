@@ -235,9 +235,16 @@ class SplitSpec:
     origin: str
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConversionError(f"split file {path} is not a UTF-8 text file (byte {e.start})") from None
+
+
 def _read_list_file(path: Path) -> List[str]:
     entries = []
-    for line in path.read_text().splitlines():
+    for line in _read_text(path).splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             entries.append(line.split()[0])
@@ -261,8 +268,8 @@ def read_split_file(split_file: PathLike) -> SplitSpec:
         raise ConversionError(f"split file {path} does not exist")
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
+            data = json.loads(_read_text(path))
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ConversionError(f"split file {path} is not valid JSON: {e}") from e
         fmt = 'expected {"train": [case ids or paths], "test": [...]}'
         if not isinstance(data, dict) or not data or set(data) - {"train", "test"}:
@@ -378,7 +385,7 @@ def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: P
 
 def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_file: Optional[PathLike] = None,
                  tasks: Optional[Sequence[str]] = None, num_workers: int = 1,
-                 geometry_mismatch: str = "error") -> Path:
+                 geometry_mismatch: str = "error", force: bool = False) -> Path:
     """Convert the MOTS sources under ``source`` into ``$nnUNet_raw/DatasetXXX_Name``; returns that folder.
 
     ``tasks`` limits the conversion to some of the seven tasks (names, source folders or indices);
@@ -390,13 +397,14 @@ def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_fi
     identity header, nnU-Net issue #2751): ``"error"`` (default), ``"use-image"`` (write the label with the
     image's geometry when the array sizes agree) or ``"skip"`` (leave the case out); both are printed in the
     summary and recorded in dataset.json. Cases whose image has an identity affine (LiTS volumes 28-47) are
-    converted with a warning naming each case.
+    converted with a warning naming each case. An existing dataset of the same id and name is replaced only with
+    ``force`` (:class:`~nnunet_transfer.data.existing_dataset.DatasetExistsError` otherwise).
     """
     source = Path(source)
     selected = select_tasks(tasks)
     if geometry_mismatch not in GEOMETRY_POLICIES:
         raise ConversionError(f"geometry_mismatch must be one of {GEOMETRY_POLICIES}, got {geometry_mismatch!r}")
-    target = target_dataset_folder(dataset_id, name)
+    target = target_dataset_folder(dataset_id, name, force)
     spec = read_split_file(split_file) if split_file is not None else None
     if not source.is_dir():
         raise ConversionError(f"MOTS source folder {source} does not exist")
@@ -425,7 +433,7 @@ def convert_mots(source: PathLike, dataset_id: int, name: str = "MOTS", split_fi
 
     task_of = {c.case_id: c.task for c in used}
     labels, regions_class_order = nnunet_region_labels()
-    with staged_dataset(target) as stage:
+    with staged_dataset(target, force) as stage:
         jobs = volume_jobs([(c.case_id, c.image, c.label, roles[c.case_id] == "test") for c in used], stage,
                            lambda case_id: task_of[case_id].label_map, geometry.use_image_geometry)
         problems += flatten(run_cases(convert_volume_case, jobs, num_workers, title=target.name))

@@ -22,6 +22,7 @@ import numpy as np
 from nnunet_transfer.data.existing_dataset import refuse_to_replace
 from nnunet_transfer.data.mots_tasks import DATASET_JSON_KEY
 from nnunet_transfer.data.raw_dataset import is_hidden, staged_dataset
+from nnunet_transfer.errors import InvalidValueError
 
 __all__ = ["MED3D_PERCENTILES", "MED3D_LIVER_WINDOW", "clip_volume", "clip_dataset"]
 
@@ -37,13 +38,13 @@ IMAGE_FOLDERS = ("imagesTr", "imagesTs")
 
 def _bounds(percentiles: Optional[Sequence[float]], window: Optional[Sequence[float]]) -> Tuple[str, Tuple[float, ...]]:
     if (percentiles is None) == (window is None):
-        raise ValueError("give exactly one of percentiles (per-volume clip) and window (fixed bounds)")
+        raise InvalidValueError("give exactly one of percentiles (per-volume clip) and window (fixed bounds)")
     kind, values = ("percentiles", percentiles) if percentiles is not None else ("window", window)
     values = tuple(float(v) for v in values)
     if len(values) != 2 or not values[0] < values[1]:
-        raise ValueError(f"{kind} must be two increasing numbers, got {list(values)}")
+        raise InvalidValueError(f"{kind} must be two increasing numbers, got {list(values)}")
     if kind == "percentiles" and not (0 <= values[0] and values[1] <= 100):
-        raise ValueError(f"percentiles must lie in [0, 100], got {list(values)}")
+        raise InvalidValueError(f"percentiles must lie in [0, 100], got {list(values)}")
     return kind, values
 
 
@@ -88,7 +89,7 @@ def clip_dataset(source: PathLike, target: PathLike, percentiles: Optional[Seque
     if not source.is_dir():
         raise FileNotFoundError(f"{source} is not a folder (an nnU-Net raw dataset or a folder of images)")
     if source.resolve() == target.resolve():
-        raise ValueError(f"target {target} is the source; give a new folder")
+        raise InvalidValueError(f"target {target} is the source; give a new folder")
     refuse_to_replace(target, force)
     dataset_json_file = source / "dataset.json"
     dataset_json = json.loads(dataset_json_file.read_text()) if dataset_json_file.is_file() else None

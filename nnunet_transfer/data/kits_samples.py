@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from nnunet_transfer.errors import InvalidValueError, NotApplicableError
 
 #: official ``NUMBER_OF_GROUPS`` (kits21/configuration/labels.py)
 NUMBER_OF_GROUPS = 5
@@ -89,7 +90,8 @@ def case_seed(case_dir: Path) -> int:
     try:
         return int(case_dir.name.split("_")[-1])
     except ValueError:
-        raise ValueError(f"{case_dir}: expected a case folder named case_XXXXX (its number seeds the sampler)") from None
+        raise InvalidValueError(
+            f"{case_dir}: expected a case folder named case_XXXXX (its number seeds the sampler)") from None
 
 
 def sample_segmentations(case_dir: Path, num_groups: int = NUMBER_OF_GROUPS,
@@ -149,18 +151,18 @@ def build_segmentation(sample: SampledSegmentation):
             try:
                 image = sitk.ReadImage(str(path))
             except RuntimeError as err:
-                raise RuntimeError(f"could not read instance annotation {path}: {err}") from err
+                raise NotApplicableError(f"could not read instance annotation {path}: {err}") from err
             array = sitk.GetArrayFromImage(image).astype(np.uint8)
             if seg is None:
                 first, seg = image, array
                 seg[seg == 1] = label
             else:
                 if array.shape != seg.shape:
-                    raise ValueError(f"instance annotation {path} has shape {array.shape}, the case's first "
-                                     f"annotation in {sample.folder} has {seg.shape}")
+                    raise InvalidValueError(f"instance annotation {path} has shape {array.shape}, the case's first "
+                                            f"annotation in {sample.folder} has {seg.shape}")
                 seg[array == 1] = label
     if seg is None:
-        raise ValueError(f"sample {sample.name} of {sample.folder} has no annotation files")
+        raise InvalidValueError(f"sample {sample.name} of {sample.folder} has no annotation files")
     out = sitk.GetImageFromArray(seg)
     out.CopyInformation(first)
     return out

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
+from nnunet_transfer.errors import InvalidValueError, NotApplicableError
 
 NUM_TASKS = 7
 HEAD_OUTPUTS_PER_TASK = 2  # channel 0 organ, channel 1 tumor (DoDNet)
@@ -151,9 +152,14 @@ DATASET_JSON_KEY = "nnunet_transfer"
 def read_case_to_task(dataset_json: dict) -> Dict[str, int]:
     """The case -> task index map ``nnunet-transfer convert mots`` records in dataset.json."""
     record = dataset_json.get(DATASET_JSON_KEY, {})
-    mapping = record.get("case_to_task")
+    mapping = record.get("case_to_task") if isinstance(record, dict) else None
+    if mapping and not (isinstance(mapping, dict) and all(isinstance(t, int) and not isinstance(t, bool)
+                                                          for t in mapping.values())):
+        raise InvalidValueError(f"dataset.json: '{DATASET_JSON_KEY}.case_to_task' must map case ids to task "
+                                "indices (integers)", fix="convert the dataset again with `nnunet-transfer convert "
+                                                          "mots` or repair the map")
     if not mapping:
-        raise RuntimeError(
+        raise NotApplicableError(
             f"dataset.json has no '{DATASET_JSON_KEY}.case_to_task' map, so the task of each case is "
             "unknown. Create the dataset with `nnunet-transfer convert mots SOURCE -d ID` (or add the map), then "
             "re-run nnUNetv2_plan_and_preprocess so the preprocessed dataset.json carries it.")

@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError
 
 SeedLike = Union[int, Sequence[int], np.random.SeedSequence, np.random.Generator]
 
@@ -247,7 +248,7 @@ def _pick_voxel(rng: np.random.Generator, region: np.ndarray, avoid: Optional[np
         idx = np.flatnonzero(cand)
         if idx.size:
             return int(idx[rng.integers(idx.size)])
-    raise ValueError("cannot place a structure inside an empty region; use a larger phantom shape")
+    raise InvalidValueError("cannot place a structure inside an empty region; use a larger phantom shape")
 
 
 def draw_lesion_counts(rng: np.random.Generator, minimum: Optional[Mapping[str, int]] = None) -> Dict[str, int]:
@@ -255,7 +256,7 @@ def draw_lesion_counts(rng: np.random.Generator, minimum: Optional[Mapping[str, 
     counts = {k: int(rng.choice(3, p=DEFAULT_LESION_PROBS)) for k in LESIONS}
     for k, m in (minimum or {}).items():
         if k not in LESIONS:
-            raise KeyError(f"unknown lesion kind {k!r}; known kinds: {sorted(LESIONS)}")
+            raise MissingEntryError(f"unknown lesion kind {k!r}; known kinds: {sorted(LESIONS)}")
         counts[k] = max(counts[k], int(m))
     return counts
 
@@ -277,13 +278,13 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or shape[0] < MIN_SHAPE[0] or min(shape[1:]) < MIN_SHAPE[1]:
-        raise ValueError(f"phantom shape must be (z, y, x) with z >= {MIN_SHAPE[0]} and y, x >= {MIN_SHAPE[1]} "
-                         f"voxels (smaller grids miss the small organs), got {shape}")
+        raise InvalidValueError(f"phantom shape must be (z, y, x) with z >= {MIN_SHAPE[0]} and y, x >= {MIN_SHAPE[1]} "
+                                f"voxels (smaller grids miss the small organs), got {shape}")
     rng = _rng(seed)
     counts = draw_lesion_counts(rng)
     for k, v in (lesion_counts or {}).items():
         if k not in LESIONS:
-            raise KeyError(f"unknown lesion kind {k!r}; known kinds: {sorted(LESIONS)}")
+            raise MissingEntryError(f"unknown lesion kind {k!r}; known kinds: {sorted(LESIONS)}")
         counts[k] = int(v)
 
     drawn = (bool(rng.integers(2)), bool(rng.integers(2)))  # drawn either way: a seed gives the same anatomy
@@ -334,12 +335,12 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
     masks["kidneys"] = masks["kidney_right"] | masks["kidney_left"]
     for name in fov.organs:
         if not masks[name].any():
-            raise ValueError(f"phantom organ {name!r} is empty for shape {shape}; use a larger shape")
+            raise InvalidValueError(f"phantom organ {name!r} is empty for shape {shape}; use a larger shape")
     for kind, spec in LESIONS.items():  # a view without the organ shows none of its (randomly drawn) lesions
         if counts[kind] and not masks[spec.organ].any():
             if kind in (lesion_counts or {}):
-                raise ValueError(f"{kind} requested, but organ {spec.organ!r} is outside the field of view "
-                                 f"{fov}; use a view that shows it")
+                raise InvalidValueError(f"{kind} requested, but organ {spec.organ!r} is outside the field of view "
+                                        f"{fov}; use a view that shows it")
             counts[kind] = 0
 
     # --- hepatic vessels: tubes from a hilum point to random liver voxels ---

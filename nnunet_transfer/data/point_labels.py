@@ -10,12 +10,14 @@ target is the annotated point up to resampling and, when a patch border cuts the
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Union
 
 import numpy as np
+
+from nnunet_transfer.errors import InvalidValueError
+from nnunet_transfer.utils.json_files import read_json_object
 
 __all__ = ["POINT_COORDINATES", "read_points_file", "sphere_label_array", "write_point_labels"]
 
@@ -28,17 +30,15 @@ POINT_COORDINATES = ("world", "voxel")
 def read_points_file(path: PathLike) -> Dict[str, List[float]]:
     """``{case_id: [c0, c1(, c2)]}`` from a JSON points file, checked (one point of 2 or 3 numbers per case)."""
     path = Path(path)
-    try:
-        points = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read the points file {path}: {e}") from e
-    if not isinstance(points, dict) or not points:
-        raise ValueError(f"{path} must hold a non-empty JSON object {{case_id: [coordinates]}}")
+    points = read_json_object(path, fix="write it as a JSON object {case_id: [coordinates]}")
+    if not points:
+        raise InvalidValueError(f"{path} must hold a non-empty JSON object {{case_id: [coordinates]}}")
     for case, point in points.items():
         if not (isinstance(point, list) and len(point) in (2, 3)
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in point)):
-            raise ValueError(f"{path}: the point of case {case!r} must be a list of 2 or 3 finite numbers, "
-                             f"got {point!r}")
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                        for v in point)):
+            raise InvalidValueError(f"{path}: the point of case {case!r} must be a list of 2 or 3 finite numbers, "
+                                    f"got {point!r}")
     return {case: [float(v) for v in point] for case, point in points.items()}
 
 
@@ -75,21 +75,22 @@ def write_point_labels(points_file: PathLike, dataset_dir: PathLike, radius_mm: 
     import SimpleITK as sitk
 
     if coordinates not in POINT_COORDINATES:
-        raise ValueError(f"coordinates must be one of {POINT_COORDINATES}, got {coordinates!r}")
+        raise InvalidValueError(f"coordinates must be one of {POINT_COORDINATES}, got {coordinates!r}")
     if not radius_mm > 0:
-        raise ValueError(f"radius_mm must be positive, got {radius_mm}")
+        raise InvalidValueError(f"radius_mm must be positive, got {radius_mm}")
     dataset_dir = Path(dataset_dir)
     dataset_json_path = dataset_dir / "dataset.json"
     if not dataset_json_path.is_file():
         raise FileNotFoundError(f"{dataset_json_path} not found: dataset_dir must be an nnU-Net raw dataset folder "
                                 "(dataset.json, imagesTr/)")
-    dataset_json = json.loads(dataset_json_path.read_text())
+    dataset_json = read_json_object(dataset_json_path, fix="write it as nnU-Net's dataset format describes")
     file_ending = dataset_json.get("file_ending")
-    if not file_ending:
-        raise ValueError(f"{dataset_json_path} has no 'file_ending'")
-    if 1 not in dataset_json.get("labels", {}).values():
-        raise ValueError(f"{dataset_json_path} must define the point label 1, e.g. "
-                         '"labels": {"background": 0, "target": 1}')
+    labels = dataset_json.get("labels", {})
+    if not file_ending or not isinstance(file_ending, str):
+        raise InvalidValueError(f"{dataset_json_path} has no 'file_ending'")
+    if not isinstance(labels, dict) or 1 not in labels.values():
+        raise InvalidValueError(f"{dataset_json_path} must define the point label 1, e.g. "
+                                '"labels": {"background": 0, "target": 1}')
     points = read_points_file(points_file)
     images = {p.name[:-len("_0000" + file_ending)]: p
               for p in sorted((dataset_dir / "imagesTr").glob("*_0000" + file_ending))}
@@ -97,8 +98,8 @@ def write_point_labels(points_file: PathLike, dataset_dir: PathLike, radius_mm: 
         raise FileNotFoundError(f"no training images *_0000{file_ending} in {dataset_dir / 'imagesTr'}")
     unknown, unpointed = sorted(set(points) - set(images)), sorted(set(images) - set(points))
     if unknown or unpointed:
-        raise ValueError(f"{points_file} and {dataset_dir / 'imagesTr'} must list the same cases: "
-                         f"points without an image: {unknown[:10]}, images without a point: {unpointed[:10]}")
+        raise InvalidValueError(f"{points_file} and {dataset_dir / 'imagesTr'} must list the same cases: "
+                                f"points without an image: {unknown[:10]}, images without a point: {unpointed[:10]}")
     labels_dir = dataset_dir / "labelsTr"
     existing = [c for c in images if (labels_dir / f"{c}{file_ending}").exists()]
     if existing and not overwrite:
@@ -115,7 +116,7 @@ def write_point_labels(points_file: PathLike, dataset_dir: PathLike, radius_mm: 
         ndim = len(size)
         point = points[case]
         if len(point) != ndim:
-            raise ValueError(f"case {case!r}: {len(point)} coordinates for a {ndim}D image ({image_path})")
+            raise InvalidValueError(f"case {case!r}: {len(point)} coordinates for a {ndim}D image ({image_path})")
         if coordinates == "world":
             direction = np.asarray(reader.GetDirection(), dtype=float).reshape(ndim, ndim)
             offset = np.asarray(point) - np.asarray(reader.GetOrigin())
@@ -123,8 +124,9 @@ def write_point_labels(points_file: PathLike, dataset_dir: PathLike, radius_mm: 
         else:
             index = np.asarray(point[::-1])
         if np.any(index < -0.5) or np.any(index > np.asarray(size) - 0.5):
-            raise ValueError(f"case {case!r}: the point {point} ({coordinates}) lies outside the image {image_path} "
-                             f"(voxel index x,y,z {np.round(index, 2).tolist()}, size {list(size)})")
+            raise InvalidValueError(
+                f"case {case!r}: the point {point} ({coordinates}) lies outside the image {image_path} "
+                f"(voxel index x,y,z {np.round(index, 2).tolist()}, size {list(size)})")
         label = sitk.GetImageFromArray(sphere_label_array(size, spacing, index, radius_mm))
         label.SetSpacing(spacing)
         label.SetOrigin(reader.GetOrigin())

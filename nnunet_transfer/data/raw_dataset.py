@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 import numpy as np
 
 from nnunet_transfer.data.errors import ConversionError
-from nnunet_transfer.data.existing_dataset import remove_stale_staging
+from nnunet_transfer.data.existing_dataset import dataset_lock, recover_interrupted, refuse_to_replace
 from nnunet_transfer.data.nifti_integrity import nifti_problem
 from nnunet_transfer.discovery import folder_not_set_message, optional_nnunet_folder, set_nnunet_folders
 from nnunet_transfer.utils.atomic import swap_into_place
@@ -94,8 +94,13 @@ def conflicting_datasets(dataset_id: int, name: str) -> List[Path]:
     return conflicts
 
 
-def target_dataset_folder(dataset_id: int, name: str) -> Path:
-    """``$nnUNet_raw/DatasetXXX_Name``, after checking that the id is not taken by another dataset name."""
+def target_dataset_folder(dataset_id: int, name: str, force: bool = False) -> Path:
+    """``$nnUNet_raw/DatasetXXX_Name``, after checking that the id is not taken by another dataset name and (early,
+    before the work of converting) that no dataset is there that ``force`` does not allow to replace.
+
+    The check runs under the dataset id's lock, after what killed conversions left behind is cleaned up or
+    restored; :func:`staged_dataset` repeats it right before publishing.
+    """
     folder_name = dataset_folder_name(dataset_id, name)
     conflicts = conflicting_datasets(dataset_id, name)
     if conflicts:
@@ -104,7 +109,11 @@ def target_dataset_folder(dataset_id: int, name: str) -> Path:
             f"dataset id {int(dataset_id)} is already used by {listing}; writing {folder_name} would make "
             f"'-d {int(dataset_id)}' ambiguous for nnU-Net. Choose another id, or delete/rename the existing "
             f"dataset if it is no longer needed.")
-    return nnunet_raw_dir() / folder_name
+    target = nnunet_raw_dir() / folder_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with dataset_lock(target):
+        refuse_to_replace(target, force, recover_interrupted(target))
+    return target
 
 
 def _remove_tree_reporting(folder: Path) -> None:
@@ -118,35 +127,43 @@ def _remove_tree_reporting(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dataset(target: PathLike) -> Iterator[Path]:
+def staged_dataset(target: PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a hidden, empty staging folder next to ``target``; publish it as ``target`` on success.
+
+    The whole conversion holds the lock of the dataset id (a second run for the same id refuses at once), first
+    cleans up what killed conversions left behind (restoring a dataset they had set aside), and checks right
+    before publishing that ``target`` may be replaced (``force``; a symbolic link never is).
 
     Publishing renames the old dataset (if any) aside, renames the staging folder into place and then deletes
     the old one: a dataset folder is never half written, and only between those two renames is there none (if
-    the second rename fails the old one is moved back). On any exception (or ``KeyboardInterrupt``) inside the
-    ``with`` block the staging folder is deleted and ``target`` is untouched. A process killed with SIGKILL can
-    leave a hidden ``.DatasetXXX_Name.staging-PID-*`` folder behind; the next conversion into the same folder
-    removes it (:func:`~nnunet_transfer.data.existing_dataset.remove_stale_staging`).
+    the second rename fails the old one is moved back; if the process is killed there, the next run puts it back).
+    On any exception (or ``KeyboardInterrupt``) inside the ``with`` block the staging folder is deleted and
+    ``target`` is untouched. A process killed with SIGKILL can leave a hidden ``.DatasetXXX_Name.staging-PID-*``
+    folder behind; the next conversion removes it
+    (:func:`~nnunet_transfer.data.existing_dataset.recover_interrupted`).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(target.parent)  # what conversions killed with SIGKILL left behind
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = target.parent / f".{target.name}.staging-{token}"
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        _remove_tree_reporting(staging)
-        raise
-    try:
-        if target.exists() or target.is_symlink():
-            _remove_tree_reporting(swap_into_place(staging, target, target.parent / f".{target.name}.old-{token}"))
-        else:
-            os.rename(staging, target)
-    except BaseException:
-        _remove_tree_reporting(staging)
-        raise
+    with dataset_lock(target):
+        restored = recover_interrupted(target)
+        refuse_to_replace(target, force, restored)
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        staging = target.parent / f".{target.name}.staging-{token}"
+        staging.mkdir()
+        try:
+            yield staging
+        except BaseException:
+            _remove_tree_reporting(staging)
+            raise
+        try:
+            refuse_to_replace(target, force, restored)  # right before publishing, still under the lock
+            if target.exists():
+                _remove_tree_reporting(swap_into_place(staging, target, target.parent / f".{target.name}.old-{token}"))
+            else:
+                os.rename(staging, target)
+        except BaseException:
+            _remove_tree_reporting(staging)
+            raise
 
 
 def write_dataset_json(folder: PathLike, channel_names: Mapping[Any, str], labels: Mapping[str, Any],

@@ -19,6 +19,8 @@ previously written files are removed and the data is written again.
 from __future__ import annotations
 
 import json
+import math
+import os
 import string
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -29,6 +31,7 @@ from scipy import ndimage
 from nnunet_transfer.data.mots_tasks import TASKS, MOTSTask
 from nnunet_transfer.data.phantom import (ABDOMEN, CHEST, DEFAULT_LESION_PROBS, FieldOfView, Geometry, Phantom,
                                           make_phantom)
+from nnunet_transfer.errors import InvalidValueError
 
 PathLike = Union[str, Path]
 
@@ -149,7 +152,8 @@ def _prepare_out_dir(root: Path, kind: str) -> None:
         try:
             info = json.loads(marker.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{marker} is not valid JSON ({e}); delete {root} and generate the data again") from e
+            raise InvalidValueError(
+                f"{marker} is not valid JSON ({e}); delete {root} and generate the data again") from e
         if info.get("kind") != kind:
             raise FileExistsError(
                 f"{root} holds synthetic {info.get('kind')!r} data (see {marker}), not {kind!r}; refusing to mix "
@@ -165,8 +169,8 @@ def _remove_previous(root: Path, files: Sequence[str], marker: Path) -> None:
     for rel in files:
         p = (root / rel).resolve()
         if root_resolved not in p.parents:
-            raise ValueError(f"{marker} lists {rel!r}, which is outside {root}; the marker was edited by hand. "
-                             f"Delete {root} and generate the data again.")
+            raise InvalidValueError(f"{marker} lists {rel!r}, which is outside {root}; the marker was edited by hand. "
+                                    f"Delete {root} and generate the data again.")
         if p.is_file():
             p.unlink()
         dirs.update(q for q in p.parents if root_resolved in q.parents)
@@ -183,14 +187,44 @@ def _case_rng(*entropy: int) -> np.random.Generator:
 def _shape(shape: Optional[Sequence[int]]) -> Tuple[int, int, int]:
     s = tuple(int(v) for v in (shape if shape is not None else DEFAULT_SHAPE))
     if len(s) != 3:
-        raise ValueError(f"shape must be (z, y, x), got {shape!r}")
+        raise InvalidValueError(f"shape must be (z, y, x), got {shape!r}")
     return s  # type: ignore[return-value]
+
+
+#: peak memory per voxel (3D) / pixel (2D) while one case is generated (measured: about 86-98 and 172 bytes)
+BYTES_PER_VOXEL, BYTES_PER_PIXEL = 128, 256
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory this machine can still give (Linux: MemAvailable), None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(shape: Sequence[int], bytes_per_element: int) -> None:
+    """Refuse a shape whose generation would not fit in the memory available, before anything is allocated."""
+    needed = bytes_per_element * math.prod(int(v) for v in shape)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise InvalidValueError(
+            f"shape {tuple(int(v) for v in shape)} needs about {needed / 2**30:,.1f} GiB of memory per case while "
+            f"generating it; {available / 2**30:,.1f} GiB are available",
+            fix="give a smaller --shape (the defaults are small: synthetic data is for tests and demos)")
 
 
 def _check_count(name: str, value: int, minimum: int = 1, maximum: Optional[int] = None) -> int:
     if int(value) != value or value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
+        raise InvalidValueError(f"{name} must be an integer {bound}, got {value!r}")
     return int(value)
 
 
@@ -266,6 +300,7 @@ def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0,
     """
     cases = _check_count("cases", cases)
     shape = _shape(shape)
+    check_fits_in_memory(shape, BYTES_PER_VOXEL)
     out = _Output(out_dir, "mots", seed)
     sources: Dict[str, dict] = {}
     for task in TASKS:
@@ -340,7 +375,7 @@ def kits_case_ids(cases: int, layout: str = "kits21") -> List[int]:
     cases new in KiTS21 (ids >= 210), like the real release.
     """
     if layout not in KITS_LAYOUTS:
-        raise ValueError(f"layout must be one of {KITS_LAYOUTS}, got {layout!r}")
+        raise InvalidValueError(f"layout must be one of {KITS_LAYOUTS}, got {layout!r}")
     if layout == "kits19":
         return list(range(cases))
     return [k // 2 if k % 2 == 0 else KITS21_FIRST_NEW_CASE + k // 2 for k in range(cases)]
@@ -399,11 +434,12 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
         "labels", "files"}``; ``labels`` are the reference label maps (MAJ for kits21).
     """
     if layout not in KITS_LAYOUTS:
-        raise ValueError(f"layout must be one of {KITS_LAYOUTS}, got {layout!r}")
+        raise InvalidValueError(f"layout must be one of {KITS_LAYOUTS}, got {layout!r}")
     cases = _check_count("cases", cases, 1, 2 * 90 if layout != "kits19" else KITS21_FIRST_NEW_CASE)
     if groups is not None:
         groups = _check_count("groups", groups, 1)
     shape = _shape(shape)
+    check_fits_in_memory(shape, BYTES_PER_VOXEL)
     out = _Output(out_dir, layout, seed)
     top = KITS_CASE_ROOT[layout]
     ids = kits_case_ids(cases, layout)
@@ -532,7 +568,8 @@ def synth_kvasir(out_dir: PathLike, cases: int = 8, seed: int = 0, size: Tuple[i
     cases = _check_count("cases", cases)
     size = (int(size[0]), int(size[1]))
     if min(size) < 16:
-        raise ValueError(f"size (height, width) must be at least 16 pixels each, got {size}")
+        raise InvalidValueError(f"size (height, width) must be at least 16 pixels each, got {size}")
+    check_fits_in_memory(size, BYTES_PER_PIXEL)
     out = _Output(out_dir, "kvasir", seed)
     ids = kvasir_ids(cases, seed)
     bboxes: Dict[str, dict] = {}

@@ -49,6 +49,7 @@ from nnunet_transfer.data.kits_samples import (
     sample_segmentations,
 )
 from nnunet_transfer.data.nifti_integrity import check_nifti
+from nnunet_transfer.errors import InvalidValueError, NotApplicableError
 from nnunet_transfer.evaluation.kits_metrics import HECS, METRICS, as_label_array, kits_case_metrics
 
 # official kits21 layout: data/case_XXXXX/{aggregated_MAJ_seg.nii.gz, segmentation_samples/group_*/*.nii.gz}
@@ -88,9 +89,9 @@ def _read_label_image(path: Path) -> tuple[np.ndarray, _Geometry]:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise RuntimeError(f"could not read label image {path}: {err}") from err
+        raise NotApplicableError(f"could not read label image {path}: {err}") from err
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(
+        raise InvalidValueError(
             f"{path}: expected a 3D single-channel label image, got dimension {image.GetDimension()} with "
             f"{image.GetNumberOfComponentsPerPixel()} components per voxel"
         )
@@ -113,7 +114,7 @@ def _check_same_grid(pred_path: Path, pred: _Geometry, ref_name: str, ref: _Geom
     reported (the prediction's spacing is used), and so are a different origin or direction.
     """
     if pred.size != ref.size:
-        raise ValueError(
+        raise InvalidValueError(
             f"prediction {pred_path} (size {pred.size}) and reference {ref_name} (size {ref.size}, SimpleITK "
             f"x,y,z order) are not on the same voxel grid. Predictions must keep the geometry of the case's "
             f"imaging.nii.gz (nnU-Net's predictions do); check that the file belongs to this case and was not "
@@ -146,7 +147,7 @@ def _evaluate_case(case_id: str, pred_path: Path, references: Sequence[Reference
                    ) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(metrics averaged over the references, geometry warnings) of one case."""
     if len(references) == 0:
-        raise ValueError(f"no reference files given for prediction {pred_path}")
+        raise InvalidValueError(f"no reference files given for prediction {pred_path}")
     prediction, pred_geometry = _read_label_image(pred_path)
     per_reference, warnings = [], []
     for reference in references:
@@ -218,21 +219,21 @@ def _kits21_case_dirs(gt_dir: Path) -> tuple[Path, list[Path]] | None:
 def _find_references(gt_dir: Path, file_ending: str, reference: str = REFERENCE_AUTO) -> _ReferenceSet:
     """Detect the reference layout: a flat folder of label files, or the official kits21 data folder."""
     if reference not in REFERENCE_CHOICES:
-        raise ValueError(f"reference must be one of {REFERENCE_CHOICES}, got {reference!r}")
+        raise InvalidValueError(f"reference must be one of {REFERENCE_CHOICES}, got {reference!r}")
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"reference folder {gt_dir} does not exist")
     label_files = sorted(p for p in gt_dir.iterdir() if p.is_file() and p.name.endswith(file_ending))
     official = _kits21_case_dirs(gt_dir)
 
     if label_files and official is not None:
-        raise ValueError(
+        raise InvalidValueError(
             f"{gt_dir} holds both label files (*{file_ending}) and kits21 case folders ({official[0]}); "
             f"pass either a folder of label files named like the predictions or the kits21 data folder"
         )
     if label_files:
         if reference != REFERENCE_AUTO:
-            raise ValueError(f"{gt_dir} is a folder of label files; reference={reference!r} needs the kits21 "
-                             f"data folder (or a clone of the kits21 repository)")
+            raise InvalidValueError(f"{gt_dir} is a folder of label files; reference={reference!r} needs the kits21 "
+                                    f"data folder (or a clone of the kits21 repository)")
         files: dict[str, list[Reference]] = {p.name[: -len(file_ending)]: [p] for p in label_files}
         return _ReferenceSet(GT_MODE_LABELS, gt_dir, files)
     if official is None:
@@ -333,7 +334,7 @@ def evaluate_kits21(
     id; optionally writes it as JSON and a per-case CSV.
     """
     if not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer, got {num_workers!r}")
+        raise InvalidValueError(f"num_workers must be a positive integer, got {num_workers!r}")
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_dir} does not exist")

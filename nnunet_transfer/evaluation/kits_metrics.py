@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 from surface_distance import lookup_tables
 
+from nnunet_transfer.errors import InvalidValueError
+
 HECS: dict[str, tuple[int, ...]] = {
     "kidney_and_mass": (1, 2, 3),
     "mass": (2, 3),
@@ -53,9 +55,9 @@ def kits_case_metrics(
     pred = as_label_array(prediction, "prediction")
     ref = as_label_array(reference, "reference")
     if pred.ndim != 3:
-        raise ValueError(f"KiTS21 metrics need 3D label maps; got prediction with shape {pred.shape}")
+        raise InvalidValueError(f"KiTS21 metrics need 3D label maps; got prediction with shape {pred.shape}")
     if pred.shape != ref.shape:
-        raise ValueError(
+        raise InvalidValueError(
             f"prediction shape {pred.shape} differs from reference shape {ref.shape}; both must be on the same grid"
         )
     spacing_mm = _as_spacing(spacing)
@@ -209,9 +211,9 @@ def as_label_array(array: np.ndarray, name: str) -> np.ndarray:
     if array.dtype == bool:
         return array.view(np.uint8)
     if array.dtype.kind not in "uif":
-        raise ValueError(f"{name}: label map has dtype {array.dtype}; expected integer labels in {KITS_LABELS}")
+        raise InvalidValueError(f"{name}: label map has dtype {array.dtype}; expected integer labels in {KITS_LABELS}")
     if array.size == 0:
-        raise ValueError(f"{name}: label map is empty (shape {array.shape})")
+        raise InvalidValueError(f"{name}: label map is empty (shape {array.shape})")
     low, high = array.min(), array.max()
     valid = low >= 0 and high <= max(KITS_LABELS)
     if valid and array.dtype.kind == "f":
@@ -219,7 +221,7 @@ def as_label_array(array: np.ndarray, name: str) -> np.ndarray:
     if not valid:
         outside = array[(array < 0) | (array > max(KITS_LABELS)) | (array != np.round(array))]
         found = np.unique(outside)[:_MAX_LISTED].tolist()
-        raise ValueError(
+        raise InvalidValueError(
             f"{name}: unexpected label values {found}; KiTS21 label maps may only contain {KITS_LABELS} "
             f"(0 background, 1 kidney, 2 tumor, 3 cyst). Map other labels to these before evaluating."
         )
@@ -229,7 +231,7 @@ def as_label_array(array: np.ndarray, name: str) -> np.ndarray:
 def _as_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be 3 positive finite numbers in mm (array axis order); got {spacing!r}")
+        raise InvalidValueError(f"spacing must be 3 positive finite numbers in mm (array axis order); got {spacing!r}")
     return values  # type: ignore[return-value]
 
 

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from nnunet_transfer.data.mots_tasks import OUTPUT_CHANNELS, TASKS
 from nnunet_transfer.data.nifti_integrity import check_nifti
-from nnunet_transfer.errors import MissingEntryError, NnUNetTransferError
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NnUNetTransferError
 from nnunet_transfer.evaluation.dodnet import dice, dodnet_postprocess, hd95
 
 CONVENTIONS = ("ours", "dodnet")
@@ -107,9 +107,9 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
     task).
     """
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        raise InvalidValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     if postprocessing not in POSTPROCESSING:
-        raise ValueError(f"postprocessing must be one of {POSTPROCESSING}, got {postprocessing!r}")
+        raise InvalidValueError(f"postprocessing must be one of {POSTPROCESSING}, got {postprocessing!r}")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
         raise FileNotFoundError(f"prediction folder {pred_dir} does not exist")
@@ -129,7 +129,7 @@ def evaluate_partial_label_folder(pred_dir: str | Path, gt_dir: str | Path, case
         pred = _read_labels(pred_file)
         ref = _read_labels(gt_file)
         if pred.shape != ref.shape:
-            raise ValueError(f"prediction {pred_file} has shape {pred.shape}, reference {gt_file} {ref.shape}")
+            raise InvalidValueError(f"prediction {pred_file} has shape {pred.shape}, reference {gt_file} {ref.shape}")
         task = case_to_task[case]
         if np.setdiff1d(np.unique(pred), [0, *TASKS[task].label_map.values()]).size:
             merged_maps.append(case)

@@ -37,6 +37,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -52,14 +53,19 @@ import torch
 import nnunet_transfer
 from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, environment_variables, ext_trainer_value
-from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
+from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError, NotApplicableError, did_you_mean
 from nnunet_transfer.inference.checked_predictor import initialize_checked_predictor
+from nnunet_transfer.inference.install_leftovers import (aside_name, clean_install_staging, clean_partial_zips,
+                                                         install_staging_prefix, partial_zip,
+                                                         recover_replaced_models)
 from nnunet_transfer.inference.model_zip import MANIFEST_NAME, ChecksumMismatchError, extract_checked_zip, member_digests
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
 from nnunet_transfer.utils.atomic import swap_into_place
-from nnunet_transfer.utils.bounded_io import DEFAULT_MAX_MEMBER_BYTES, MAX_JSON_BYTES, parse_json_bounded, read_zip_member
+from nnunet_transfer.utils.bounded_io import DEFAULT_MAX_MEMBER_BYTES, MAX_JSON_BYTES, read_zip_member
 from nnunet_transfer.utils.hashing import sha256_of_file, sha256_of_stream
+from nnunet_transfer.utils.json_files import ListOf, parse_json_object, require_entries
+from nnunet_transfer.utils.locks import exclusive_lock, lock_file_for
 
 __all__ = [
     "MANIFEST_NAME",
@@ -234,10 +240,10 @@ def _check_model_folder(model_dir: Path, configuration: str, trainer: str, folds
                 raise FileNotFoundError(f"{fold_dir / name} is missing (nnU-Net's exporter needs it); {fix}")
         content = _load_data_only(ckpt)
         if content["trainer_name"] != trainer:
-            raise ValueError(f"{ckpt} was written by trainer {content['trainer_name']!r}, not {trainer!r}")
+            raise InvalidValueError(f"{ckpt} was written by trainer {content['trainer_name']!r}, not {trainer!r}")
         ckpt_configuration = content["init_args"].get("configuration")
         if ckpt_configuration != configuration:
-            raise ValueError(f"{ckpt} belongs to configuration {ckpt_configuration!r}, not {configuration!r}")
+            raise InvalidValueError(f"{ckpt} belongs to configuration {ckpt_configuration!r}, not {configuration!r}")
         checkpoints.append(ckpt)
     return checkpoints
 
@@ -305,10 +311,10 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
     configurations = [str(c) for c in configurations]
     folds = [_fold_value(f) for f in folds]
     if not configurations or not folds:
-        raise ValueError("export_model needs at least one configuration and one fold")
+        raise InvalidValueError("export_model needs at least one configuration and one fold")
     output_zip = Path(output_zip).resolve()
     if output_zip.suffix != ".zip":
-        raise ValueError(f"output_zip {output_zip} must end with .zip (nnU-Net's installer expects a zip file)")
+        raise InvalidValueError(f"output_zip {output_zip} must end with .zip (nnU-Net's installer expects a zip file)")
 
     info = find_trainer(trainer)
     if info.shipped_separately:
@@ -319,7 +325,7 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
 
     with _nnunet_environment(Path(results_dir) if results_dir is not None else None):
         if not os.environ.get(RESULTS_VARIABLE):
-            raise RuntimeError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
+            raise NotApplicableError("nnUNet_results is not set: set it to your results folder or pass results_dir=")
         results = Path(os.environ[RESULTS_VARIABLE]).resolve()
         dataset_name = resolve_dataset_name(dataset)
         model_dirs = {c: Path(get_output_folder(dataset_name, trainer, plans, c)).resolve() for c in configurations}
@@ -327,7 +333,8 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
             _check_model_folder(model_dir, c, trainer, folds, checkpoint)
 
         output_zip.parent.mkdir(parents=True, exist_ok=True)
-        partial = output_zip.with_name(output_zip.name + ".partial")
+        clean_partial_zips(output_zip)  # what killed exports to the same file left behind
+        partial = partial_zip(output_zip)
         try:
             export_pretrained_model(dataset_name, str(partial), configurations=tuple(configurations),
                                     trainer=trainer, plans_identifier=plans, folds=tuple(folds), strict=True,
@@ -381,22 +388,33 @@ def export_model(dataset: Union[str, int], configurations: Sequence[str], traine
 def _manifest_of(zf: zipfile.ZipFile, zip_path: Path) -> dict:
     """The manifest of an open model zip (bounded, checked to be ours and of a version we read)."""
     if MANIFEST_NAME not in zf.namelist():
-        raise ValueError(
+        raise InvalidValueError(
             f"{zip_path} has no {MANIFEST_NAME}: it was not exported by nnunet-transfer. Install it with "
             f"nnUNetv2_install_pretrained_model_from_zip and predict with nnUNetv2_predict instead."
         )
-    manifest = parse_json_bounded(read_zip_member(zf, MANIFEST_NAME, str(zip_path), MAX_JSON_BYTES),
-                                  f"{zip_path}:{MANIFEST_NAME}")
-    if not isinstance(manifest, dict):
-        raise NnUNetTransferError(f"{zip_path}: {MANIFEST_NAME} holds no manifest", file=zip_path,
-                                  fix="download or export the model zip again")
+    source = f"{zip_path}:{MANIFEST_NAME}"
+    manifest = parse_json_object(read_zip_member(zf, MANIFEST_NAME, str(zip_path), MAX_JSON_BYTES), source,
+                                 _MANIFEST_FIX)
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("format_version") not in READABLE_MANIFEST_VERSIONS:
-        raise ValueError(
+        raise InvalidValueError(
             f"{zip_path}: manifest format {manifest.get('format')!r} version {manifest.get('format_version')!r} "
             f"is not {MANIFEST_FORMAT!r} version {MANIFEST_VERSION}; use the nnunet-transfer version that exported "
             f"it ({manifest.get('plugin_version')})"
         )
+    require_entries(manifest, _MANIFEST_ENTRIES, source, _MANIFEST_FIX)
+    names = [manifest[k] for k in ("dataset", "trainer", "plans", "checkpoint")] + manifest["configurations"]
+    bad = [n for n in names if not _PLAIN_NAME.match(n) or n in (".", "..")]
+    if bad:
+        raise InvalidValueError(f"{source}: {bad[0]!r} is not a plain name", file=zip_path, fix=_MANIFEST_FIX)
     return manifest
+
+
+_MANIFEST_FIX = "download or export the model zip again (the manifest is written by nnunet-transfer export)"
+#: what the rest of install and predict reads from a manifest
+_MANIFEST_ENTRIES = {"dataset": str, "trainer": str, "plans": str, "configurations": ListOf(str),
+                     "folds": ListOf((int, str)), "checkpoint": str, "trainer_source": str, "plugin_version": str}
+#: dataset, trainer, plans, configuration and checkpoint names become path components
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
 @contextlib.contextmanager
@@ -443,7 +461,7 @@ def _publish(staged: Path, target: Path, force: bool) -> None:
                 f"{target} already holds a different model; installing would replace it", file=target,
                 fix="pass --force (predict-export) / force=True to replace it, or set nnUNet_results to another "
                     "folder")
-        old = swap_into_place(staged, target, target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"))
+        old = swap_into_place(staged, target, aside_name(target, uuid.uuid4().hex[:8]))
         shutil.rmtree(old) if old.is_dir() else old.unlink()
         return
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -465,15 +483,20 @@ def install_model(zip_path: PathLike, results_dir: PathLike, *, force: bool = Fa
         manifest = _manifest_of(zf, zip_path)
         results = Path(results_dir).resolve()
         results.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".nnunet_transfer_install-", dir=results))
-        try:
-            extract_checked_zip(zf, zip_path, staging, manifest, skip=(MANIFEST_NAME,),
-                                max_member_bytes=max_member_bytes, trusted=trusted)
-            for dataset_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
-                for entry in sorted(dataset_dir.iterdir()):
-                    _publish(entry, results / dataset_dir.name / entry.name, force)
-        finally:
-            shutil.rmtree(staging)
+        dataset = manifest["dataset"]
+        # one install per dataset of nnUNet_results at a time; the replace check (_publish) runs under the lock
+        with exclusive_lock(lock_file_for(results, dataset), f"the models of {dataset} in {results}"):
+            clean_install_staging(results)  # what killed installs left behind
+            staging = Path(tempfile.mkdtemp(prefix=install_staging_prefix(), dir=results))
+            try:
+                extract_checked_zip(zf, zip_path, staging, manifest, skip=(MANIFEST_NAME,),
+                                    max_member_bytes=max_member_bytes, trusted=trusted)
+                for dataset_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
+                    recover_replaced_models(results / dataset_dir.name)
+                    for entry in sorted(dataset_dir.iterdir()):
+                        _publish(entry, results / dataset_dir.name / entry.name, force)
+            finally:
+                shutil.rmtree(staging)
     return manifest
 
 
@@ -511,10 +534,10 @@ def _input_cases(input_dir: Path, dataset_json: dict) -> list[list[str]]:
 def _torch_device(device: Union[str, torch.device]) -> torch.device:
     dev = torch.device(device)
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise InvalidValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but torch sees no CUDA GPU; use -device cpu "
-                           f"(Python: device='cpu')")
+        raise NotApplicableError(f"device {device!r} requested but torch sees no CUDA GPU; use -device cpu "
+                                 f"(Python: device='cpu')")
     return dev
 
 
@@ -545,22 +568,24 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input folder {input_dir} does not exist")
     if num_processes < 0:
-        raise ValueError(f"num_processes must be >= 0, got {num_processes}")
+        raise InvalidValueError(f"num_processes must be >= 0, got {num_processes}")
     manifest = read_manifest(zip_path)
 
     configurations = manifest["configurations"]
     if configuration is None:
         if len(configurations) != 1:
-            raise ValueError(f"{zip_path} holds configurations {configurations}; choose one with -c CONFIGURATION "
-                             f"(Python: configuration=)")
+            raise InvalidValueError(
+                f"{zip_path} holds configurations {configurations}; choose one with -c CONFIGURATION "
+                f"(Python: configuration=)")
         configuration = configurations[0]
     elif configuration not in configurations:
-        raise ValueError(f"configuration {configuration!r} is not in {zip_path} (it has {configurations})")
+        raise InvalidValueError(f"configuration {configuration!r} is not in {zip_path} (it has {configurations})")
     use_folds = [_fold_value(f) for f in (manifest["folds"] if folds is None else folds)]
     unknown = [f for f in use_folds if f not in manifest["folds"]]
     if unknown or not use_folds:
-        raise ValueError(f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']}); "
-                         f"choose with -f (Python: folds=)")
+        raise InvalidValueError(
+            f"folds {unknown or use_folds} are not in {zip_path} (it has folds {manifest['folds']}); "
+            f"choose with -f (Python: folds=)")
 
     with contextlib.ExitStack() as stack:
         if workspace is not None:

@@ -22,6 +22,7 @@ import numpy as np
 from nnunet_transfer.data.convert_mots import select_tasks
 from nnunet_transfer.data.mots_tasks import OUTPUT_CHANNELS, MOTSTask
 from nnunet_transfer.evaluation.dodnet import dodnet_postprocess
+from nnunet_transfer.errors import InvalidValueError
 
 PathLike = Union[str, Path]
 
@@ -37,7 +38,7 @@ def task_label_map(probabilities: np.ndarray, task: MOTSTask, label_manager, pos
     if postprocess is None:
         return seg
     if postprocess != "dodnet":
-        raise ValueError(f"postprocess must be None or 'dodnet', got {postprocess!r}")
+        raise InvalidValueError(f"postprocess must be None or 'dodnet', got {postprocess!r}")
     channels = {ch.kind: ch for ch in OUTPUT_CHANNELS if ch.task == task.index}
     masks = {kind: np.isin(seg, ch.region) for kind, ch in channels.items()}
     organ, tumour = dodnet_postprocess(task.index, masks.get(0), masks.get(1))
@@ -76,8 +77,8 @@ def predict_tasks(input_dir: PathLike, output_dir: PathLike, dataset: Union[int,
                                 verbose_preprocessing=False, allow_tqdm=False)
     initialize_checked_predictor(predictor, model_dir, [_fold_value(f) for f in folds], checkpoint, trusted)
     if predictor.label_manager.num_segmentation_heads != len(OUTPUT_CHANNELS):
-        raise ValueError(f"{model_dir} is not a MOTS model ({predictor.label_manager.num_segmentation_heads} "
-                         f"outputs, MOTS has {len(OUTPUT_CHANNELS)} regions); predict it with nnUNetv2_predict")
+        raise InvalidValueError(f"{model_dir} is not a MOTS model ({predictor.label_manager.num_segmentation_heads} "
+                                f"outputs, MOTS has {len(OUTPUT_CHANNELS)} regions); predict it with nnUNetv2_predict")
     ending = predictor.dataset_json["file_ending"]
     cases = _input_cases(Path(input_dir), predictor.dataset_json)
     output_dir = Path(output_dir)

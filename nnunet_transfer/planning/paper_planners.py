@@ -24,6 +24,8 @@ import numpy as np
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.preprocessing.normalization.default_normalization_schemes import ZScoreNormalization
 
+from nnunet_transfer.errors import NotApplicableError
+
 __all__ = ["MLEAMPaperPlanner", "Med3DPlanner", "MLEAM_PAPER_SPACING", "MLEAM_PAPER_PATCH", "MLEAM_PAPER_BATCH"]
 
 #: 0.625 x 0.625 x 1.5 mm (x y z), in nnU-Net's array order z y x
@@ -54,8 +56,8 @@ class MLEAMPaperPlanner(ExperimentPlanner):
         plan = super().get_plans_for_configuration(spacing, np.array(self.paper_patch), data_identifier,
                                                    approximate_n_voxels_dataset, _cache)
         if [int(p) for p in plan['patch_size']] != list(self.paper_patch):
-            raise RuntimeError(f"nnU-Net's topology rules turned the paper's patch {list(self.paper_patch)} into "
-                               f"{list(plan['patch_size'])} at spacing {list(spacing)}")
+            raise NotApplicableError(f"nnU-Net's topology rules turned the paper's patch {list(self.paper_patch)} into "
+                                     f"{list(plan['patch_size'])} at spacing {list(spacing)}")
         plan['median_image_size_in_voxels'] = median_shape
         plan['batch_size'] = self.paper_batch_size
         return plan

@@ -47,7 +47,7 @@ from nnunet_transfer.architectures.localization_unet import localization_paper_c
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
 from nnunet_transfer.architectures.networks import NETWORKS, architecture_names, network_configuration
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
-from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.registry import get_checkpoint
 from nnunet_transfer.pretrained.source import read_source_weights
@@ -73,18 +73,19 @@ MLEAM_DECODER_KWARGS = {"n_conv_per_stage_decoder": 1, "pam_kernel_sizes": [3, 5
 def parse_arch(arch: str, decoder: Optional[str]) -> Optional[int]:
     """Validate ``arch`` (an encoder registry name) and ``decoder``; the Med3D depth (None for ``plain``)."""
     if decoder not in DECODERS:
-        raise ValueError(f"unknown decoder {decoder!r}; choose one of {[d for d in DECODERS if d]} or none "
-                         "(the architecture's own decoder)")
+        raise InvalidValueError(f"unknown decoder {decoder!r}; choose one of {[d for d in DECODERS if d]} or none "
+                                "(the architecture's own decoder)")
     if arch in NETWORKS:
         if decoder is not None:
-            raise ValueError(f"{arch} is a whole network with its own decoder; --decoder applies to encoders only")
+            raise InvalidValueError(f"{arch} is a whole network with its own decoder; --decoder applies to encoders "
+                                    "only")
         return None
     spec = get_encoder(arch)
     if spec.name == "plain" and decoder is None:
-        raise ValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
-                         "plans directly, or give decoder='mleam'")
+        raise InvalidValueError("arch 'plain' without a decoder is nnU-Net's own PlainConvUNet: train with the source "
+                                "plans directly, or give decoder='mleam'")
     if spec.name == LOCALIZATION_PAPER and decoder is not None:
-        raise ValueError(f"arch {LOCALIZATION_PAPER!r} is the paper's whole U-Net; it takes no decoder")
+        raise InvalidValueError(f"arch {LOCALIZATION_PAPER!r} is the paper's whole U-Net; it takes no decoder")
     depth = spec.fixed_kwargs.get("depth")
     return None if depth is None else int(depth)
 
@@ -112,7 +113,7 @@ def architecture_configuration(configuration: dict, arch: str, decoder: Optional
     if depth is None:  # plain encoder + MLEAM decoder
         architecture = configuration.get("architecture", {})
         if architecture.get("network_class_name") != PLAIN_UNET_CLASS_NAME:
-            raise ValueError(
+            raise InvalidValueError(
                 f"configuration {configuration_name!r} uses {architecture.get('network_class_name')!r}; the MLEAM "
                 f"decoder on the plain encoder needs plans of nnU-Net's {PLAIN_UNET_CLASS_NAME} (nnUNetPlans, "
                 "made by nnUNetv2_plan_and_preprocess with the default planner)")
@@ -127,8 +128,9 @@ def architecture_configuration(configuration: dict, arch: str, decoder: Optional
         return new
 
     if len(patch) != 3:
-        raise ValueError(f"configuration {configuration_name!r} is {len(patch)}D (patch size {patch}); the Med3D "
-                         "encoder is a 3D network: use a 3D configuration such as 3d_fullres")
+        raise InvalidValueError(
+            f"configuration {configuration_name!r} is {len(patch)}D (patch size {patch}); the Med3D "
+            "encoder is a 3D network: use a 3D configuration such as 3d_fullres")
     entry = med3d_plans_entry(depth, patch, spacing=configuration["spacing"], adapt_strides_to_spacing=True)
     if decoder is None:
         return apply_med3d_plans_entry(configuration, entry)
@@ -185,14 +187,16 @@ def _verify_medicalnet(weights: Path, depth: int, source: SourceWeights) -> None
         # not a released file name: check architecture, keys and shapes, but no checksum (none is known for it)
         record = dataclasses.replace(get_checkpoint(f"resnet_{depth}.pth"), sha256=None)
     if record.depth != depth:
-        raise ValueError(f"{weights} is MedicalNet's {record.file_name}, a ResNet-{record.depth}, but the architecture "
-                         f"is med3d-resnet{depth} (ResNet-{depth}); use arch med3d-resnet{record.depth} or the "
-                         f"ResNet-{depth} file")
+        raise InvalidValueError(
+            f"{weights} is MedicalNet's {record.file_name}, a ResNet-{record.depth}, but the architecture "
+            f"is med3d-resnet{depth} (ResNet-{depth}); use arch med3d-resnet{record.depth} or the "
+            f"ResNet-{depth} file")
     verification = verify_checkpoint(weights, record=record, compute_sha256=False, weights=source)
     if not verification.ok:
-        raise ValueError(f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
-                         f"Give the MedicalNet file of ResNet-{depth} (resnet_{depth}.pth or "
-                         f"resnet_{depth}_23dataset.pth), or pick the arch that matches the file.")
+        raise InvalidValueError(
+            f"{weights} is not usable as MedicalNet weights for med3d-resnet{depth}:\n{verification}\n"
+            f"Give the MedicalNet file of ResNet-{depth} (resnet_{depth}.pth or "
+            f"resnet_{depth}_23dataset.pth), or pick the arch that matches the file.")
 
 
 def _check_encoder_loads(network, weights: SourceWeights, prefix_map: Dict[str, str], exclude: Tuple[str, ...]
@@ -207,9 +211,10 @@ def _check_encoder_loads(network, weights: SourceWeights, prefix_map: Dict[str, 
               sorted(k for k in mismatched if k.startswith(encoder))
     if missing or not any(k.startswith(encoder) for k in report.loaded):
         shown = ", ".join(missing[:6]) + (f", ... (+{len(missing) - 6})" if len(missing) > 6 else "")
-        raise ValueError(f"{weights} does not cover the network's encoder: {len(missing)} encoder tensors are missing "
-                         f"or have another shape ({shown or 'nothing loaded'}).\n{report}\nIs it the checkpoint of "
-                         "this architecture (depth, shortcut type, plain U-Net of the same plans)?")
+        raise InvalidValueError(
+            f"{weights} does not cover the network's encoder: {len(missing)} encoder tensors are missing "
+            f"or have another shape ({shown or 'nothing loaded'}).\n{report}\nIs it the checkpoint of "
+            "this architecture (depth, shortcut type, plain U-Net of the same plans)?")
     return report
 
 
@@ -229,8 +234,8 @@ def public_weights_record(network, weights: Path, arch: str, source: SourceWeigh
     from nnunet_transfer.transfer.backbone import MIN_BACKBONE_FRACTION, load_backbone
 
     if source.format == "state_dict":
-        raise ValueError(f"{weights} is in none of the released formats nnunet-transfer reads (STU-Net, Models "
-                         "Genesis, SuPreM, Universal Model, VoCo, DoDNet, nnU-Net); is it the released file?")
+        raise InvalidValueError(f"{weights} is in none of the released formats nnunet-transfer reads (STU-Net, Models "
+                                "Genesis, SuPreM, Universal Model, VoCo, DoDNet, nnU-Net); is it the released file?")
     reading = source.reading
     transfer = load_backbone(network, reading.tensors, family=source.family, source=str(weights),
                              filtered=reading.filtered)
@@ -238,8 +243,9 @@ def public_weights_record(network, weights: Path, arch: str, source: SourceWeigh
     hint = (f" The file is a {expected} checkpoint: plan with --arch {expected}." if expected and expected != arch
             else "")
     if transfer.fraction < MIN_BACKBONE_FRACTION:
-        raise ValueError(f"only {100 * transfer.fraction:.1f}% of the {source.family} backbone in {weights} loads into "
-                         f"{arch} (at least {100 * MIN_BACKBONE_FRACTION:.0f}% needed).{hint}\n{transfer}")
+        raise InvalidValueError(
+            f"only {100 * transfer.fraction:.1f}% of the {source.family} backbone in {weights} loads into "
+            f"{arch} (at least {100 * MIN_BACKBONE_FRACTION:.0f}% needed).{hint}\n{transfer}")
     print(f"[plan-arch] {weights.name}: {transfer.summary()}" + (f"\n[plan-arch]   {hint.strip()}" if hint else ""))
     for note in reading.notes:
         print(f"[plan-arch]   {note}")
@@ -269,16 +275,17 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
 
     The new plans hold only ``configuration`` (inheritance resolved). Returns the plans file.
     """
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     depth = parse_arch(arch, decoder)
     plans_name = plans_name or default_plans_name(source_plans, arch, decoder)
     if plans_name == source_plans:
-        raise ValueError(f"plans_name {plans_name!r} equals the source plans; give a new name so nnU-Net's plans "
-                         "stay as they are")
+        raise InvalidValueError(
+            f"plans_name {plans_name!r} equals the source plans; give a new name so nnU-Net's plans "
+            "stay as they are")
     root = nnunet_folder("nnUNet_preprocessed")
-    dataset_name = maybe_convert_to_dataset_name(dataset_id)
+    dataset_name = resolve_dataset_name(dataset_id)
     folder = root / dataset_name
     source_file = folder / f"{source_plans}.json"
     if not source_file.is_file():

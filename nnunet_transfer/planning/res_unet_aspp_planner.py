@@ -34,6 +34,7 @@ from nnunet_transfer.architectures.res_unet_aspp import (
     ResUNetASPP,
     ResUNetASPPTopology,
 )
+from nnunet_transfer.errors import InvalidValueError
 
 #: The paper's encoder has exactly four downsampling stages (5 resolution levels): what the paper-topology
 #: planner keeps of the topology nnU-Net's search gives.
@@ -145,8 +146,8 @@ def estimate_conv_feature_map_elements(patch_size: Tuple[int, ...], num_classes:
     if isinstance(conv_op, str):
         located = pydoc.locate(conv_op)
         if located is None:
-            raise ValueError(f"arch_kwargs['conv_op']={conv_op!r} cannot be imported (expected e.g. "
-                             f"'torch.nn.modules.conv.Conv3d').")
+            raise InvalidValueError(f"arch_kwargs['conv_op']={conv_op!r} cannot be imported (expected e.g. "
+                                    f"'torch.nn.modules.conv.Conv3d').")
         conv_op = located
     topology = ResUNetASPPTopology.from_arch_kwargs(
         convert_conv_op_to_dim(conv_op), arch_kwargs['n_stages'], arch_kwargs['features_per_stage'],

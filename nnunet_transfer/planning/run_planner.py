@@ -24,6 +24,7 @@ from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_en
 from nnunet_transfer.discovery import nnunet_folder
 from nnunet_transfer.planning.paper_planners import Med3DPlanner, MLEAMPaperPlanner
 from nnunet_transfer.planning.res_unet_aspp_planner import ResUNetASPPPaperPlanner, ResUNetASPPPlanner
+from nnunet_transfer.errors import InvalidValueError, WrongKindError
 
 #: planner name -> class, for ``nnunet-transfer plan -pl NAME``; nnU-Net's own planners are listed too so that
 #: one command plans every network of a comparison
@@ -51,14 +52,15 @@ def resolve_planner(planner: Union[str, Type[ExperimentPlanner]]) -> Type[Experi
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as e:
-            raise ValueError(f"Experiment planner {planner!r} cannot be imported ({e}). Give one of "
-                             f"{sorted(PLANNERS)} or an importable 'package.module.Class' path.") from e
+            raise InvalidValueError(f"Experiment planner {planner!r} cannot be imported ({e}). Give one of "
+                                    f"{sorted(PLANNERS)} or an importable 'package.module.Class' path.") from e
     else:
-        raise ValueError(f"Unknown experiment planner {planner!r}. Known names: {sorted(PLANNERS)}; a dotted "
-                         f"'package.module.Class' path also works.")
+        raise InvalidValueError(f"Unknown experiment planner {planner!r}. Known names: {sorted(PLANNERS)}; a dotted "
+                                f"'package.module.Class' path also works.")
     if not (isinstance(cls, type) and issubclass(cls, ExperimentPlanner)):
-        raise TypeError(f"Experiment planner {planner!r} resolves to {cls!r}, which is not a subclass of nnU-Net's "
-                        f"ExperimentPlanner.")
+        raise WrongKindError(
+            f"Experiment planner {planner!r} resolves to {cls!r}, which is not a subclass of nnU-Net's "
+            f"ExperimentPlanner.")
     return cls
 
 
@@ -79,12 +81,12 @@ def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]
         plan_experiment_dataset,
         preprocess_dataset,
     )
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 
     planner_cls = resolve_planner(planner)
     nnunet_folder("nnUNet_raw")  # planning reads the raw dataset: fail early with the fix
     preprocessed = nnunet_folder("nnUNet_preprocessed")
-    dataset_name = maybe_convert_to_dataset_name(dataset_id)
+    dataset_name = resolve_dataset_name(dataset_id)
 
     fingerprint = preprocessed / dataset_name / "dataset_fingerprint.json"
     if not fingerprint.is_file():

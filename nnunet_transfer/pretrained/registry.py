@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_transfer.errors import MissingEntryError
+
 
 __all__ = [
     "PretrainedCheckpoint",
@@ -90,4 +92,4 @@ def get_checkpoint(name: str) -> PretrainedCheckpoint:
         if key in (rec.file_name, rec.name):
             return rec
     known = ", ".join(r.file_name for r in MEDICALNET_CHECKPOINTS)
-    raise KeyError(f"no registered checkpoint named {name!r}; known files: {known}")
+    raise MissingEntryError(f"no registered checkpoint named {name!r}; known files: {known}")

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from nnunet_transfer.discovery import (EXT_TRAINER_VARIABLE, NNUNET_PATH_VARIABLES, environment_variables,
                                        set_nnunet_folders)
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
+from nnunet_transfer.errors import InvalidValueError
 
 MOTS_ID, MOTS_NAME = 990, "Dataset990_DemoMOTS"
 KITS_ID, KITS_NAME = 991, "Dataset991_DemoKiTS21"
@@ -69,11 +70,11 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.target_cases = tuple(sorted({int(n) for n in self.target_cases}))
         if not self.target_cases or min(self.target_cases) < 1:
-            raise ValueError(f"--target-cases needs numbers >= 1, got {self.target_cases}")
+            raise InvalidValueError(f"--target-cases needs numbers >= 1, got {self.target_cases}")
         if not self.seeds:
-            raise ValueError("--seeds needs at least one seed")
+            raise InvalidValueError("--seeds needs at least one seed")
         if self.test_cases < 1 or self.val_cases < 1:
-            raise ValueError("--test-cases and --val-cases must be at least 1")
+            raise InvalidValueError("--test-cases and --val-cases must be at least 1")
 
     @property
     def kits_cases(self) -> int:
@@ -145,7 +146,7 @@ def demo_splits(case_ids: Sequence[str], target_cases: Sequence[int], val_cases:
     ids = list(case_ids)
     need = max(target_cases) + val_cases + test_cases
     if len(ids) < need:
-        raise ValueError(f"{len(ids)} cases, but the splits need {need}")
+        raise InvalidValueError(f"{len(ids)} cases, but the splits need {need}")
     test = ids[-test_cases:]
     val = ids[-test_cases - val_cases:-test_cases]
     pool = ids[:max(target_cases)]

@@ -28,6 +28,7 @@ from nnunet_transfer.pretrained.formats.brain_unet import BRAIN_UNET_HEAD
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.lr_schedulers import PlateauLRScheduler
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS
+from nnunet_transfer.errors import NotApplicableError
 
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 ATTENTION_UNET = "nnunet_transfer.architectures.attention_unet.AttentionUNet"
@@ -61,8 +62,9 @@ class AttentionUNetTrainer(FineTuneTrainer):
                                    enable_deep_supervision: bool = True) -> nn.Module:
         arch = configuration_manager.network_arch_class_name
         if arch not in (PLAIN_UNET, ATTENTION_UNET):
-            raise RuntimeError(f"AttentionUNetTrainer adds gates to nnU-Net's plain U-Net; these plans name {arch}. "
-                               "Plan the dataset with nnU-Net's default planner (nnUNetPlans).")
+            raise NotApplicableError(
+                f"AttentionUNetTrainer adds gates to nnU-Net's plain U-Net; these plans name {arch}. "
+                "Plan the dataset with nnU-Net's default planner (nnUNetPlans).")
         return get_network_from_plans(ATTENTION_UNET, configuration_manager.network_arch_init_kwargs,
                                       configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
                                       num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
@@ -117,9 +119,10 @@ class AttentionUNetTrainer_brainUNet(AttentionUNetTrainer):
                                    enable_deep_supervision: bool = True) -> nn.Module:
         patch = list(configuration_manager.patch_size)
         if len(patch) != 2 or any(p % 16 for p in patch):
-            raise RuntimeError(f"{cls.__name__} builds the 2D brain U-Net (four 2x2 poolings); the configuration has "
-                               f"patch size {patch}: train a 2d configuration whose patch is a multiple of 16 "
-                               "(e.g. the 256 x 256 images of convert kvasir --image-preprocessing attention-paper)")
+            raise NotApplicableError(
+                f"{cls.__name__} builds the 2D brain U-Net (four 2x2 poolings); the configuration has "
+                f"patch size {patch}: train a 2d configuration whose patch is a multiple of 16 "
+                "(e.g. the 256 x 256 images of convert kvasir --image-preprocessing attention-paper)")
         unit_range = all(s == "RGBTo01Normalization" for s in configuration_manager.normalization_schemes)
         return BrainUNet(num_input_channels, num_output_channels, cls.brain_unet_features,
                          attention_gates=cls.brain_unet_gates, input_from_unit_range=unit_range)

@@ -38,7 +38,8 @@ Every fine-tuning trainer of nnunet-transfer derives from :class:`FineTuneTraine
   before its first checkpoint has none: nnU-Net then starts afresh and refuses ``-pretrained_weights`` together with
   ``--c``, so the trainer loads the file named in ``transfer_source.json`` again itself (after checking that its
   sha256 is unchanged and that it loads as plain data), or stops with the command that restarts the run. A run
-  never claims weights it did not load.
+  never claims weights it did not load, and never trains on from random weights when its transfer record
+  (``transfer_report.json``, ``transfer_source.json``) is gone: it stops and says to start again without ``--c``.
 """
 
 from __future__ import annotations
@@ -53,13 +54,14 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.trainers.guarded import GuardedTrainer, check_pretrained_weights_file
 from nnunet_transfer.trainers.lr_schedulers import WarmupPolyLRScheduler
 from nnunet_transfer.transfer.pretrain_info import read_pretrain_info, transfer_from_pretrain_info
 from nnunet_transfer.transfer.record import read_record, transfer_from_record
 from nnunet_transfer.transfer.weights import HEAD_PATTERNS, TransferReport, nnunet_pretrained_weights_report
+from nnunet_transfer.utils.json_files import read_json_object, require_entries
 from nnunet_transfer.utils.modules import unwrap_network
 
 NEW_PARAMETERS = "<new>"
@@ -116,6 +118,50 @@ def never_trained_parameter_names(names: Sequence[str], *, freeze_encoder: bool 
     return never
 
 
+#: the values of ``mode`` in :data:`SOURCE_FILE`
+SOURCE_MODES = ("argument", "record", "none")
+
+
+def read_transfer_source(path: Path) -> dict:
+    """:data:`SOURCE_FILE` of a run, checked: one line naming the file when it is damaged or edited by hand."""
+    fix = (f"delete {path.parent} and start the training again without --c "
+           "(nnUNetv2_train ... -pretrained_weights FILE, or with the plans' record)")
+    source = read_json_object(path, fix)
+    require_entries(source, {"mode": str}, path, fix)
+    if source["mode"] not in SOURCE_MODES:
+        raise InvalidValueError(f"{path}: mode {source['mode']!r} is not one of {', '.join(SOURCE_MODES)}",
+                                file=path, fix=fix)
+    if source["mode"] == "argument":
+        require_entries(source, {"path": str, "sha256": str}, path, fix)
+    return source
+
+
+def check_transfer_record(fold_folder: Path) -> None:
+    """``--c`` found no checkpoint in ``fold_folder`` (the run was killed before its first one): refuse unless the
+    run's transfer record says where its weights came from.
+
+    nnU-Net then starts afresh and loads no ``-pretrained_weights``; without ``transfer_source.json`` (and, for a
+    run with pretrained weights, ``transfer_report.json``) we cannot know whether this run was meant to start from
+    pretrained weights, and training on would silently train from random weights. The user says "start fresh" by
+    running again without ``--c``.
+    """
+    source_path, report_path = fold_folder / SOURCE_FILE, fold_folder / f"{REPORT_STEM}.json"
+    restart = (f"start the training again without --c (nnUNetv2_train ... without --c starts afresh in "
+               f"{fold_folder}; give -pretrained_weights FILE again if the run used it)")
+    if not source_path.is_file():
+        if report_path.is_file():
+            return  # the report names the weights; the reload says what is missing
+        raise NnUNetTransferError(
+            f"--c found no checkpoint in {fold_folder} and no transfer record ({SOURCE_FILE}, {REPORT_STEM}.json): "
+            "the run was interrupted before its first checkpoint and whether it started from pretrained weights is "
+            "unknown, so it would go on from random weights", file=fold_folder, fix=restart)
+    if read_transfer_source(source_path)["mode"] != "none" and not report_path.is_file():
+        raise NnUNetTransferError(
+            f"--c found no checkpoint in {fold_folder}, and the run's transfer report {report_path.name} is missing "
+            f"while {SOURCE_FILE} says its weights were pretrained: they cannot be restored as they were",
+            file=report_path, fix=restart)
+
+
 class FineTuneTrainer(GuardedTrainer):
     """nnUNetTrainer + pretrained-weight transfer with a report + fine-tuning controls."""
 
@@ -161,8 +207,12 @@ class FineTuneTrainer(GuardedTrainer):
 
     def _load_pretrained(self) -> Optional[TransferReport]:
         network = unwrap_network(self.network)
+        resuming_without_checkpoint = self.logger.resume and not any(
+            (Path(self.output_folder) / name).is_file() for name in RESUME_CHECKPOINTS)
+        if resuming_without_checkpoint:
+            check_transfer_record(Path(self.output_folder))
         if self.logger.resume and self.report_path.is_file():
-            if any((Path(self.output_folder) / name).is_file() for name in RESUME_CHECKPOINTS):
+            if not resuming_without_checkpoint:
                 return TransferReport.load(self.report_path)  # resuming: the checkpoint holds the weights
             reloaded = self._reload_after_interrupted_start(network)
             if reloaded is not None:
@@ -195,8 +245,8 @@ class FineTuneTrainer(GuardedTrainer):
         if not self.source_path.is_file():
             raise NnUNetTransferError(f"{stale}, and {self.source_path} (which file its weights came from) is "
                                       "missing, so they cannot be loaded again", file=self.report_path, fix=restart)
-        source = json.loads(self.source_path.read_text())
-        if source.get("mode") != "argument":
+        source = read_transfer_source(self.source_path)
+        if source["mode"] != "argument":
             return None
         path = Path(source["path"])
         weights = check_pretrained_weights_file(path) if path.is_file() else None  # read once: checked, hashed, used
@@ -214,15 +264,18 @@ class FineTuneTrainer(GuardedTrainer):
             # nnU-Net's -pretrained_weights loader has read the path again since our check (as data only): the
             # tensors checked and reported are the ones that train
             nnunet_pretrained_weights_report(unwrap_network(self.network), self._weights)
-        if self.transfer_report is not None and self.local_rank == 0:
-            self.transfer_report.save(self.output_folder, REPORT_STEM)
-            self.print_to_log_file("Pretrained weights:\n" + str(self.transfer_report), add_timestamp=False)
+        if self.local_rank == 0:
+            if self.transfer_report is not None:
+                self.transfer_report.save(self.output_folder, REPORT_STEM)
+                self.print_to_log_file("Pretrained weights:\n" + str(self.transfer_report), add_timestamp=False)
             self._save_source()
 
     def _save_source(self) -> None:
         """Write :data:`SOURCE_FILE`: where this run's weights came from (read by
         :meth:`_reload_after_interrupted_start`)."""
-        if self._weights is not None:
+        if self.transfer_report is None:
+            source = {"mode": "none"}  # no pretrained weights: a --c after an interrupted start may start afresh
+        elif self._weights is not None:
             path = Path(self._weights.source).resolve()
             source = {"mode": "argument", "path": str(path), "sha256": self._weights.sha256}
         else:

@@ -10,6 +10,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from torch import nn
 
 from nnunet_transfer.architectures.localization_unet import describe_encoder
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.losses.log_dice import NegativeLogSoftDice
 from nnunet_transfer.losses.wrapping import DICE_CLASS, soft_dice_kwargs, with_base_loss
 from nnunet_transfer.trainers.finetune import FineTuneTrainer
@@ -45,8 +46,9 @@ class FrozenEncoderTrainer(FineTuneTrainer):
         """nnU-Net's loss (deep-supervision wrapper and weights included) around its Dice + CE built with
         ``weight_ce=0`` (nnU-Net skips the CE term at weight 0: soft Dice only), as ``_build_loss`` configures it."""
         if self.label_manager.has_regions:
-            raise ValueError(f"{type(self).__name__} trains soft Dice on plain labels; this dataset.json defines "
-                             "regions")
+            raise InvalidValueError(
+                f"{type(self).__name__} trains soft Dice on plain labels; this dataset.json defines "
+                "regions")
         dice_only = DC_and_CE_loss(soft_dice_kwargs(self), {}, weight_ce=0, weight_dice=1,
                                    ignore_label=self.label_manager.ignore_label, dice_class=DICE_CLASS)
         if self._do_i_compile():

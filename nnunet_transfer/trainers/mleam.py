@@ -58,6 +58,7 @@ from nnunet_transfer.trainers.finetune import FineTuneTrainer
 from nnunet_transfer.trainers.lr_schedulers import InverseTimeDecayLRScheduler, StepDecayLRScheduler
 from nnunet_transfer.trainers.med3d import network_deep_supervision_scales
 from nnunet_transfer.utils.modules import unwrap_network
+from nnunet_transfer.errors import WrongKindError
 
 __all__ = ["MLEAMTrainer", "MLEAMTrainer_paper", "MLEAMPretrainTrainer"]
 
@@ -117,9 +118,10 @@ class MLEAMTrainer(FineTuneTrainer):
     def _edge_logits(self) -> Sequence[torch.Tensor]:
         network = unwrap_network(self.network)
         if not hasattr(network, "last_edge_logits"):
-            raise TypeError(f"{type(self).__name__} needs an MLEAM network (with last_edge_logits), the plans build "
-                            f"{type(network).__name__}; make the plans with `nnunet-transfer plan-arch ... "
-                            "--decoder mleam`")
+            raise WrongKindError(
+                f"{type(self).__name__} needs an MLEAM network (with last_edge_logits), the plans build "
+                f"{type(network).__name__}; make the plans with `nnunet-transfer plan-arch ... "
+                "--decoder mleam`")
         return network.last_edge_logits
 
     # ------------------------------------------------------------------ loss

@@ -38,6 +38,7 @@ from nnunet_transfer.trainers.guarded import GuardedTrainer
 from nnunet_transfer.trainers.progress import add_region_dice_panel
 from nnunet_transfer.trainers.task_datasets import on_case_loaded, task_conditioned_dataset_class
 from nnunet_transfer.utils.modules import unwrap_network
+from nnunet_transfer.errors import MissingEntryError, NotApplicableError
 
 #: channels of the 8-channel decoder features the dynamic head reads (DoDNet)
 HEAD_IN_CHANNELS = 8
@@ -98,7 +99,7 @@ class MOTSPretrainTrainer(GuardedTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.case_to_task = mots_tasks.read_case_to_task(dataset_json)
         if self.label_manager.num_segmentation_heads != mots_tasks.NUM_OUTPUT_CHANNELS:
-            raise RuntimeError(
+            raise NotApplicableError(
                 f"{type(self).__name__} needs the MOTS region labels ({mots_tasks.NUM_OUTPUT_CHANNELS} regions), "
                 f"but this dataset.json gives {self.label_manager.num_segmentation_heads} outputs. Convert the data "
                 "with `nnunet-transfer convert mots`.")
@@ -118,7 +119,8 @@ class MOTSPretrainTrainer(GuardedTrainer):
     def _build_loss(self) -> nn.Module:
         """nnU-Net's loss construction (deep-supervision weights included) with our partial-label loss inside."""
         if not self.label_manager.has_regions:
-            raise RuntimeError("MOTS pretraining needs a region-based dataset.json (see `nnunet-transfer convert mots`)")
+            raise NotApplicableError(
+                "MOTS pretraining needs a region-based dataset.json (see `nnunet-transfer convert mots`)")
         self._partial_loss = PartialLabelDiceBCELoss(
             [ch.task for ch in mots_tasks.OUTPUT_CHANNELS], batch_dice=self.configuration_manager.batch_dice,
             smooth=1e-5, ddp=self.is_ddp)
@@ -129,7 +131,7 @@ class MOTSPretrainTrainer(GuardedTrainer):
         try:
             return torch.as_tensor([self.case_to_task[k] for k in keys], dtype=torch.long, device=self.device)
         except KeyError as e:
-            raise KeyError(f"case {e.args[0]!r} is missing from the dataset's case_to_task map") from None
+            raise MissingEntryError(f"case {e.args[0]!r} is missing from the dataset's case_to_task map") from None
 
     @contextmanager
     def conditioned_on_batch(self, batch: dict) -> Iterator[None]:

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.transfer.loading import adapt_input_channels
 
 KERNEL_REDUCE_RULES = ("mean", "sum")
@@ -59,9 +60,9 @@ class AdaptOptions:
 
     def __post_init__(self) -> None:
         if self.kernel_reduce not in KERNEL_REDUCE_RULES:
-            raise ValueError(f"kernel_reduce must be one of {KERNEL_REDUCE_RULES}, got {self.kernel_reduce!r}")
+            raise InvalidValueError(f"kernel_reduce must be one of {KERNEL_REDUCE_RULES}, got {self.kernel_reduce!r}")
         if self.kernel_grow not in KERNEL_GROW_RULES:
-            raise ValueError(f"kernel_grow must be one of {KERNEL_GROW_RULES}, got {self.kernel_grow!r}")
+            raise InvalidValueError(f"kernel_grow must be one of {KERNEL_GROW_RULES}, got {self.kernel_grow!r}")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnunet_transfer.discovery import nnunet_folder
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.pretrained.plans_check import read_foreign_plans
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.record import PretrainedRecord, write_record
+from nnunet_transfer.utils.configuration_names import require_configurations
 
 
 def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "nnUNetPlans",
@@ -32,19 +34,23 @@ def align_plans(source_dataset: int, target_dataset: int, source_plans: str = "n
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, preprocess as nn_preprocess
     from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import (
         move_plans_between_datasets)
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 
     if pretrained_checkpoint is not None:  # a bad file fails now, before any plans are written
         read_source_weights(pretrained_checkpoint, trusted=trusted)
+    source_name = resolve_dataset_name(source_dataset)
+    target_name = resolve_dataset_name(target_dataset)
+    if source_name == target_name:
+        raise InvalidValueError(f"the pretraining and the fine-tuning dataset are both {source_name}",
+                                fix="give the pretraining dataset with -s and another, fine-tuning dataset with -t")
     target_plans = target_plans or f"{source_plans}_from{source_dataset}"
-    source_name = maybe_convert_to_dataset_name(source_dataset)
-    target_name = maybe_convert_to_dataset_name(target_dataset)
     root = nnunet_folder("nnUNet_preprocessed")
     source_file = root / source_name / f"{source_plans}.json"
     if not source_file.is_file():
         raise FileNotFoundError(f"{source_file} does not exist. Plan the pretraining dataset first: "
                                 f"nnUNetv2_plan_and_preprocess -d {source_dataset}")
     read_foreign_plans(source_file, trusted)  # the target's training builds its network from these plans
+    require_configurations(source_file, configurations)
     if not (root / target_name / "dataset_fingerprint.json").is_file():
         print(f"[align-plans] extracting the fingerprint of {target_name}")
         extract_fingerprints([target_dataset], num_processes=num_processes, check_dataset_integrity=True,

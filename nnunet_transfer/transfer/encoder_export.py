@@ -27,9 +27,11 @@ import torch
 
 from torch import nn
 
+from nnunet_transfer.errors import InvalidValueError, WrongKindError
 from nnunet_transfer.pretrained.formats.medicalnet import looks_like_medicalnet, medicalnet_layout, split_head
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
+from nnunet_transfer.transfer.weight_values import check_weight_values
 from nnunet_transfer.transfer.weights import StateDictSource, read_source
 from nnunet_transfer.utils.atomic import write_atomically
 
@@ -46,8 +48,9 @@ def network_encoder_prefixes(network: nn.Module) -> tuple:
     """Key prefixes of ``network``'s encoder and stem (its ``key_to_encoder``/``key_to_stem``), or a TypeError."""
     keys = [getattr(network, a, None) for a in ("key_to_encoder", "key_to_stem")]
     if keys[0] is None:
-        raise TypeError(f"{type(network).__name__} does not say where its encoder is (no key_to_encoder); give its "
-                        "state dict instead, whose encoder is read from the 'encoder.' keys")
+        raise WrongKindError(
+            f"{type(network).__name__} does not say where its encoder is (no key_to_encoder); give its "
+            "state dict instead, whose encoder is read from the 'encoder.' keys")
     return tuple(dict.fromkeys(f"{k}." if k else "" for k in keys if k is not None))
 
 
@@ -84,10 +87,10 @@ def extract_encoder(checkpoint: EncoderSource, output: Union[str, Path], strip_p
     ``.safetensors``; ``layout="medicalnet"``: ``.pth``/``.pt`` only); returns the path."""
     output = Path(output)
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown encoder file layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        raise InvalidValueError(f"unknown encoder file layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if output.suffix not in OUTPUT_SUFFIXES or (layout == "medicalnet" and output.suffix == ".safetensors"):
         allowed = OUTPUT_SUFFIXES if layout == "plain" else (".pth", ".pt")
-        raise ValueError(f"{output}: the {layout} encoder file must end in one of {', '.join(allowed)}")
+        raise InvalidValueError(f"{output}: the {layout} encoder file must end in one of {', '.join(allowed)}")
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it or choose another name")
     if not output.parent.is_dir():
@@ -95,6 +98,7 @@ def extract_encoder(checkpoint: EncoderSource, output: Union[str, Path], strip_p
     # own, contiguous storage per tensor: safetensors refuses shared or strided tensors
     encoder = {k: v.detach().contiguous().clone()
                for k, v in encoder_state_dict(checkpoint, strip_prefix or layout == "medicalnet").items()}
+    check_weight_values(encoder, str(checkpoint) if isinstance(checkpoint, (str, Path)) else "the given weights")
     if layout == "medicalnet":
         name = (str(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint.source
                 if isinstance(checkpoint, SourceWeights) else type(checkpoint).__name__

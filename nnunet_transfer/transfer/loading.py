@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
 
 __all__ = ["LoadReport", "TensorAdapter", "adapt_input_channels", "checked_cast", "load_matching"]
@@ -161,7 +162,7 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
         to_load[key] = checked_cast(key, value, target, source)
     if strict_shapes and report.shape_mismatched:
         listing = "; ".join(f"{k}: checkpoint {list(c)} vs model {list(m)}" for k, c, m in report.shape_mismatched[:5])
-        raise ValueError(
+        raise InvalidValueError(
             f"{source}: {len(report.shape_mismatched)} tensors have shapes that do not fit the network "
             f"({listing}). Build the network that matches the checkpoint, or pass strict_shapes=False to "
             f"skip these tensors and keep their initialisation."

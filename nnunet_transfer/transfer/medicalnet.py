@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nnunet_transfer.architectures.med3d import RESNET_LAYOUTS, Med3DResNet
+from nnunet_transfer.errors import NnUNetTransferError, WrongKindError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.formats.medicalnet import HEAD_KEY_PREFIXES, key_layout, split_head
 from nnunet_transfer.transfer.adapt import AdaptOptions
@@ -52,7 +53,7 @@ class MedicalNetArchitecture:
         return f"{name} ({self.block} blocks {list(self.layers)}, shortcut {self.shortcut_type})"
 
 
-class ArchitectureMismatchError(ValueError):
+class ArchitectureMismatchError(NnUNetTransferError, ValueError):
     """A checkpoint was made for another MedicalNet depth or shortcut type than the network."""
 
 
@@ -83,9 +84,9 @@ def medicalnet_prefix_map(network: nn.Module) -> Dict[str, str]:
     """How MedicalNet's keys map onto ``network``: every key goes under the network's ``key_to_encoder``."""
     encoder_key = getattr(network, "key_to_encoder", None)
     if encoder_key is None or not isinstance(network.get_submodule(encoder_key), Med3DResNet):
-        raise TypeError(f"{type(network).__name__} has no Med3D ResNet encoder at its key_to_encoder "
-                        f"({encoder_key!r}), so MedicalNet weights have no place in it; build the network with a "
-                        "med3d-resnet encoder (see nnunet_transfer.architectures.encoders)")
+        raise WrongKindError(f"{type(network).__name__} has no Med3D ResNet encoder at its key_to_encoder "
+                             f"({encoder_key!r}), so MedicalNet weights have no place in it; build the network with a "
+                             "med3d-resnet encoder (see nnunet_transfer.architectures.encoders)")
     return {"": f"{encoder_key}." if encoder_key else ""}
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.zoo.record import Intensity
 
 __all__ = ["ExpectedNormalisation", "expected_normalisation", "normalisation_mismatch", "write_matching_plans",
@@ -149,7 +150,7 @@ def write_matching_plans(plans_file: Union[str, Path], expected: ExpectedNormali
     name = plans_name or f"{plans.get('plans_name', plans_file.stem)}_{expected.tag}"
     new_file = plans_file.with_name(f"{name}.json")
     if new_file == plans_file:
-        raise ValueError(f"the matching plans would replace {plans_file}; give another plans name")
+        raise InvalidValueError(f"the matching plans would replace {plans_file}; give another plans name")
     scheme = _SCHEME[expected.intensity.kind]
     notes: List[str] = []
     new = copy.deepcopy(plans)

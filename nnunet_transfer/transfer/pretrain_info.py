@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
-from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 
 __all__ = ["PRETRAIN_INFO_KEY", "PretrainInfo", "read_pretrain_info", "write_pretrain_info",
@@ -47,7 +47,7 @@ _REQUIRED = ("checkpoint_path", "checkpoint_name", "key_to_encoder", "key_to_ste
 def _int_list(value: Any, name: str) -> List[int]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                         for v in value):
-        raise ValueError(f"pretrain_info.{name} must be a list of integers, got {value!r}")
+        raise InvalidValueError(f"pretrain_info.{name} must be a list of integers, got {value!r}")
     return [int(v) for v in value]
 
 
@@ -55,7 +55,7 @@ def _text(value: Any, name: str, optional: bool = False) -> Optional[str]:
     if value is None and optional:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"pretrain_info.{name} must be a string{' or null' if optional else ''}, got {value!r}")
+        raise InvalidValueError(f"pretrain_info.{name} must be a string{' or null' if optional else ''}, got {value!r}")
     return value
 
 
@@ -80,19 +80,19 @@ class PretrainInfo:
     def from_dict(cls, data: Mapping[str, Any]) -> "PretrainInfo":
         """Validate a block read from a plans file (untrusted: every value is type-checked)."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"pretrain_info must be a JSON object, got {type(data).__name__}")
+            raise InvalidValueError(f"pretrain_info must be a JSON object, got {type(data).__name__}")
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
-            raise ValueError(f"pretrain_info lacks {missing} (nnU-Net master writes {list(_REQUIRED)})")
+            raise InvalidValueError(f"pretrain_info lacks {missing} (nnU-Net master writes {list(_REQUIRED)})")
         keys = data["keys_to_in_proj"]
         if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
-            raise ValueError(f"pretrain_info.keys_to_in_proj must be a list of strings, got {keys!r}")
+            raise InvalidValueError(f"pretrain_info.keys_to_in_proj must be a list of strings, got {keys!r}")
         channels = data["pt_num_in_channels"]
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise ValueError(f"pretrain_info.pt_num_in_channels must be a positive integer, got {channels!r}")
+            raise InvalidValueError(f"pretrain_info.pt_num_in_channels must be a positive integer, got {channels!r}")
         citations = data["citations"]
         if not isinstance(citations, list) or not all(isinstance(c, Mapping) for c in citations):
-            raise ValueError("pretrain_info.citations must be a list of objects")
+            raise InvalidValueError("pretrain_info.citations must be a list of objects")
         return cls(
             checkpoint_path=_text(data["checkpoint_path"], "checkpoint_path", optional=True),
             checkpoint_name=_text(data["checkpoint_name"], "checkpoint_name"),
@@ -185,7 +185,7 @@ def transfer_from_pretrain_info(network: nn.Module, info: PretrainInfo, head_pat
     from nnunet_transfer.transfer.weights import HEAD_PATTERNS, transfer_weights
 
     if info.checkpoint_path is None:
-        raise ValueError("pretrain_info.checkpoint_path is null: the plans ask for training from scratch")
+        raise InvalidValueError("pretrain_info.checkpoint_path is null: the plans ask for training from scratch")
     prefix_map: Dict[str, str] = {}
     for source, attribute in ((info.key_to_encoder, "key_to_encoder"), (info.key_to_stem, "key_to_stem")):
         target = getattr(network, attribute, None)

@@ -17,10 +17,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from nnunet_transfer.discovery import nnunet_folder
-from nnunet_transfer.errors import MissingEntryError
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.adapt import AdaptOptions
+from nnunet_transfer.transfer.weight_values import check_weight_values
 from nnunet_transfer.utils.atomic import write_atomically
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, HEAD_PATTERNS, TransferReport, transfer_weights
 
@@ -57,9 +58,9 @@ class PretrainedRecord:
     def from_dict(cls, data: Mapping) -> "PretrainedRecord":
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown keys in the plans' {RECORD_KEY} record: {sorted(unknown)}")
+            raise InvalidValueError(f"unknown keys in the plans' {RECORD_KEY} record: {sorted(unknown)}")
         if "checkpoint" not in data:
-            raise ValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
+            raise InvalidValueError(f"the plans' {RECORD_KEY} record has no 'checkpoint' path")
         record = cls(**dict(data))
         record.adapt_options  # validates the rule names
         return record
@@ -105,7 +106,7 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
     plans = json.loads(plans_file.read_text())
     if configuration not in plans.get("configurations", {}):
         raise MissingEntryError(f"{plans_file} has no configuration {configuration!r} "
-                       f"(has: {sorted(plans.get('configurations', {}))})")
+                                f"(has: {sorted(plans.get('configurations', {}))})")
     if record is None:
         plans["configurations"][configuration].pop(RECORD_KEY, None)
     else:
@@ -115,7 +116,8 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
         record.adapt_options  # validates the rule names before anything is written
         # open it now (data only), so an empty, damaged or booby-trapped file fails here and not when training starts
         if source is None:
-            read_source_weights(checkpoint, trusted=record.trusted_architectures)
+            source = read_source_weights(checkpoint, trusted=record.trusted_architectures)
+        check_weight_values(source.tensors, str(checkpoint))
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.normalisation import (MATCH_OPTION, expected_normalisation, normalisation_mismatch,
                                                     write_matching_plans)
@@ -27,8 +28,8 @@ def set_pretrained(plans_file: Path, configuration: str, record: PretrainedRecor
     expected = expected_normalisation(record.checkpoint, source.reading.plans, nnssl)
     if match_normalisation:
         if expected is None:
-            raise ValueError(f"nothing states which intensity normalisation {record.checkpoint} expects (no zoo "
-                             f"record of that file name, no plans in it): leave out {MATCH_OPTION}")
+            raise InvalidValueError(f"nothing states which intensity normalisation {record.checkpoint} expects (no zoo "
+                                    f"record of that file name, no plans in it): leave out {MATCH_OPTION}")
         plans_file, notes = write_matching_plans(plans_file, expected)
         messages += [f"wrote {plans_file} with the normalisation {expected.source} expects:"] + \
                     [f"  {n}" for n in notes]
@@ -57,12 +58,13 @@ def match_recorded_normalisation(plans_file: Path, configuration: str) -> tuple[
     plans = json.loads(Path(plans_file).read_text())
     record = read_record((plans.get("configurations") or {}).get(configuration) or {})
     if record is None:
-        raise ValueError(f"{plans_file} [{configuration}] has no pretrained-weights record: give the checkpoint")
+        raise InvalidValueError(f"{plans_file} [{configuration}] has no pretrained-weights record: give the checkpoint")
     source = read_source_weights(record.checkpoint)
     expected = expected_normalisation(record.checkpoint, source.reading.plans, source.format == "nnssl")
     if expected is None:
-        raise ValueError(f"nothing states which intensity normalisation {record.checkpoint} expects (no zoo record "
-                         "of that file name, no plans in it)")
+        raise InvalidValueError(
+            f"nothing states which intensity normalisation {record.checkpoint} expects (no zoo record "
+            "of that file name, no plans in it)")
     new_file, notes = write_matching_plans(plans_file, expected)
     return new_file, ([f"wrote {new_file} with the normalisation {expected.source} expects (and the same record):"]
                       + [f"  {n}" for n in notes]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from nnunet_transfer.architectures.med3d import Med3DResNet, describe_architecture
-from nnunet_transfer.errors import NnUNetTransferError
+from nnunet_transfer.errors import InvalidValueError, NnUNetTransferError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.formats.medicalnet import split_head
 from nnunet_transfer.pretrained.registry import PretrainedCheckpoint, get_checkpoint
@@ -50,7 +50,7 @@ class VerificationReport:
         """Raise ``ValueError`` with the failed checks if any check failed."""
         if not self.ok:
             failed = "; ".join(f"{c}: {d}" for c, p, d in self.checks if not p)
-            raise ValueError(f"checkpoint {self.path} failed verification: {failed}")
+            raise InvalidValueError(f"checkpoint {self.path} failed verification: {failed}")
 
     def __str__(self) -> str:
         title = self.record.file_name if self.record else "(unregistered)"

@@ -25,6 +25,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NotApplicableError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.source import read_source_weights, source_weights_from_state_dict
 from nnunet_transfer.transfer.loading import LoadReport, load_matching
@@ -236,7 +237,7 @@ def transfer_weights(network: nn.Module, source: StateDictSource, *,
     result = TransferReport.from_load_report(report, head_patterns, checkpoint=name)
     result.surplus, result.notes = surplus, notes
     if result.fraction_loaded < min_fraction:
-        raise RuntimeError(
+        raise NotApplicableError(
             f"only {100 * result.fraction_loaded:.1f}% of the network's parameters were found in {name} "
             f"(required: {100 * min_fraction:.0f}%).\n{result}\nIs this the checkpoint of a network with the same "
             "plans? Align the plans (`nnunet-transfer align-plans`) or give a prefix map.")
@@ -254,26 +255,29 @@ def nnunet_pretrained_weights_report(network: nn.Module, checkpoint: StateDictSo
     if isinstance(checkpoint, SourceWeights):
         checkpoint = checkpoint.source
     if source.container != "memory" and (source.format != "nnunet_v2" or source.container != "file"):
-        raise ValueError(f"nnU-Net's -pretrained_weights reads only nnU-Net v2 checkpoint files; {checkpoint} is "
-                         f"{'a folder or zip' if source.container != 'file' else 'a ' + source.family + ' checkpoint'}"
-                         f". Use `nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS`, then train "
-                         "without -pretrained_weights.")
+        raise InvalidValueError(
+            f"nnU-Net's -pretrained_weights reads only nnU-Net v2 checkpoint files; {checkpoint} is "
+            f"{'a folder or zip' if source.container != 'file' else 'a ' + source.family + ' checkpoint'}"
+            f". Use `nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS`, then train "
+            "without -pretrained_weights.")
     state = source.tensors
     model_state = network.state_dict()
     for key, value in model_state.items():
         if ".seg_layers." in key:
             continue
         if key not in state:
-            raise KeyError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: key {key} is missing there. "
-                           f"For partial or foreign checkpoints use a pretrained-weights record: `nnunet-transfer "
-                           f"set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (or `align-plans --pretrained`), "
-                           "then train without -pretrained_weights.")
+            raise MissingEntryError(
+                f"nnU-Net's -pretrained_weights cannot load {checkpoint}: key {key} is missing there. "
+                f"For partial or foreign checkpoints use a pretrained-weights record: `nnunet-transfer "
+                f"set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (or `align-plans --pretrained`), "
+                "then train without -pretrained_weights.")
         if tuple(state[key].shape) != tuple(value.shape):
-            raise ValueError(f"nnU-Net's -pretrained_weights cannot load {checkpoint}: {key} has shape "
-                             f"{tuple(state[key].shape)} there but {tuple(value.shape)} in the network. Use "
-                             f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts kernels, "
-                             "strides, stage count, feature counts and input channels), then train without "
-                             "-pretrained_weights.")
+            raise InvalidValueError(
+                f"nnU-Net's -pretrained_weights cannot load {checkpoint}: {key} has shape "
+                f"{tuple(state[key].shape)} there but {tuple(value.shape)} in the network. Use "
+                f"`nnunet-transfer set-pretrained {checkpoint} -d ID -c CONFIG -p PLANS` (adapts kernels, "
+                "strides, stage count, feature counts and input channels), then train without "
+                "-pretrained_weights.")
     # loading again is idempotent: nnU-Net puts exactly these values into the network
     return transfer_weights(network, state, exclude=(".seg_layers.",), adapt=AdaptOptions(enabled=False),
                             strict_shapes=True,

@@ -1,6 +1,7 @@
 """End to end with the real ``nnUNetv2_train``: a booby-trapped ``-pretrained_weights`` file never runs, however the
 flag is spelled, and a fine-tuning killed in epoch 0 and resumed with ``--c`` loads its pretrained weights again
-(checked) or stops saying how to restart. One nnUNetv2_train run per failure mode."""
+(checked) or stops saying how to restart, also when its transfer record was deleted. One nnUNetv2_train run per
+failure mode."""
 
 from __future__ import annotations
 
@@ -78,3 +79,9 @@ def test_resume_after_a_kill_in_epoch_0_loads_the_weights_again_or_stops(mots_pr
         _train(ws, DYING, "--c", dump=tmp_path / "never.pt")
     assert "start the training again without --c" in str(info.value)
     assert not (tmp_path / "never.pt").exists()
+
+    # the transfer report deleted: --c must not go on from random weights without a word
+    (fold / "transfer_report.json").unlink()
+    with pytest.raises(CommandFailed, match="transfer_report.json is missing") as info:
+        _train(ws, DYING, "--c", dump=tmp_path / "never.pt")
+    assert "without --c" in str(info.value) and not (tmp_path / "never.pt").exists()

@@ -19,6 +19,7 @@ from typing import Any, Dict, Mapping
 
 import torch
 
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.pretrained.formats.base import CheckpointFormat, FormatReading
 
 __all__ = ["FORMAT", "BRAIN_UNET_HEAD", "BRAIN_UNET_MARKERS"]
@@ -46,8 +47,8 @@ def read(obj: Any, source: str) -> FormatReading:
     """Tensors for transfer (head filtered) and the architecture the weights imply."""
     state = _strip_module(obj)
     if not detect(state):
-        raise ValueError(f"{source} is not a brain-segmentation-pytorch U-Net state dict (expected keys "
-                         f"{', '.join(BRAIN_UNET_MARKERS)})")
+        raise InvalidValueError(f"{source} is not a brain-segmentation-pytorch U-Net state dict (expected keys "
+                                f"{', '.join(BRAIN_UNET_MARKERS)})")
     first = state["encoder1.enc1conv1.weight"]
     metadata: Dict[str, Any] = {
         "architecture": "mateuszbuda/brain-segmentation-pytorch UNet",
