@@ -210,6 +210,8 @@ class _Released(nnUNetTrainer):
     """nnU-Net 2.8.x's signature."""
 
     def load_checkpoint(self, filename_or_checkpoint):
+        if isinstance(filename_or_checkpoint, str):  # read as nnU-Net reads it (weights_only=False)
+            torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
         self.received = filename_or_checkpoint
 
 
@@ -217,6 +219,8 @@ class _Master(nnUNetTrainer):
     """nnU-Net master's signature (the argument renamed)."""
 
     def load_checkpoint(self, checkpoint):
+        if isinstance(checkpoint, str):  # read as nnU-Net reads it (weights_only=False)
+            torch.load(checkpoint, map_location="cpu", weights_only=False)
         self.received = checkpoint
 
 
@@ -248,7 +252,7 @@ def test_load_checkpoint_works_under_both_signatures(cls, how, tmp_path):
 
 
 @pytest.mark.parametrize("cls", [_OnReleased, _OnMaster])
-def test_load_checkpoint_refuses_a_file_with_code_before_nnunet_unpickles_it(cls, tmp_path):
+def test_load_checkpoint_reads_a_file_with_code_as_data_and_refuses_it(cls, tmp_path):
     marker = tmp_path / "ran"
     path = write_v2_checkpoint(tmp_path / "checkpoint_final.pth", resenc_unet(), payload=Payload(marker))
     trainer = cls.__new__(cls)

@@ -93,7 +93,7 @@ LAYERS = (
     ("evaluation", "planning"),
     ("trainers",),
     ("inference", "recipes", "nnunet_ext"),
-    ("cli",),
+    ("cli", "train_ddp"),
 )
 #: what architectures/ may import besides itself: the one error type every package shares
 ARCHITECTURES_MAY_IMPORT = {"errors"}

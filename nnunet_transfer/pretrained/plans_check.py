@@ -187,11 +187,15 @@ def _check_name_field(value: Any, field: str, source: str) -> None:
         raise _refuse(source, field, value, "nnU-Net looks this up by plain name in its own package; it must be one")
 
 
-def _check_architecture(arch: Any, field: str, source: str, dims: Optional[int], trusted: Collection[str]) -> None:
+def _check_architecture(arch: Any, field: str, source: str, dims: Optional[int], trusted: Collection[str],
+                        registry_names: bool = False) -> None:
+    """``registry_names``: a plain identifier as the network name is a name of nnssl's network registry, which nnssl
+    maps to a class itself ("ResEncL", "PrimusM", as nnssl's trainers write them): data, nothing imports it."""
     if not isinstance(arch, dict):
         raise _refuse(source, field, arch, "must be a dict")
-    _check_class_name(arch.get("network_class_name"), f"{field}.network_class_name", source, network=True,
-                      trusted=trusted)
+    name = arch.get("network_class_name")
+    if not (registry_names and isinstance(name, str) and _NNSSL_REGISTRY_NAME.fullmatch(name)):
+        _check_class_name(name, f"{field}.network_class_name", source, network=True, trusted=trusted)
     kwargs = arch.get("arch_kwargs", {})
     if not isinstance(kwargs, dict):
         raise _refuse(source, f"{field}.arch_kwargs", kwargs, "must be a dict")
@@ -306,6 +310,10 @@ def _resolved(configurations: Mapping[str, Any], name: str) -> Dict[str, Any]:
     return merged
 
 
+#: a name of nnssl's network registry (``get_network_by_name``): an identifier without dots
+_NNSSL_REGISTRY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
 def check_nnssl_architecture(architecture: Any, source: Union[str, Path], trusted: Sequence[str] = ()) -> None:
     """Check an nnssl adaptation plan's ``architecture_plans`` (``arch_class_name``, ``arch_kwargs``,
     ``arch_kwargs_requiring_import``) like a plans file's architecture."""
@@ -316,7 +324,8 @@ def check_nnssl_architecture(architecture: Any, source: Union[str, Path], truste
     as_plans = {"network_class_name": architecture.get("arch_class_name"),
                 "arch_kwargs": architecture.get("arch_kwargs", {}),
                 "_kw_requires_import": architecture.get("arch_kwargs_requiring_import", [])}
-    _check_architecture(as_plans, "nnssl_adaptation_plan.architecture_plans", str(source), None, frozenset(trusted))
+    _check_architecture(as_plans, "nnssl_adaptation_plan.architecture_plans", str(source), None, frozenset(trusted),
+                        registry_names=True)
 
 
 def read_foreign_plans(path: Union[str, Path], trusted: Sequence[str] = ()) -> Dict[str, Any]:
