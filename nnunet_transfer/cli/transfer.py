@@ -13,8 +13,10 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
 
     plans_file = plans_file_of(args.d, args.p)
     if args.remove:
-        write_record(plans_file, args.c, None)
-        print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
+        if write_record(plans_file, args.c, None):
+            print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
+        else:
+            print(f"{plans_file} [{args.c}] has no pretrained-weights record: nothing removed")
         return 0
     if not args.checkpoint:
         raise ValueError("give the checkpoint to record (or --remove)")
@@ -43,11 +45,13 @@ def _cmd_transfer_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract_encoder(args: argparse.Namespace) -> int:
-    from nnunet_transfer.transfer.encoder_export import encoder_state_dict, extract_encoder
+    from nnunet_transfer.transfer.encoder_export import extract_encoder
+    from nnunet_transfer.transfer.weights import read_state_dict
 
     path = extract_encoder(args.checkpoint, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite,
                            layout=args.layout)
-    n = len(encoder_state_dict(path))
+    # count what the file holds, whatever its key names (with --strip-prefix none starts with 'encoder.')
+    n = len(read_state_dict(path))
     print(f"wrote {n} encoder tensors of {args.checkpoint} to {path}")
     return 0
 

@@ -50,6 +50,7 @@ import nnunet_transfer
 from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 from nnunet_transfer.discovery import EXT_TRAINER_VARIABLE, environment_variables, ext_trainer_value
 from nnunet_transfer.errors import NnUNetTransferError, did_you_mean
+from nnunet_transfer.inference.postprocessing import POSTPROCESSING_JSON, apply_model_postprocessing
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
 from nnunet_transfer.utils.atomic import swap_into_place
@@ -258,7 +259,8 @@ def _readme(manifest: dict, dataset_json: dict) -> str:
         "Input images: one file per case and channel, named CASE_XXXX" + ending + " where XXXX is the channel:",
         *[f"  {int(k):04d}: {v}" for k, v in sorted(channels.items(), key=lambda kv: int(kv[0]))],
         "",
-        "Predict with nnunet-transfer (installs into a temporary nnUNet_results, verifies the checksums):",
+        "Predict with nnunet-transfer (verifies the checksums, installs into $nnUNet_results when it is set, else",
+        "into a temporary folder removed afterwards, and applies the model's postprocessing when it has one):",
         f"  pip install nnunetv2=={manifest['nnunetv2_version']} nnunet-transfer=={manifest['plugin_version']}",
         "  nnunet-transfer predict-export MODEL.zip -i INPUT_FOLDER -o OUTPUT_FOLDER -device cuda",
         "  (in Python: nnunet_transfer.inference.export.install_and_predict('MODEL.zip', 'INPUT_FOLDER', 'OUTPUT_FOLDER', "
@@ -426,8 +428,9 @@ def _verify_staged(staging: Path, manifest: dict, zip_path: Path) -> None:
             _load_data_only(path)
         elif path.suffix in (".pkl", ".pickle"):
             # nnU-Net's postprocessing unpickles these fully; postprocessing.json next to them holds the same
-            warnings.warn(f"{zip_path}: {member} is a pickle that nnU-Net would load with a full unpickle; "
-                          "it is not installed", stacklevel=3)
+            warnings.warn(f"{member} is a pickle that nnU-Net would load with a full unpickle: not installed "
+                          f"(predict-export applies the same postprocessing from {POSTPROCESSING_JSON})",
+                          stacklevel=3)
             path.unlink()
 
 
@@ -580,14 +583,8 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             results = Path(os.environ[RESULTS_VARIABLE]).resolve()
         else:
             results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnunet_results_")))
-        install_model(zip_path, results, force=force)
         stack.enter_context(_nnunet_environment(results))
-
-        model_dir = Path(get_output_folder(manifest["dataset"], manifest["trainer"], manifest["plans"],
-                                           configuration))
-        for fold in use_folds:
-            _load_data_only(model_dir / _fold_folder(fold) / manifest["checkpoint"])
-        try:
+        try:  # before anything is installed: a model nobody here can run is not left behind
             find_trainer(manifest["trainer"])
         except LookupError as exc:
             hint = ("install nnunet-transfer " + str(manifest["plugin_version"])
@@ -595,7 +592,13 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
                     f"its code (module {manifest['trainer_module']}) was not shipped in the zip: put it in a folder "
                     f"listed in nnUNet_extTrainer")
             raise TrainerNotFoundError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not "
-                                       f"available; {hint}") from exc
+                                       f"available; {hint} (nothing was installed)") from exc
+        install_model(zip_path, results, force=force)
+
+        model_dir = Path(get_output_folder(manifest["dataset"], manifest["trainer"], manifest["plans"],
+                                           configuration))
+        for fold in use_folds:
+            _load_data_only(model_dir / _fold_folder(fold) / manifest["checkpoint"])
 
         dataset_json = json.loads((model_dir / "dataset.json").read_text())
         cases = _input_cases(input_dir, dataset_json)
@@ -612,4 +615,7 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             predictor.predict_from_files(cases, str(output_dir), save_probabilities=False, overwrite=True,
                                          num_processes_preprocessing=num_processes,
                                          num_processes_segmentation_export=num_processes)
+        steps = apply_model_postprocessing(model_dir, use_folds, output_dir, num_processes)
+        if steps:
+            print(f"applied the model's postprocessing ({steps} step(s), from {POSTPROCESSING_JSON})")
     return output_dir

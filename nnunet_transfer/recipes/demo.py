@@ -17,10 +17,14 @@ numbers. The trainer variants are written into the workspace, the way nnU-Net us
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import shutil
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,10 @@ DEMO_PLANS = "nnUNetDemoPlans"
 ALIGNED_PLANS = f"{DEMO_PLANS}_from{MOTS_ID}"
 MOTS_TRAINER = "MOTSPretrainTrainer_demo"
 RESULTS_FILE = "demo_results.json"
+#: written next to the MOTS checkpoint: what it was trained with and its sha256 (the cache of the pretraining)
+PRETRAINING_RECORD = "demo_pretraining.json"
+#: raise when the pretraining changes in a way the key does not capture, so old caches are not reused
+PRETRAINING_CACHE_VERSION = 2
 MODELS = ("scratch", "pretrained")
 #: below this held-out kidney_and_mass Dice a fine-tuning counts as "has not found the kidneys"
 NOT_LEARNED_DICE = 0.1
@@ -48,17 +56,24 @@ class DemoConfig:
     workspace: Optional[Path] = None
     #: synthetic cases per MOTS source
     mots_cases: int = 4
+    #: synthetic cases of MOTS' kidney source (KiTS19: the largest MOTS source, 210 of its scans)
+    kidney_cases: int = 12
+    #: kidney tumours and cysts of the KiTS19 source and the KiTS21 target (``synthetic.KIDNEY_LESION_PROFILES``)
+    kidney_lesions: str = "large"
     #: labelled KiTS21 cases a fine-tuning trains on; several values give the few-label curve
     target_cases: Tuple[int, ...] = (6,)
     #: KiTS21 cases for nnU-Net's validation (the pseudo-Dice curves); never trained on, never scored
     val_cases: int = 2
     #: held-out KiTS21 cases that are scored; in no training
     test_cases: int = 6
-    seeds: Tuple[int, ...] = (0, 1, 2)
-    pretrain_epochs: int = 8
+    seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
+    pretrain_epochs: int = 16
     pretrain_iterations: int = 75
     epochs: int = 8
-    iterations: int = 50
+    iterations: int = 40
+    #: fine-tunings run side by side (one CPU thread each on a 2-core machine); scratch and pretrained of a seed
+    #: run together, so both see the same conditions
+    jobs: int = 2
     #: seed of the synthetic data (MOTS uses it, KiTS21 this + 1: different scans)
     data_seed: int = 0
     shape: Tuple[int, int, int] = (16, 48, 48)
@@ -74,6 +89,21 @@ class DemoConfig:
             raise ValueError("--seeds needs at least one seed")
         if self.test_cases < 1 or self.val_cases < 1:
             raise ValueError("--test-cases and --val-cases must be at least 1")
+        if self.jobs < 1:
+            raise ValueError("--jobs must be at least 1")
+
+    @property
+    def threads_per_job(self) -> int:
+        """CPU threads of each fine-tuning (the cores shared among the side-by-side jobs)."""
+        return max(1, (os.cpu_count() or 1) // self.jobs)
+
+    def pretraining_key(self) -> dict:
+        """Everything the MOTS pretraining depends on: a cached checkpoint is reused only when this matches."""
+        return {"mots_cases": self.mots_cases, "kidney_cases": self.kidney_cases,
+                "kidney_lesions": self.kidney_lesions, "data_seed": self.data_seed, "shape": list(self.shape),
+                "base_features": self.base_features, "max_features": self.max_features,
+                "pretrain_epochs": self.pretrain_epochs, "pretrain_iterations": self.pretrain_iterations,
+                "seed": self.seeds[0], "version": PRETRAINING_CACHE_VERSION}
 
     @property
     def kits_cases(self) -> int:
@@ -218,6 +248,20 @@ def comparison_table(summary: Dict[str, dict], metric_name: str = "Dice") -> str
     return "\n".join(rows)
 
 
+def per_seed_lines(runs: Dict[str, List[dict]]) -> str:
+    """Per HEC and model, the Dice of every seed (and, for kidney_and_mass, how many never found the kidneys)."""
+    lines = [f"per seed ({', '.join(str(r['seed']) for r in runs['scratch'])}):"]
+    for hec in runs["scratch"][0]["mean"]:
+        for model in MODELS:
+            values = [r["mean"][hec]["dice"] for r in runs[model]]
+            note = ""
+            if hec == "kidney_and_mass":
+                stuck = sum(v < NOT_LEARNED_DICE for v in values)
+                note = f"   ({stuck} of {len(values)} below {NOT_LEARNED_DICE}: not found the kidneys)"
+            lines.append(f"  {hec:<16} {model:<10} {' / '.join(f'{v:.3f}' for v in values)}{note}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------- plots
 
 
@@ -334,13 +378,42 @@ def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
     return min(times[1:])
 
 
-def estimate_minutes(config: DemoConfig, step_seconds: float) -> float:
-    """Expected demo time: every training's steps (x1.6 for data augmentation and validation) plus overheads."""
+def estimate_minutes(config: DemoConfig, step_seconds: float, cached_pretraining: bool = False) -> float:
+    """Expected demo time: every training's steps (x1.6 for data augmentation and validation) plus overheads;
+    fine-tunings side by side take ``jobs`` at a time (each step ~1.2x slower than alone)."""
     per_step = 1.6 * step_seconds
-    pretrain = config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
-    finetune = config.epochs * config.iterations * per_step + _TRAINING_OVERHEAD_S
+    pretrain = 0.0 if cached_pretraining else \
+        config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
+    finetune = config.epochs * config.iterations * per_step * (1.2 if config.jobs > 1 else 1.0) + _TRAINING_OVERHEAD_S
+    rounds = len(config.target_cases) * math.ceil(len(config.seeds) * len(MODELS) / config.jobs)
     fixed = 90.0  # synthesis, conversion, planning, preprocessing, prediction, evaluation
-    return (pretrain + (config.trainings - 1) * finetune + fixed) / 60.0
+    return (pretrain + rounds * finetune + fixed) / 60.0
+
+
+def pretraining_cached(checkpoint: Path, key: dict) -> Optional[str]:
+    """The sha256 of a MOTS checkpoint an earlier demo run trained with the same settings (None: train anew).
+
+    The record next to the checkpoint holds the settings and the checkpoint's sha256; the file must still have
+    those bytes.
+    """
+    record = checkpoint.parent / PRETRAINING_RECORD
+    if not (checkpoint.is_file() and record.is_file()):
+        return None
+    try:
+        saved = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return None
+    if saved.get("key") != key or _sha256(checkpoint) != saved.get("sha256"):
+        return None
+    return saved["sha256"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- the demo
@@ -353,15 +426,25 @@ def run_demo(config: DemoConfig) -> dict:
 
     root = Path(config.workspace) if config.workspace else (default_workspace() or Path.cwd() / "nnunet_workspace")
     ws = NnUNetWorkspace(root)
+    # OpenMP threads that wait for work sleep instead of spinning: a training on all cores then does not slow to a
+    # crawl when anything else runs on the machine (spinning threads steal the cores they wait for)
+    ws.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.time()
+    mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres", DEMO_PLANS) / "fold_0" / \
+        "checkpoint_final.pth"
+    key = config.pretraining_key()
+    cached = pretraining_cached(mots_checkpoint, key) \
+        if (ws.preprocessed / MOTS_NAME / f"{DEMO_PLANS}.json").is_file() else None
     step_s = estimate_step_seconds(config)
     print(f"[demo] workspace: {ws.root} (nnU-Net folders inside; commands logged to {ws.log_file})")
-    print(f"[demo] {config.trainings} trainings: 1 MOTS pretraining, then scratch and pretrained x "
-          f"{len(config.seeds)} seeds x {len(config.target_cases)} target size(s) {list(config.target_cases)}; "
-          f"expected run time about {estimate_minutes(config, step_s):.0f} min on this machine "
-          f"(a training step of the demo network takes {step_s:.2f} s here)", flush=True)
-    progress = _Progress(3 + (config.trainings - 1) + 1)  # data, pretraining, target data, fine-tunings, results
-    finetune = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2, final_validation=False)
+    print(f"[demo] {config.trainings} trainings: 1 MOTS pretraining{' (cached)' if cached else ''}, then scratch and "
+          f"pretrained x {len(config.seeds)} seeds x {len(config.target_cases)} target size(s) "
+          f"{list(config.target_cases)}, {config.jobs} at a time; expected run time about "
+          f"{estimate_minutes(config, step_s, bool(cached)):.0f} min on this machine (a training step of the demo "
+          f"network takes {step_s:.2f} s here)", flush=True)
+    progress = _Progress(4 + len(config.target_cases))  # data, pretraining, target data, fine-tunings, results
+    finetune = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2, final_validation=False,
+                    threads=config.threads_per_job if config.jobs > 1 else None)
     variants = [trainer_variant_source(MOTS_TRAINER, "MOTSPretrainTrainer", epochs=config.pretrain_epochs,
                                        iterations=config.pretrain_iterations, val_iterations=2,
                                        final_validation=False, seed=config.seeds[0])]
@@ -377,30 +460,42 @@ def run_demo(config: DemoConfig) -> dict:
         stage_times[stage] = stage_times.get(stage, 0.0) + time.time() - t0
 
     t0 = time.time()
-    progress(f"synthetic MOTS sources ({config.mots_cases} cases x 7 sources), conversion, planning")
-    ws.cli("synth", "mots", ws.root / "sources" / "MOTS", "--cases", config.mots_cases, "--seed", config.data_seed,
-           "--shape", *shape)
-    ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS", "--force")
-    ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
-    plans = write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features)
+    if cached:
+        progress(f"synthetic MOTS sources and planning: reusing {ws.preprocessed / MOTS_NAME}")
+        progress(f"MOTS pretraining: reusing {mots_checkpoint} (sha256 {cached[:16]}..., trained by an earlier run "
+                 f"with the same settings; delete the file to train it again)")
+    else:
+        progress(f"synthetic MOTS sources ({config.mots_cases} cases x 6 sources, {config.kidney_cases} KiTS19 "
+                 f"cases), conversion, planning")
+        ws.cli("synth", "mots", ws.root / "sources" / "MOTS", "--cases", config.mots_cases, "--source-cases",
+               f"KiTS19={config.kidney_cases}", "--kidney-lesions", config.kidney_lesions, "--seed",
+               config.data_seed, "--shape", *shape)
+        ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS", "--force")
+        ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
+        write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features)
+    plans = ws.preprocessed / MOTS_NAME / f"{DEMO_PLANS}.json"
     arch = json.loads(plans.read_text())["configurations"]["3d_fullres"]
     print(f"    demo plans {plans.name}: patch {arch['patch_size']}, batch {arch['batch_size']}, features per stage "
           f"{arch['architecture']['arch_kwargs']['features_per_stage']}", flush=True)
     timed("data and planning", t0)
 
-    t0 = time.time()
-    progress(f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -p {DEMO_PLANS} "
-             f"({config.pretrain_epochs} epochs x {config.pretrain_iterations} iterations)")
-    ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, plans=DEMO_PLANS, echo=_training_progress)
-    mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres", DEMO_PLANS) / "fold_0" / \
-        "checkpoint_final.pth"
-    timed("MOTS pretraining", t0)
+    if not cached:
+        t0 = time.time()
+        progress(f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -p {DEMO_PLANS} "
+                 f"({config.pretrain_epochs} epochs x {config.pretrain_iterations} iterations)")
+        mots_checkpoint.parent.joinpath(PRETRAINING_RECORD).unlink(missing_ok=True)
+        ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, plans=DEMO_PLANS, echo=_training_progress)
+        cached = _sha256(mots_checkpoint)
+        (mots_checkpoint.parent / PRETRAINING_RECORD).write_text(json.dumps({"key": key, "sha256": cached},
+                                                                            indent=1))
+        print(f"    checkpoint {mots_checkpoint} sha256 {cached}", flush=True)
+        timed("MOTS pretraining", t0)
 
     t0 = time.time()
     progress(f"synthetic KiTS21 ({config.kits_cases} cases: {max(config.target_cases)} for training, "
              f"{config.val_cases} validation, {config.test_cases} held out), conversion, align-plans, splits")
     ws.cli("synth", "kits21", ws.root / "sources" / "kits21", "--cases", config.kits_cases, "--seed",
-           config.data_seed + 1, "--shape", *shape)
+           config.data_seed + 1, "--kidney-lesions", config.kidney_lesions, "--shape", *shape)
     ws.cli("convert", "kits21", ws.root / "sources" / "kits21", "-d", KITS_ID, "--name", "DemoKiTS21", "--force")
     ws.cli("align-plans", "-s", MOTS_ID, "-t", KITS_ID, "-sp", DEMO_PLANS, "-tp", ALIGNED_PLANS)
     case_ids = [f"case_{c:05d}" for c in kits_case_ids(config.kits_cases)]
@@ -414,20 +509,34 @@ def run_demo(config: DemoConfig) -> dict:
 
     runs: Dict[int, Dict[str, List[dict]]] = {}
     curves: Dict[int, Dict[str, List[List[float]]]] = {}
+    train_seconds: Dict[str, float] = {}
+
+    def fine_tune(fold: int, model: str, seed: int) -> None:
+        trainer = trainer_name(model, seed)
+        extra = ("-pretrained_weights", str(mots_checkpoint)) if model == "pretrained" else ()
+        t = time.time()
+        ws.train(KITS_ID, "3d_fullres", str(fold), trainer, *extra, plans=ALIGNED_PLANS,
+                 echo=_training_progress if config.jobs == 1 else None)
+        train_seconds[f"{model}_seed{seed}"] = round(time.time() - t, 1)
+        print(f"    {model}, seed {seed}: trained in {time.time() - t:.0f} s", flush=True)
+
     for fold, n_cases in enumerate(config.target_cases):
         runs[n_cases] = {m: [] for m in MODELS}
         curves[n_cases] = {m: [] for m in MODELS}
+        t0 = time.time()
+        progress(f"fine-tuning from scratch and pretrained, seeds {list(config.seeds)}, {n_cases} labelled cases, "
+                 f"{config.jobs} at a time: nnUNetv2_train {KITS_ID} 3d_fullres {fold} -tr "
+                 f"KiTS21HECTrainer_demo{{Scratch,Pretrained}}_seed{{N}} -p {ALIGNED_PLANS} ({config.epochs} epochs "
+                 f"x {config.iterations} iterations each)")
+        jobs = [(fold, model, seed) for seed in config.seeds for model in MODELS]
+        with ThreadPoolExecutor(max_workers=config.jobs) as pool:
+            for done in [pool.submit(fine_tune, *job) for job in jobs]:
+                done.result()
+        timed("fine-tuning", t0)
+        t0 = time.time()
         for seed in config.seeds:
             for model in MODELS:
                 trainer = trainer_name(model, seed)
-                extra = ("-pretrained_weights", str(mots_checkpoint)) if model == "pretrained" else ()
-                t0 = time.time()
-                progress(f"fine-tuning {model}, seed {seed}, {n_cases} labelled cases: nnUNetv2_train {KITS_ID} "
-                         f"3d_fullres {fold} -tr {trainer} ({config.epochs} epochs x {config.iterations} iterations)")
-                ws.train(KITS_ID, "3d_fullres", str(fold), trainer, *extra, plans=ALIGNED_PLANS,
-                         echo=_training_progress)
-                timed("fine-tuning", t0)
-                t0 = time.time()
                 model_folder = ws.model_folder(KITS_NAME, trainer, "3d_fullres", ALIGNED_PLANS)
                 out = eval_root / f"n{n_cases}" / f"{model}_seed{seed}"
                 with ws.log_file.open("a") as log, redirect_stdout(log):  # nnU-Net's predictor talks a lot
@@ -436,8 +545,9 @@ def run_demo(config: DemoConfig) -> dict:
                     result = evaluate_kits21(out, references, output_json=out / "kits_metrics.json")
                 runs[n_cases][model].append({"seed": seed, "mean": result["mean"], "cases": len(result["per_case"])})
                 curves[n_cases][model].append(_validation_curve(model_folder / f"fold_{fold}"))
-                print(f"    held-out kidney_and_mass Dice {result['mean']['kidney_and_mass']['dice']:.3f}", flush=True)
-                timed("prediction and evaluation", t0)
+                print(f"    {model:<10} seed {seed}: held-out Dice " + ", ".join(
+                    f"{hec} {result['mean'][hec]['dice']:.3f}" for hec in result["mean"]), flush=True)
+        timed("prediction and evaluation", t0)
 
     progress("results")
     main_n = max(config.target_cases)
@@ -457,6 +567,8 @@ def run_demo(config: DemoConfig) -> dict:
         "few_label_curve": {str(n): {"runs": runs[n], "summary": summary[n]} for n in config.target_cases},
         "validation_curves": {str(n): curves[n] for n in config.target_cases},
         "stage_seconds": {k: round(v, 1) for k, v in stage_times.items()}, "total_seconds": round(total_s, 1),
+        "fine_tuning_seconds": train_seconds, "pretrained_checkpoint": {"path": str(mots_checkpoint),
+                                                                       "sha256": cached},
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
                    if k != "workspace"},
     }
@@ -469,11 +581,7 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"\nKiTS21 HEC on {len(test)} held-out synthetic cases, fine-tuned on {main_n} labelled cases, "
           f"{len(config.seeds)} seeds per side (mean +- sd over seeds; paired diff = pretrained - scratch, same seed)")
     print(table)
-    for model in MODELS:
-        values = [r["mean"]["kidney_and_mass"]["dice"] for r in runs[main_n][model]]
-        stuck = sum(v < NOT_LEARNED_DICE for v in values)
-        print(f"  {model:<10} kidney_and_mass per seed: {' / '.join(f'{v:.3f}' for v in values)}"
-              f"   ({stuck} of {len(values)} seeds below {NOT_LEARNED_DICE}: not found the kidneys)")
+    print(per_seed_lines(runs[main_n]))
     print("\nSurface Dice\n" + comparison_table(summary_sd[main_n], "SD"))
     if len(config.target_cases) > 1:
         print("\nkidney_and_mass Dice against labelled target cases")

@@ -99,6 +99,8 @@ class FineTuneTrainer(GuardedTrainer):
         self._frozen: Optional[Set[str]] = None
         #: the file nnU-Net's -pretrained_weights path loaded in this run (given now, or again after --c), or None
         self._weights_file: Optional[str] = None
+        #: the run's own checkpoint nnU-Net's --c resumed from (the weights come from it), or None
+        self._resumed_from: Optional[str] = None
 
     # ------------------------------------------------------------------ pretrained weights
     @property
@@ -120,7 +122,9 @@ class FineTuneTrainer(GuardedTrainer):
     def _load_pretrained(self) -> Optional[TransferReport]:
         network = unwrap_network(self.network)
         if self.logger.resume and self.report_path.is_file():
-            if any((Path(self.output_folder) / name).is_file() for name in RESUME_CHECKPOINTS):
+            resumed = [name for name in RESUME_CHECKPOINTS if (Path(self.output_folder) / name).is_file()]
+            if resumed:
+                self._resumed_from = resumed[0]
                 return TransferReport.load(self.report_path)  # resuming: the checkpoint holds the weights
             reloaded = self._reload_after_interrupted_start(network)
             if reloaded is not None:
@@ -165,7 +169,11 @@ class FineTuneTrainer(GuardedTrainer):
         super().on_train_start()
         if self.transfer_report is not None and self.local_rank == 0:
             self.transfer_report.save(self.output_folder, REPORT_STEM)
-            self.print_to_log_file("Pretrained weights:\n" + str(self.transfer_report), add_timestamp=False)
+            heading = "Pretrained weights:"
+            if self._resumed_from is not None:
+                heading = (f"Resumed with --c: the weights now come from {self._resumed_from} (the run's own "
+                           "checkpoint). What the pretrained weights gave at the run's start:")
+            self.print_to_log_file(heading + "\n" + str(self.transfer_report), add_timestamp=False)
             self._save_source()
 
     def _save_source(self) -> None:
