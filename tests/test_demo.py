@@ -94,7 +94,8 @@ def test_variant_source_seeds_before_nnunet_builds_anything_and_can_skip_final_v
 
 
 def test_pretraining_cache_is_reused_only_for_the_same_settings_and_bytes(tmp_path):
-    from nnunet_transfer.recipes.demo import PRETRAINING_RECORD, _sha256, pretraining_cached
+    from nnunet_transfer.recipes.demo import PRETRAINING_RECORD, pretraining_cached
+    from nnunet_transfer.utils.hashing import sha256_of_file as _sha256
 
     checkpoint = tmp_path / "fold_0" / "checkpoint_final.pth"
     checkpoint.parent.mkdir()
