@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kidney-lesions", choices=["standard", "large"], default=d.kidney_lesions,
                    help="kidney tumours and cysts of the KiTS19 source and the KiTS21 target (see synth)")
     p.add_argument("--jobs", type=int, default=d.jobs,
-                   help="fine-tunings run side by side, sharing the CPU cores (1: one after the other)")
+                   help="trainings run side by side, sharing the CPU cores (1: one after the other)")
     p.add_argument("--target-cases", type=int, nargs="+", default=list(d.target_cases), metavar="N",
                    help="labelled KiTS21 cases per fine-tuning; several numbers (e.g. 2 4 8) give the few-label curve")
     p.add_argument("--val-cases", type=int, default=d.val_cases, help="KiTS21 cases for nnU-Net's validation curves")

@@ -2,14 +2,14 @@
 
 1. synthetic MOTS sources (LiTS, KiTS19, MSD layouts) -> ``convert mots`` -> ``nnUNetv2_plan_and_preprocess``
    -> the demo plans (nnU-Net's plans with fewer features per stage, see :func:`write_demo_plans`)
-2. one DoDNet-style pretraining, ``nnUNetv2_train -tr MOTSPretrainTrainer`` (a short, seeded variant)
-3. synthetic KiTS21 (official layout, other scans than the MOTS sources) -> ``convert kits21`` -> ``align-plans``
+2. synthetic KiTS21 (official layout, other scans than the MOTS sources) -> ``convert kits21`` -> ``align-plans``
    -> a ``splits_final.json`` that keeps the held-out test cases out of every training
-4. KiTS21 HEC fine-tuning through ``nnUNetv2_train``, from scratch and from the MOTS weights
-   (``-pretrained_weights``), with the same budget and the same seeds on both sides; one fold of the splits per
-   number of labelled target cases (``--target-cases 2 4 8`` gives the few-label curve)
-5. nnU-Net's predictor on the held-out cases -> ``evaluate kits21`` (Dice and Surface Dice per HEC)
-6. mean +- sd over seeds, paired differences, ``demo_results.json`` and plots
+3. one DoDNet-style pretraining, ``nnUNetv2_train -tr MOTSPretrainTrainer`` (a short, seeded variant; cached with
+   its sha256 for later runs), next to it the KiTS21 HEC fine-tunings from scratch, then those from the MOTS weights
+   (``-pretrained_weights``): same budget, plans and seeds on both sides, ``jobs`` trainings at a time; one fold of
+   the splits per number of labelled target cases (``--target-cases 2 4 8`` gives the few-label curve)
+4. nnU-Net's predictor on the held-out cases -> ``evaluate kits21`` (Dice and Surface Dice per HEC)
+5. mean +- sd over seeds, paired differences, ``demo_results.json`` and plots
 
 A seed fixes everything random in a fine-tuning (:mod:`nnunet_transfer.utils.seeding`), so a seed reproduces its
 numbers. The trainer variants are written into the workspace, the way nnU-Net users make variants. The statistics,
@@ -75,8 +75,8 @@ class DemoConfig:
     pretrain_iterations: int = 75
     epochs: int = 8
     iterations: int = 40
-    #: fine-tunings run side by side (one CPU thread each on a 2-core machine); scratch and pretrained of a seed
-    #: run together, so both see the same conditions
+    #: trainings run side by side (one CPU thread each on a 2-core machine): the pretraining next to the scratch
+    #: fine-tunings, then the pretrained ones
     jobs: int = 2
     #: seed of the synthetic data (MOTS uses it, KiTS21 this + 1: different scans)
     data_seed: int = 0
@@ -252,15 +252,17 @@ def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
 
 
 def estimate_minutes(config: DemoConfig, step_seconds: float, cached_pretraining: bool = False) -> float:
-    """Expected demo time: every training's steps plus overheads; fine-tunings side by side take ``jobs`` at a time
-    (each step ~1.2x slower than alone)."""
-    per_step = _STEP_FACTOR * step_seconds
+    """Expected demo time: the trainings' steps plus overheads, ``jobs`` trainings at a time (the pretraining one of
+    them; side by side each step is ~1.2x slower than alone), the pretrained side after the pretraining."""
+    per_step = _STEP_FACTOR * step_seconds * (1.2 if config.jobs > 1 else 1.0)
     pretrain = 0.0 if cached_pretraining else \
         config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
-    finetune = config.epochs * config.iterations * per_step * (1.2 if config.jobs > 1 else 1.0) + _TRAINING_OVERHEAD_S
-    rounds = len(config.target_cases) * math.ceil(len(config.seeds) * len(MODELS) / config.jobs)
+    finetune = config.epochs * config.iterations * per_step + _TRAINING_OVERHEAD_S
+    per_side = len(config.target_cases) * len(config.seeds)
+    trainings = max((pretrain + 2 * per_side * finetune) / config.jobs,
+                    pretrain + math.ceil(per_side / config.jobs) * finetune)
     fixed = 90.0  # synthesis, conversion, planning, preprocessing, prediction, evaluation
-    return (pretrain + rounds * finetune + fixed) / 60.0
+    return (trainings + fixed) / 60.0
 
 
 def pretraining_cached(checkpoint: Path, key: dict) -> Optional[str]:
@@ -302,17 +304,18 @@ def run_demo(config: DemoConfig) -> dict:
         if (ws.preprocessed / MOTS_NAME / f"{DEMO_PLANS}.json").is_file() else None
     step_s = estimate_step_seconds(config)
     print(f"[demo] workspace: {ws.root} (nnU-Net folders inside; commands logged to {ws.log_file})")
-    print(f"[demo] {config.trainings} trainings: 1 MOTS pretraining{' (cached)' if cached else ''}, then scratch and "
+    print(f"[demo] {config.trainings} trainings: 1 MOTS pretraining{' (cached)' if cached else ''}, scratch and "
           f"pretrained x {len(config.seeds)} seeds x {len(config.target_cases)} target size(s) "
           f"{list(config.target_cases)}, {config.jobs} at a time; expected run time about "
           f"{estimate_minutes(config, step_s, bool(cached)):.0f} min on this machine (a training step of the demo "
           f"network takes {step_s:.2f} s here)", flush=True)
-    progress = _Progress(4 + len(config.target_cases))  # data, pretraining, target data, fine-tunings, results
+    progress = _Progress(5)  # MOTS data, target data, trainings, prediction, results
+    threads = config.threads_per_job if config.jobs > 1 else None
     finetune = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2, final_validation=False,
-                    threads=config.threads_per_job if config.jobs > 1 else None)
+                    threads=threads)
     variants = [trainer_variant_source(MOTS_TRAINER, "MOTSPretrainTrainer", epochs=config.pretrain_epochs,
                                        iterations=config.pretrain_iterations, val_iterations=2,
-                                       final_validation=False, seed=config.seeds[0])]
+                                       final_validation=False, seed=config.seeds[0], threads=threads)]
     for seed in config.seeds:
         for model in MODELS:
             variants.append(trainer_variant_source(trainer_name(model, seed), "KiTS21HECTrainer", seed=seed,
@@ -326,9 +329,9 @@ def run_demo(config: DemoConfig) -> dict:
 
     t0 = time.time()
     if cached:
-        progress(f"synthetic MOTS sources and planning: reusing {ws.preprocessed / MOTS_NAME}")
-        progress(f"MOTS pretraining: reusing {mots_checkpoint} (sha256 {cached[:16]}..., trained by an earlier run "
-                 f"with the same settings; delete the file to train it again)")
+        progress(f"synthetic MOTS sources, planning and pretraining: reusing {ws.preprocessed / MOTS_NAME} and "
+                 f"{mots_checkpoint} (sha256 {cached[:16]}..., trained by an earlier run with the same settings; "
+                 "delete the checkpoint to train it again)")
     else:
         progress(f"synthetic MOTS sources ({config.mots_cases} cases x 6 sources, {config.kidney_cases} KiTS19 "
                  f"cases), conversion, planning")
@@ -344,18 +347,6 @@ def run_demo(config: DemoConfig) -> dict:
           f"{arch['architecture']['arch_kwargs']['features_per_stage']}", flush=True)
     timed("data and planning", t0)
 
-    if not cached:
-        t0 = time.time()
-        progress(f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -p {DEMO_PLANS} "
-                 f"({config.pretrain_epochs} epochs x {config.pretrain_iterations} iterations)")
-        mots_checkpoint.parent.joinpath(PRETRAINING_RECORD).unlink(missing_ok=True)
-        ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, plans=DEMO_PLANS, echo=_training_progress)
-        cached = sha256_of_file(mots_checkpoint)
-        (mots_checkpoint.parent / PRETRAINING_RECORD).write_text(json.dumps({"key": key, "sha256": cached},
-                                                                            indent=1))
-        print(f"    checkpoint {mots_checkpoint} sha256 {cached}", flush=True)
-        timed("MOTS pretraining", t0)
-
     t0 = time.time()
     progress(f"synthetic KiTS21 ({config.kits_cases} cases: {max(config.target_cases)} for training, "
              f"{config.val_cases} validation, {config.test_cases} held out), conversion, align-plans, splits")
@@ -368,37 +359,62 @@ def run_demo(config: DemoConfig) -> dict:
     (ws.preprocessed / KITS_NAME / "splits_final.json").write_text(json.dumps(splits, indent=2))
     eval_root = ws.root / "demo_eval"
     images, references = held_out_folders(ws.raw / KITS_NAME, test, eval_root)
-    print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", trainer_name("pretrained", 0), "-p",
-                 ALIGNED_PLANS).rstrip())
     timed("KiTS21 data, align-plans", t0)
 
-    runs: Dict[int, Dict[str, List[dict]]] = {}
-    curves: Dict[int, Dict[str, List[List[float]]]] = {}
+    runs: Dict[int, Dict[str, List[dict]]] = {n: {m: [] for m in MODELS} for n in config.target_cases}
+    curves: Dict[int, Dict[str, List[List[float]]]] = {n: {m: [] for m in MODELS} for n in config.target_cases}
     train_seconds: Dict[str, float] = {}
+    echo = _training_progress if config.jobs == 1 else None
+
+    def pretrain() -> str:
+        t = time.time()
+        mots_checkpoint.parent.joinpath(PRETRAINING_RECORD).unlink(missing_ok=True)
+        ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, plans=DEMO_PLANS, echo=echo)
+        digest = sha256_of_file(mots_checkpoint)
+        (mots_checkpoint.parent / PRETRAINING_RECORD).write_text(json.dumps({"key": key, "sha256": digest},
+                                                                            indent=1))
+        train_seconds["pretraining"] = round(time.time() - t, 1)
+        print(f"    MOTS pretraining done in {time.time() - t:.0f} s: {mots_checkpoint} sha256 {digest}", flush=True)
+        print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", trainer_name("pretrained", 0), "-p",
+                     ALIGNED_PLANS).rstrip(), flush=True)
+        return digest
 
     def fine_tune(fold: int, model: str, seed: int) -> None:
+        if model == "pretrained":
+            pretraining.result()  # the pretrained side starts once the checkpoint is there
         trainer = trainer_name(model, seed)
         extra = ("-pretrained_weights", str(mots_checkpoint)) if model == "pretrained" else ()
         t = time.time()
-        ws.train(KITS_ID, "3d_fullres", str(fold), trainer, *extra, plans=ALIGNED_PLANS,
-                 echo=_training_progress if config.jobs == 1 else None)
-        train_seconds[f"{model}_seed{seed}"] = round(time.time() - t, 1)
-        print(f"    {model}, seed {seed}: trained in {time.time() - t:.0f} s", flush=True)
+        ws.train(KITS_ID, "3d_fullres", str(fold), trainer, *extra, plans=ALIGNED_PLANS, echo=echo)
+        train_seconds[f"{model}_seed{seed}_n{fold}"] = round(time.time() - t, 1)
+        print(f"    {model}, seed {seed}, fold {fold}: trained in {time.time() - t:.0f} s", flush=True)
 
+    t0 = time.time()
+    progress(("MOTS pretraining (cached), " if cached else
+              f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -p {DEMO_PLANS} "
+              f"({config.pretrain_epochs} epochs x {config.pretrain_iterations} iterations), while ")
+             + f"fine-tuning from scratch, then from the MOTS weights, seeds {list(config.seeds)}, "
+             f"{list(config.target_cases)} labelled case(s): nnUNetv2_train {KITS_ID} 3d_fullres FOLD -tr "
+             f"KiTS21HECTrainer_demo{{Scratch,Pretrained}}_seed{{N}} -p {ALIGNED_PLANS} ({config.epochs} epochs x "
+             f"{config.iterations} iterations each), {config.jobs} training(s) at a time")
+    # one queue: the pretraining first, the scratch side next (it needs no checkpoint), the pretrained side last
+    jobs = [(fold, model, seed) for model in MODELS for fold in range(len(config.target_cases))
+            for seed in config.seeds]
+    pool = ThreadPoolExecutor(max_workers=config.jobs)
+    try:
+        pretraining = pool.submit(lambda: cached) if cached else pool.submit(pretrain)
+        for done in [pretraining] + [pool.submit(fine_tune, *job) for job in jobs]:
+            done.result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # what has not started does not start; the running finish
+        raise
+    pool.shutdown()
+    cached = pretraining.result()
+    timed("pretraining and fine-tuning", t0)
+
+    t0 = time.time()
+    progress("prediction of the held-out cases and evaluation")
     for fold, n_cases in enumerate(config.target_cases):
-        runs[n_cases] = {m: [] for m in MODELS}
-        curves[n_cases] = {m: [] for m in MODELS}
-        t0 = time.time()
-        progress(f"fine-tuning from scratch and pretrained, seeds {list(config.seeds)}, {n_cases} labelled cases, "
-                 f"{config.jobs} at a time: nnUNetv2_train {KITS_ID} 3d_fullres {fold} -tr "
-                 f"KiTS21HECTrainer_demo{{Scratch,Pretrained}}_seed{{N}} -p {ALIGNED_PLANS} ({config.epochs} epochs "
-                 f"x {config.iterations} iterations each)")
-        jobs = [(fold, model, seed) for seed in config.seeds for model in MODELS]
-        with ThreadPoolExecutor(max_workers=config.jobs) as pool:
-            for done in [pool.submit(fine_tune, *job) for job in jobs]:
-                done.result()
-        timed("fine-tuning", t0)
-        t0 = time.time()
         for seed in config.seeds:
             for model in MODELS:
                 trainer = trainer_name(model, seed)
@@ -412,7 +428,7 @@ def run_demo(config: DemoConfig) -> dict:
                 curves[n_cases][model].append(_validation_curve(model_folder / f"fold_{fold}"))
                 print(f"    {model:<10} seed {seed}: held-out Dice " + ", ".join(
                     f"{hec} {result['mean'][hec]['dice']:.3f}" for hec in result["mean"]), flush=True)
-        timed("prediction and evaluation", t0)
+    timed("prediction and evaluation", t0)
 
     progress("results")
     main_n = max(config.target_cases)
@@ -432,7 +448,7 @@ def run_demo(config: DemoConfig) -> dict:
         "few_label_curve": {str(n): {"runs": runs[n], "summary": summary[n]} for n in config.target_cases},
         "validation_curves": {str(n): curves[n] for n in config.target_cases},
         "stage_seconds": {k: round(v, 1) for k, v in stage_times.items()}, "total_seconds": round(total_s, 1),
-        "fine_tuning_seconds": train_seconds, "pretrained_checkpoint": {"path": str(mots_checkpoint),
+        "training_seconds": train_seconds, "pretrained_checkpoint": {"path": str(mots_checkpoint),
                                                                        "sha256": cached},
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
                    if k != "workspace"},
@@ -457,6 +473,7 @@ def run_demo(config: DemoConfig) -> dict:
         print(f"few-label curve: {few_label_plot}")
     print("\ntime per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_times.items())
           + f"; total {total_s / 60:.1f} min")
+    print("time per training: " + ", ".join(f"{k} {v:.0f} s" for k, v in train_seconds.items()))
     print(f"validation curves: {plot}\nresults: {results_file}\n"
           "(synthetic phantoms on CPU: this shows the transfer mechanism at work, not the gain on real KiTS21 data)")
     return {"workspace": ws.root, "results": results, "curves": curves, "plot": plot, "table": table,
