@@ -126,7 +126,7 @@ def test_predict_tasks_takes_nnunets_spelling_of_disable_tta():
     assert parser.parse_args(base + ["--disable-tta"]).disable_tta  # the old spelling still works
     assert not parser.parse_args(base).disable_tta
     predict_tasks = parser._subparsers._group_actions[0].choices["predict-tasks"]
-    assert "--disable_tta" in predict_tasks.format_help() and "--disable-tta" not in predict_tasks.format_help()
+    assert "--disable_tta, --disable-tta" in predict_tasks.format_help()  # nnU-Net's spelling first
 
 
 # ---------------------------------------------------------------------------------------------------- export

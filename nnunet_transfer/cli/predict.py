@@ -76,8 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint file of each fold (default: checkpoint_final.pth)")
     p.add_argument("--tasks", nargs="+", help="only these tasks (liver kidney hepatic_vessel ...; default all)")
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"], help="torch device (default: cuda)")
-    p.add_argument("--disable_tta", action="store_true", help="no mirroring (faster); nnU-Net's spelling")
-    p.add_argument("--disable-tta", dest="disable_tta", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--disable_tta", "--disable-tta", dest="disable_tta", action="store_true",
+                   help="no mirroring (faster); nnU-Net's spelling (--disable-tta: the earlier one, still accepted)")
     p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="DoDNet's post-processing of each task's map (largest components, small tumours removed)")
