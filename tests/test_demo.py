@@ -65,6 +65,7 @@ def test_summary_pairs_by_seed_and_the_verdict_follows_the_spread():
     worse = summarise(_runs([0.8, 0.8, 0.8], [0.7, 0.75, 0.7]))["kidney_and_mass"]
     assert verdict(worse["difference"], worse["seeds"]) == "no gain"
     assert verdict((0.3, 0.0), 1).startswith("one seed")
+    assert verdict((0.004, 0.001), 2).startswith("gain below 0.02")  # consistent, but too small to matter
     table = comparison_table(summarise(_runs([0.4, 0.5], [0.8, 0.9])))
     assert "kidney_and_mass" in table and "+0.400" in table
 

@@ -13,6 +13,8 @@ from typing import Dict, List, Sequence, Tuple
 MODELS = ("scratch", "pretrained")
 #: below this held-out kidney_and_mass Dice a fine-tuning counts as "has not found the kidneys"
 NOT_LEARNED_DICE = 0.1
+#: a paired Dice difference smaller than this is never called a clear gain, however small its spread
+MIN_CLEAR_GAIN = 0.02
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -49,7 +51,9 @@ def verdict(difference: Tuple[float, float], seeds: int) -> str:
     if sd == 0.0:
         return "gain" if mean > 0 else "no gain"
     t = mean / (sd / seeds ** 0.5)
-    if mean > 0 and t >= 3 and mean >= 2 * sd:
+    if 0 < mean < MIN_CLEAR_GAIN:
+        return f"gain below {MIN_CLEAR_GAIN} Dice: negligible"
+    if t >= 3 and mean >= 2 * sd:
         return "clear gain (larger than the spread)"
     if mean > 0:
         return "gain small against the spread between seeds"
