@@ -1,24 +1,21 @@
 """GPU check: every network and loss we ship, at a real patch size, under AMP and torch.compile, in one run.
 
-Sized for one lent H200 machine: Python 3.12 with PyTorch, but no nnU-Net stack (SimpleITK, blosc2, nibabel...),
-no PyWavelets and no package registry; one command of at most 10 minutes; at most 64 MiB carried. What the check
-needs besides torch travels as sources (``benchmarks/device_env.py``, 1.3 MiB): dynamic-network-architectures,
-nnunetv2 (its losses and ``get_network_from_plans``, which import without the I/O stack) and batchgenerators.
+For a GPU machine with PyTorch, with or without nnU-Net: where nnU-Net's stack (SimpleITK, blosc2, nibabel...) and
+PyWavelets are not installed, what the check needs besides torch comes along as sources (``benchmarks/device_env.py``,
+about 1.3 MiB): dynamic-network-architectures, nnunetv2 (its losses and ``get_network_from_plans``, which import
+without the I/O stack) and batchgenerators.
 
-Launch (the lead, from the repository root of the checkout the session was started in):
-
-  1. here:   python benchmarks/device_env.py copy         # -> benchmarks/.device_deps (git-ignored)
-  2. one call of the device tool:
-             run(command="bash benchmarks/device_check.sh",
-                 carry=["benchmarks/.device_deps"], timeout_s=600)
-     device_check.sh runs, on the device,
+  1. on a machine with nnU-Net:  python benchmarks/device_env.py copy   # -> benchmarks/.device_deps (git-ignored)
+  2. on the GPU machine, from the repository root (with benchmarks/.device_deps):
+             bash benchmarks/device_check.sh
+     which runs
              PYTHONPATH=$PWD:$PWD/benchmarks/.device_deps PYTHONUNBUFFERED=1 \\
              python3 benchmarks/device_check.py --out $OUT --budget-s 540
-     (``BUDGET_S=300 bash benchmarks/device_check.sh`` leaves device time for a second try). What comes back:
-     $OUT/device_check.json (every figure), device_check.md (the tables) and device_check.log.
-  3. copy the tables into benchmarks/RESULTS.md with the command and commit them.
+     (``BUDGET_S=300 bash benchmarks/device_check.sh`` for a shorter run). It writes $OUT/device_check.json (every
+     figure), device_check.md (the tables) and device_check.log.
+  3. copy the tables into benchmarks/RESULTS.md with the command.
 
-Proof without a GPU (outside CI), importing exactly as the device would (about a minute on 2 CPU cores with
+Proof without a GPU (outside CI), importing exactly as a machine without nnU-Net would (about a minute on 2 CPU cores with
 ``--compile`` and no names, i.e. without torch.compile; CPU compile of the first network comes on top):
 
     python benchmarks/device_env.py copy
@@ -111,7 +108,7 @@ def _class_path(cls: type) -> str:
 class PlansConfiguration:
     """The four fields of nnU-Net's ``ConfigurationManager`` that network construction reads (a plans-file
     configuration's ``architecture`` block and ``patch_size``): nnU-Net's plans handler itself imports its image
-    I/O, which the device lacks."""
+    I/O, which a machine without nnU-Net lacks."""
 
     network_arch_class_name: str
     network_arch_init_kwargs: dict

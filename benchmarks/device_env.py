@@ -1,16 +1,16 @@
-"""What the lent GPU machine has and lacks for the GPU check, how to carry the rest, and how to imitate it here.
+"""Running the GPU check on a GPU machine that has PyTorch but not nnU-Net, and imitating such a machine here.
 
-The machine (see ``device_check.py``) has Python 3.12 with PyTorch, numpy, scipy and einops, but none of nnU-Net's
-stack and no package registry. Our networks and losses need three pure-Python packages from it, which travel as
-their ``.py`` sources (:data:`CARRIED_PACKAGES`, about 1.4 MB): dynamic-network-architectures (every network),
-nnunetv2 (the HEC loss subclasses its ``DC_and_CE_loss``, the localiser builds the plans' network with its
-``get_network_from_plans``) and batchgenerators (``get_network_from_plans`` imports its file helpers). Only the
-modules of nnunetv2 that import without its native I/O stack (SimpleITK, blosc2, nibabel...) are usable there:
-:func:`install_import_blocker` makes this machine behave the same way, so a tiny CPU run and a unit test prove
-that the check needs nothing else.
+The GPU check (``device_check.py``) needs, besides PyTorch, numpy and scipy, three pure-Python packages of nnU-Net's
+stack: dynamic-network-architectures (every network), nnunetv2 (the HEC loss subclasses its ``DC_and_CE_loss``, the
+localiser builds the plans' network with its ``get_network_from_plans``) and batchgenerators
+(``get_network_from_plans`` imports its file helpers). On a GPU machine without nnU-Net (and without a package
+index to install it from) their ``.py`` sources are copied along (:data:`CARRIED_PACKAGES`): ``copy`` writes them
+with a manifest of versions. Only the modules of nnunetv2 that import without its native I/O stack (SimpleITK,
+blosc2, nibabel...) work there; :func:`install_import_blocker` makes an interpreter with the full stack behave the
+same way, so a tiny CPU run and a unit test show that the check needs nothing else.
 
     python benchmarks/device_env.py copy                      # -> benchmarks/.device_deps (git-ignored)
-    python benchmarks/device_env.py simulate SCRIPT [ARGS...] # run SCRIPT as the device would import
+    python benchmarks/device_env.py simulate SCRIPT [ARGS...] # run SCRIPT importing as that machine would
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-#: git-ignored folder the `run` call carries (relative to the repository root)
+#: git-ignored folder that goes to the GPU machine with the repository
 DEPS_DIR = Path(__file__).resolve().parent / ".device_deps"
 
 #: import name -> distribution name of the pure-Python packages that travel as sources
@@ -37,8 +37,8 @@ CARRIED_PACKAGES = {
     "batchgenerators": "batchgenerators",
 }
 
-#: import names that the device machine lacks (nnU-Net's and our requirements missing from its package list in
-#: /work/.library/device/KINDS.md); importing one there fails, and under the blocker here too
+#: import names of nnU-Net's and our requirements that a machine with only PyTorch, numpy and scipy lacks; importing
+#: one there fails, and under the blocker here too
 ABSENT_ON_DEVICE = ("SimpleITK", "blosc2", "pywt", "nibabel", "acvl_utils", "batchgeneratorsv2", "dicom2nifti",
                     "graphviz", "imagecodecs", "yacs", "surface_distance")
 
@@ -85,7 +85,8 @@ def read_manifest(deps_dir: Path = DEPS_DIR) -> Optional[dict]:
 
 
 class DeviceImportBlocker(importlib.abc.MetaPathFinder):
-    """Imports as on the device: :data:`ABSENT_ON_DEVICE` fail, :data:`CARRIED_PACKAGES` come from ``deps_dir``."""
+    """Imports as on a machine without nnU-Net: :data:`ABSENT_ON_DEVICE` fail, :data:`CARRIED_PACKAGES` come from
+    ``deps_dir``."""
 
     def __init__(self, deps_dir: Path):
         self.deps_dir = str(Path(deps_dir).resolve())
@@ -93,8 +94,8 @@ class DeviceImportBlocker(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path=None, target=None):
         top = fullname.partition(".")[0]
         if top in ABSENT_ON_DEVICE:
-            raise ModuleNotFoundError(f"No module named {fullname!r} (absent on the GPU machine; simulated by "
-                                      "benchmarks/device_env.py)", name=fullname)
+            raise ModuleNotFoundError(f"No module named {fullname!r} (absent without nnU-Net's I/O stack; "
+                                      "imitated by benchmarks/device_env.py)", name=fullname)
         if fullname in CARRIED_PACKAGES:  # submodules follow the package's __path__, i.e. stay in deps_dir
             spec = importlib.machinery.PathFinder.find_spec(fullname, [self.deps_dir])
             if spec is None:
@@ -105,10 +106,11 @@ class DeviceImportBlocker(importlib.abc.MetaPathFinder):
 
 
 def install_import_blocker(deps_dir: Path = DEPS_DIR) -> DeviceImportBlocker:
-    """Make this interpreter import as the device does (call before anything imports the affected packages)."""
+    """Make this interpreter import as a machine without nnU-Net does (call before anything imports the affected
+    packages)."""
     loaded = sorted(m for m in sys.modules if m.partition(".")[0] in (*ABSENT_ON_DEVICE, *CARRIED_PACKAGES))
     if loaded:
-        raise RuntimeError(f"cannot imitate the device: {loaded[:5]} are already imported; install the blocker "
+        raise RuntimeError(f"cannot imitate a machine without nnU-Net: {loaded[:5]} are already imported; install the blocker "
                            "first (python benchmarks/device_env.py simulate SCRIPT)")
     if read_manifest(deps_dir) is None:
         raise FileNotFoundError(f"{deps_dir} holds no carried packages; run `python benchmarks/device_env.py copy "
@@ -123,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     copy = sub.add_parser("copy", help="copy the carried packages' sources into --dest")
     copy.add_argument("--dest", type=Path, default=DEPS_DIR, help=f"target folder (default {DEPS_DIR})")
-    sim = sub.add_parser("simulate", help="run a Python script with the device's imports")
+    sim = sub.add_parser("simulate", help="run a Python script importing as a machine without nnU-Net would")
     sim.add_argument("--deps", type=Path, default=DEPS_DIR, help="folder made by `copy`")
     sim.add_argument("script", type=Path)
     sim.add_argument("args", nargs=argparse.REMAINDER)

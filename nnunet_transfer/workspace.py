@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -21,22 +22,27 @@ from nnunet_transfer.errors import NnUNetTransferError
 
 def trainer_variant_source(name: str, base: str, base_module: str = "nnunet_transfer.trainers", epochs: int = 1,
                            iterations: int = 2, val_iterations: int = 1, mirroring: bool = False,
-                           body: str = "", seed: Optional[int] = None, final_validation: bool = True) -> str:
+                           body: str = "", seed: Optional[int] = None, final_validation: bool = True,
+                           threads: Optional[int] = None) -> str:
     """Python source of an nnU-Net trainer variant with a short schedule (nnU-Net's own way to change one).
 
     ``mirroring=False`` also turns off test-time mirroring, which makes CPU validation and inference 4-8x faster.
     ``seed`` fixes everything random in the training (:func:`~nnunet_transfer.utils.seeding.seed_everything`,
     called before nnU-Net builds anything). ``final_validation=False`` skips nnU-Net's sliding-window prediction
     of the validation cases after training (for runs whose evaluation happens elsewhere).
-    ``body`` is extra class body code (indented by 4 spaces by the caller or not at all).
+    ``threads``: CPU threads of the training (``nnUNetv2_train -device cpu`` takes all cores; trainings that run side
+    by side take one each). ``body`` is extra class body code (indented by 4 spaces by the caller or not at all).
+    The source is a complete module: several variants joined by blank lines are one too.
     """
     lines = [
+        "import torch",
         f"from {base_module} import {base}",
         *(["from nnunet_transfer.utils.seeding import seed_everything"] if seed is not None else []),
         "",
         "",
         f"class {name}({base}):",
         '    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):',
+        *([f"        torch.set_num_threads({int(threads)})"] if threads is not None else []),
         *([f"        seed_everything({int(seed)})"] if seed is not None else []),
         "        super().__init__(plans, configuration, fold, dataset_json, device)",
         f"        self.num_epochs = {epochs}",
@@ -87,6 +93,7 @@ class NnUNetWorkspace:
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.verbose = verbose
         self.log_file = self.root / "commands.log"
+        self._log_lock = threading.Lock()  # commands may run side by side (the demo's paired fine-tunings)
 
     @property
     def raw(self) -> Path:
@@ -103,7 +110,7 @@ class NnUNetWorkspace:
     def write_trainers(self, module_name: str, sources: Iterable[str]) -> Path:
         """Write trainer variants into a module nnU-Net will find through ``nnUNet_extTrainer``."""
         path = self.trainer_dir / f"{module_name}.py"
-        path.write_text("import torch\n\n" + "\n\n".join(sources))
+        path.write_text("\n\n".join(sources))
         return path
 
     def model_folder(self, dataset_name: str, trainer: str, configuration: str, plans: str = "nnUNetPlans") -> Path:
@@ -114,26 +121,40 @@ class NnUNetWorkspace:
         """Run a command with the workspace environment; its output goes to ``commands.log``.
 
         ``echo(line)`` selects output lines to show while the command runs (progress of long trainings).
-        Raises :class:`CommandFailed` with the end of the output when it fails.
+        ``timeout`` (seconds) kills the command when it runs longer. Raises :class:`CommandFailed` with the end of
+        the output when it fails or times out.
         """
         env = dict(self.env, **(extra_env or {}))
         started = time.time()
         lines: List[str] = []
         with subprocess.Popen(list(map(str, args)), env=env, cwd=self.root, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) as proc:
+            # the output is read until the command ends, so the time limit is a timer that kills it
+            timer = threading.Timer(timeout, proc.kill) if timeout is not None else None
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
             try:
                 for line in proc.stdout:
                     lines.append(line)
                     if self.verbose or (echo is not None and echo(line)):
                         print("    " + line.rstrip(), flush=True)
-                proc.wait(timeout=timeout)
+                proc.wait()
             except BaseException:
                 proc.kill()
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
         output = "".join(lines)
-        with self.log_file.open("a") as log:
-            log.write(f"$ {' '.join(map(str, args))}   ({time.time() - started:.0f} s, exit {proc.returncode})\n")
+        timed_out = timeout is not None and proc.returncode != 0 and time.time() - started >= timeout
+        with self._log_lock, self.log_file.open("a") as log:
+            log.write(f"$ {' '.join(map(str, args))}   ({time.time() - started:.0f} s, exit {proc.returncode}"
+                      f"{', timed out' if timed_out else ''})\n")
             log.write(output + "\n")
+        if timed_out:
+            raise CommandFailed(f"{' '.join(map(str, args))} ran longer than {timeout:g} s and was stopped; full "
+                                f"log: {self.log_file}\n{output[-6000:]}")
         if proc.returncode != 0:
             raise CommandFailed(f"{' '.join(map(str, args))} failed (exit {proc.returncode}); full log: "
                                 f"{self.log_file}\n{output[-6000:]}")

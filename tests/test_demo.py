@@ -65,6 +65,7 @@ def test_summary_pairs_by_seed_and_the_verdict_follows_the_spread():
     worse = summarise(_runs([0.8, 0.8, 0.8], [0.7, 0.75, 0.7]))["kidney_and_mass"]
     assert verdict(worse["difference"], worse["seeds"]) == "no gain"
     assert verdict((0.3, 0.0), 1).startswith("one seed")
+    assert verdict((0.004, 0.001), 2).startswith("gain below 0.02")  # consistent, but too small to matter
     table = comparison_table(summarise(_runs([0.4, 0.5], [0.8, 0.9])))
     assert "kidney_and_mass" in table and "+0.400" in table
 
@@ -91,3 +92,45 @@ def test_variant_source_seeds_before_nnunet_builds_anything_and_can_skip_final_v
     compile(src, "variant", "exec")
     plain = trainer_variant_source("Y", "KiTS21HECTrainer")
     assert "seed_everything" not in plain and "perform_actual_validation" not in plain
+
+
+def test_pretraining_cache_is_reused_only_for_the_same_settings_and_bytes(tmp_path):
+    from nnunet_transfer.recipes.demo import PRETRAINING_RECORD, pretraining_cached
+    from nnunet_transfer.utils.hashing import sha256_of_file as _sha256
+
+    checkpoint = tmp_path / "fold_0" / "checkpoint_final.pth"
+    checkpoint.parent.mkdir()
+    torch.save({"network_weights": {"w": torch.ones(2)}}, checkpoint)
+    key = DemoConfig().pretraining_key()
+    assert pretraining_cached(checkpoint, key) is None  # no record: train
+    (checkpoint.parent / PRETRAINING_RECORD).write_text(json.dumps({"key": key, "sha256": _sha256(checkpoint)}))
+    assert pretraining_cached(checkpoint, key) == _sha256(checkpoint)
+    assert pretraining_cached(checkpoint, DemoConfig(pretrain_epochs=3).pretraining_key()) is None
+    assert pretraining_cached(checkpoint, DemoConfig(kidney_lesions="standard").pretraining_key()) is None
+    torch.save({"network_weights": {"w": torch.zeros(2)}}, checkpoint)  # other bytes than recorded
+    assert pretraining_cached(checkpoint, key) is None
+
+
+def test_side_by_side_fine_tunings_share_the_cores_and_the_time_estimate_counts_rounds(monkeypatch):
+    from nnunet_transfer.recipes import demo
+
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    assert DemoConfig(jobs=2).threads_per_job == 1 and DemoConfig(jobs=1).threads_per_job == 2
+    with pytest.raises(ValueError, match="jobs"):
+        DemoConfig(jobs=0)
+    one, two = (demo.estimate_minutes(DemoConfig(jobs=j, seeds=(0, 1, 2, 3, 4)), 0.1) for j in (1, 2))
+    assert two < one
+    cached = demo.estimate_minutes(DemoConfig(jobs=2), 0.1, cached_pretraining=True)
+    assert cached < two
+    src = trainer_variant_source("Z", "KiTS21HECTrainer", seed=1, threads=1)
+    assert src.index("torch.set_num_threads(1)") < src.index("super().__init__")
+
+
+def test_per_seed_lines_list_every_hec_and_side():
+    from nnunet_transfer.recipes.demo import per_seed_lines
+
+    runs = {m: [{"seed": s, "mean": {"kidney_and_mass": {"dice": v}, "mass": {"dice": v / 2}}}
+                for s, v in enumerate(vals)] for m, vals in (("scratch", [0.05, 0.8]), ("pretrained", [0.9, 0.85]))}
+    text = per_seed_lines(runs)
+    assert "kidney_and_mass  scratch    0.050 / 0.800   (1 of 2 below 0.1" in text
+    assert "mass             pretrained 0.450 / 0.425" in text

@@ -1,5 +1,5 @@
-"""The GPU check's premise, kept by CI: our networks and losses import and build with torch plus the carried
-pure-Python packages alone, as on the lent GPU machine (no SimpleITK, blosc2, PyWavelets, nibabel...).
+"""The GPU check's premise, kept by CI: our networks and losses import and build with torch plus the copied
+pure-Python packages alone, as on a GPU machine without nnU-Net's stack (no SimpleITK, blosc2, PyWavelets, nibabel...).
 
 One subprocess imports every module of ``nnunet_transfer.architectures`` and ``nnunet_transfer.losses`` through
 ``benchmarks/device_env.py``'s import blocker, then runs ``benchmarks/device_check.py --build-only`` on one network
@@ -36,7 +36,7 @@ for absent in ("SimpleITK", "blosc2", "pywt", "nibabel"):
         importlib.import_module(absent)
     except ImportError:
         continue
-    raise SystemExit(f"the device import blocker let {{absent}} through")
+    raise SystemExit(f"the import blocker let {{absent}} through")
 sys.path.insert(0, {benchmarks!r})
 import device_check
 
@@ -55,7 +55,7 @@ def test_networks_and_losses_build_with_only_the_device_imports(tmp_path):
     device_env = _device_env()
     manifest = device_env.copy_device_deps(tmp_path / "deps")
     assert set(manifest["packages"]) == set(device_env.CARRIED_PACKAGES)
-    assert manifest["bytes"] < 8 * 2 ** 20  # a small part of the 64 MiB a device call may carry
+    assert manifest["bytes"] < 8 * 2 ** 20  # sources only: no compiled extensions, tests or byte code
     script = tmp_path / "check.py"
     script.write_text(CHECK.format(benchmarks=str(BENCHMARKS)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),

@@ -378,3 +378,27 @@ def test_kvasir_layout_masks_and_polyps(kvasir):
         ys, xs = np.nonzero(mask)
         assert abs(box["xmin"] - xs.min()) <= 2 and abs(box["ymax"] - ys.max()) <= 2
         assert bboxes[case_id]["height"] == 64 and bboxes[case_id]["width"] == 80
+
+
+def test_large_kidney_lesions_keep_the_anatomy_and_stand_out():
+    from nnunet_transfer.data.synthetic import kits_phantom
+
+    for case in (0, 1, 210):
+        standard, large = kits_phantom(case, 4, (16, 48, 48)), kits_phantom(case, 4, (16, 48, 48), "large")
+        assert np.array_equal(standard.masks["kidneys"], large.masks["kidneys"])  # same anatomy, same draws
+        assert large.masks["kidney_tumor"].sum() > 2 * standard.masks["kidney_tumor"].sum()
+        tumour = large.image[large.masks["kidney_tumor"]].mean()
+        kidney = large.image[large.masks["kidneys"] & ~large.masks["kidney_tumor"] & ~large.masks["kidney_cyst"]]
+        assert tumour < kidney.mean() - 40  # darker than the enhancing kidney around it
+        if large.masks["kidney_cyst"].any():
+            assert large.image[large.masks["kidney_cyst"]].mean() < tumour
+    with pytest.raises(ValueError, match="profile"):
+        kits_phantom(0, 4, (16, 48, 48), "huge")
+
+
+def test_mots_sources_can_have_their_own_case_counts(tmp_path):
+    summary = synth_mots(tmp_path / "m", cases=1, seed=5, shape=(8, 24, 24), source_cases={"KiTS19": 3},
+                         kidney_lesions="large")
+    assert len(summary["sources"]["KiTS19"]["cases"]) == 3 and len(summary["sources"]["LiTS"]["cases"]) == 1
+    with pytest.raises(ValueError, match="unknown MOTS sources"):
+        synth_mots(tmp_path / "n", cases=1, shape=(8, 24, 24), source_cases={"KiTS99": 3})

@@ -14,15 +14,30 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     sizes = {"cases": args.cases} if args.cases is not None else {}
     if args.kind == "mots":
-        synthetic.synth_mots(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None, **sizes)
+        synthetic.synth_mots(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None,
+                             source_cases=_source_cases(args.source_cases), kidney_lesions=args.kidney_lesions,
+                             **sizes)
     elif args.kind == "kits21":
         synthetic.synth_kits21(args.out, seed=args.seed, shape=tuple(args.shape) if args.shape else None,
-                               layout=args.layout, groups=args.groups, **sizes)
+                               layout=args.layout, groups=args.groups, lesions=args.kidney_lesions, **sizes)
     else:
         synthetic.synth_kvasir(args.out, seed=args.seed, size=tuple(args.shape[-2:]) if args.shape else (64, 64),
                                **sizes)
     print(f"wrote synthetic {args.kind} sources to {Path(args.out).resolve()}")
     return 0
+
+
+def _source_cases(items: "list[str] | None") -> "dict[str, int]":
+    """``["KiTS19=12", ...]`` -> ``{"KiTS19": 12}`` (``synth mots --source-cases``)."""
+    from nnunet_transfer.errors import NnUNetTransferError
+
+    out = {}
+    for item in items or []:
+        source, sep, number = item.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise NnUNetTransferError(f"--source-cases takes SOURCE=N, got {item!r}", fix="write it as KiTS19=12")
+        out[source.strip()] = int(number)
+    return out
 
 
 #: the dataset name each converter uses without --name
@@ -36,7 +51,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         folder = convert_mots(args.source, args.d, name=args.name or DEFAULT_DATASET_NAMES["mots"],
                               split_file=args.split, tasks=args.tasks, num_workers=args.np,
                               geometry_mismatch=args.geometry_mismatch, force=args.force)
-    elif args.kind in ("kits21", "kits"):
+    elif args.kind == "kits21":
         from nnunet_transfer.data.convert_kits import convert_kits, list_mots_overlap
 
         if args.list_mots_overlap:
@@ -81,6 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed, default=0, help="random seed (the same seed writes the same data)")
     p.add_argument("--shape", type=positive_int, nargs="+", help="volume shape z y x (kvasir: height width)")
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
+    p.add_argument("--source-cases", nargs="+", metavar="SOURCE=N",
+                   help="mots only: cases of particular sources instead of --cases (e.g. KiTS19=12)")
+    p.add_argument("--kidney-lesions", choices=["standard", "large"], default="standard",
+                   help="mots (KiTS19 folder), kits21: kidney tumours and cysts as drawn by default, or larger and "
+                        "of higher contrast (what a short CPU training can learn; the demo's data)")
     p.add_argument("--groups", type=positive_int, default=None,
                    help="kits21 only: also write segmentation_samples/ with this many groups, as the official "
                         "sample_segmentations.py would (a fresh clone has none)")

@@ -58,7 +58,7 @@ def _cmd_plan_arch(args: argparse.Namespace) -> int:
 
     plans_file = plan_arch(args.d, args.arch, decoder=args.decoder, weights=args.weights, source_plans=args.sp,
                            configuration=args.c, plans_name=args.p, preprocess=not args.no_preprocess,
-                           num_processes=args.np)
+                           num_processes=args.np, keep_record=args.keep_record)
     from nnunet_transfer.architectures.networks import NETWORKS
 
     trainer = ("MLEAMTrainer" if args.decoder == "mleam" else
@@ -104,12 +104,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "(optionally with its pretrained weights)")
     p.add_argument("-d", type=dataset_id, required=True,
                    help="nnU-Net dataset id (planned with nnU-Net's planner first)")
-    p.add_argument("-a", "--arch", required=True, choices=_ArchitectureNames(), metavar="ARCH",
-                   help="network or encoder, a name of the network or encoder registry: %(choices)s")
+    p.add_argument("-a", "--arch", default=None, choices=_ArchitectureNames(), metavar="ARCH",
+                   help="network or encoder, a name of the network or encoder registry: %(choices)s (default with "
+                        "--decoder mleam: plain, the plans' own encoder)")
     p.add_argument("--decoder", default=None, help="mleam (default: the U-Net decoder)")
     p.add_argument("--weights", help="the released file of the public model (its format is recognised), a MedicalNet "
                                      "checkpoint, or an nnU-Net checkpoint for --arch plain")
     p.add_argument("-sp", default="nnUNetPlans", help="plans to start from")
+    p.add_argument("--keep-record", action="store_true",
+                   help="carry the source plans' pretrained-weights record into the new plans (default: dropped, "
+                        "since it was made for the source architecture)")
     p.add_argument("-c", default="3d_fullres", help="configuration to start from; the only one the new plans hold")
     p.add_argument("-p", default=None, help="name of the new plans (default derived from arch/decoder)")
     p.add_argument("--no-preprocess", action="store_true",

@@ -8,13 +8,15 @@ from pathlib import Path
 
 from nnunet_transfer.cli.arg_types import step_size
 from nnunet_transfer.cli.untrusted_options import add_max_member_gb, add_trust_architecture, max_member_bytes
+from nnunet_transfer.cli.notes import warnings_as_notes
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.inference.export import export_model
 
-    zip_path = export_model(args.d, args.c, args.tr, plans=args.p, folds=tuple(args.f), output_zip=args.o,
-                            checkpoint=args.chk)
+    with warnings_as_notes():
+        zip_path = export_model(args.d, args.c, args.tr, plans=args.p, folds=tuple(args.f), output_zip=args.o,
+                                checkpoint=args.chk)
     print(f"exported to {zip_path}")
     return 0
 
@@ -22,9 +24,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_predict_export(args: argparse.Namespace) -> int:
     from nnunet_transfer.inference.export import install_and_predict
 
-    out = install_and_predict(args.zip, args.i, args.o, device=args.device, force=args.force,
-                              configuration=args.c, folds=args.f, trusted=args.trust_architecture,
-                              max_member_bytes=max_member_bytes(args))
+    with warnings_as_notes():
+        out = install_and_predict(args.zip, args.i, args.o, device=args.device, force=args.force,
+                                  configuration=args.c, folds=args.f, trusted=args.trust_architecture,
+                                  max_member_bytes=max_member_bytes(args))
     print(f"predictions written to {out}")
     return 0
 
@@ -79,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint file of each fold (default: checkpoint_final.pth)")
     p.add_argument("--tasks", nargs="+", help="only these tasks (liver kidney hepatic_vessel ...; default all)")
     p.add_argument("-device", default="cuda", choices=["cuda", "cpu"], help="torch device (default: cuda)")
-    p.add_argument("--disable-tta", action="store_true", help="no mirroring (faster)")
+    p.add_argument("--disable_tta", "--disable-tta", dest="disable_tta", action="store_true",
+                   help="no mirroring (faster); nnU-Net's spelling (--disable-tta: the earlier one, still accepted)")
     p.add_argument("-step_size", type=step_size, default=0.5, help="sliding-window step (nnU-Net's default 0.5)")
     p.add_argument("--postprocess", choices=["dodnet"], default=None,
                    help="DoDNet's post-processing of each task's map (largest components, small tumours removed)")

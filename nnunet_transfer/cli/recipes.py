@@ -13,6 +13,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from nnunet_transfer.recipes.demo import DemoConfig, run_demo
 
     config = DemoConfig(workspace=Path(args.workspace) if args.workspace else None, mots_cases=args.mots_cases,
+                        kidney_cases=args.kidney_cases, kidney_lesions=args.kidney_lesions, jobs=args.jobs,
                         target_cases=tuple(args.target_cases), val_cases=args.val_cases, test_cases=args.test_cases,
                         seeds=tuple(args.seeds), pretrain_epochs=args.pretrain_epochs,
                         pretrain_iterations=args.pretrain_iterations, epochs=args.epochs, iterations=args.iterations,
@@ -32,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "on embedded synthetic data, on CPU")
     p.add_argument("--workspace", help="folder for nnU-Net's data (default: nnUNet_* variables or ./nnunet_workspace)")
     p.add_argument("--mots-cases", type=positive_int, default=d.mots_cases, help="synthetic cases per MOTS source")
+    p.add_argument("--kidney-cases", type=positive_int, default=d.kidney_cases,
+                   help="synthetic cases of MOTS' kidney source (KiTS19)")
+    p.add_argument("--kidney-lesions", choices=["standard", "large"], default=d.kidney_lesions,
+                   help="kidney tumours and cysts of the KiTS19 source and the KiTS21 target (see synth)")
+    p.add_argument("--jobs", type=positive_int, default=d.jobs,
+                   help="trainings run side by side, sharing the CPU cores (1: one after the other)")
     p.add_argument("--target-cases", type=positive_int, nargs="+", default=list(d.target_cases), metavar="N",
                    help="labelled KiTS21 cases per fine-tuning; several numbers (e.g. 2 4 8) give the few-label curve")
     p.add_argument("--val-cases", type=positive_int, default=d.val_cases,

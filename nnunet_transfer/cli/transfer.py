@@ -18,10 +18,13 @@ def _cmd_set_pretrained(args: argparse.Namespace) -> int:
 
     plans_file = plans_file_of(args.d, args.p)
     if args.remove:
-        removed = remove_pretrained(plans_file, args.c)
-        print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
-        if removed:
-            print(removed)
+        had_record, removed_info = remove_pretrained(plans_file, args.c)
+        if had_record:
+            print(f"removed the pretrained-weights record of {args.c} from {plans_file}")
+        else:
+            print(f"{plans_file} [{args.c}] has no pretrained-weights record: nothing removed")
+        if removed_info:
+            print(removed_info)
         return 0
     if not args.checkpoint and args.match_normalisation:  # plans that already have a record (plan-arch --weights)
         from nnunet_transfer.transfer.set_pretrained import match_recorded_normalisation
@@ -64,12 +67,14 @@ def _cmd_transfer_check(args: argparse.Namespace) -> int:
 
 def _cmd_extract_encoder(args: argparse.Namespace) -> int:
     from nnunet_transfer.pretrained.source import read_source_weights
-    from nnunet_transfer.transfer.encoder_export import encoder_state_dict, extract_encoder
+    from nnunet_transfer.transfer.encoder_export import extract_encoder
+    from nnunet_transfer.transfer.weights import read_state_dict
 
     source = read_source_weights(args.checkpoint, trusted=args.trust_architecture)  # read once
     path = extract_encoder(source, args.o, strip_prefix=args.strip_prefix, overwrite=args.overwrite,
                            layout=args.layout)
-    n = len(encoder_state_dict(path))
+    # count what the file holds, whatever its key names (with --strip-prefix none starts with 'encoder.')
+    n = len(read_state_dict(path))
     print(f"wrote {n} encoder tensors of {args.checkpoint} to {path}")
     return 0
 

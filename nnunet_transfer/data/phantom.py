@@ -1,7 +1,7 @@
 """A seeded, CT-like abdominal phantom: one call gives an int16 HU volume, its organ masks and its geometry.
 
-Nothing real can be downloaded in this project's test environment, so the synthetic datasets
-(:mod:`nnunet_transfer.data.synthetic`) are built from this phantom. Each source dataset then picks the
+The synthetic datasets (:mod:`nnunet_transfer.data.synthetic`), which let every pipeline run without real data,
+are built from this phantom. Each source dataset then picks the
 structures it labels (a LiTS case labels only liver and liver tumour, an MSD spleen case only the spleen, ...),
 exactly like the real partially labelled datasets of MOTS.
 
@@ -263,7 +263,9 @@ def draw_lesion_counts(rng: np.random.Generator, minimum: Optional[Mapping[str, 
 
 def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
                  lesion_counts: Optional[Mapping[str, int]] = None, fov: FieldOfView = FULL_BODY,
-                 flips: Optional[Tuple[bool, bool]] = None) -> Phantom:
+                 flips: Optional[Tuple[bool, bool]] = None,
+                 lesion_radius: Optional[Mapping[str, Tuple[float, float]]] = None,
+                 tissue_hu: Optional[Mapping[str, Tuple[float, float]]] = None) -> Phantom:
     """Draw one abdominal CT phantom.
 
     Args:
@@ -275,11 +277,20 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
             lesions of organs outside the view are not drawn.
         flips: ``(x, y)`` in-plane storage flips (LPS vs RAS order); None draws them per case. A real dataset
             stores all its scans one way, and nnU-Net learns in array space, so datasets fix them.
+        lesion_radius: per lesion kind, a (low, high) normalised radius replacing :data:`LESIONS`' range.
+        tissue_hu: per tissue, a (low, high) HU range replacing :data:`TISSUE_HU`'s.
+            Both change values only, never the number of random draws: the anatomy of a seed stays the same.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or shape[0] < MIN_SHAPE[0] or min(shape[1:]) < MIN_SHAPE[1]:
         raise InvalidValueError(f"phantom shape must be (z, y, x) with z >= {MIN_SHAPE[0]} and y, x >= {MIN_SHAPE[1]} "
                                 f"voxels (smaller grids miss the small organs), got {shape}")
+    for name, table in (("lesion kind", lesion_radius or {}), ("tissue", tissue_hu or {})):
+        known = LESIONS if name == "lesion kind" else TISSUE_HU
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise InvalidValueError(f"unknown {name} {unknown}; known: {sorted(known)}")
+    radius_range = {k: tuple((lesion_radius or {}).get(k, spec.radius)) for k, spec in LESIONS.items()}
     rng = _rng(seed)
     counts = draw_lesion_counts(rng)
     for k, v in (lesion_counts or {}).items():
@@ -291,7 +302,7 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
     flips = drawn if flips is None else (bool(flips[0]), bool(flips[1]))
     geometry = random_geometry(shape, rng, flips, fov)
     g = _Grid(shape, *flips, fov)
-    hu = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in TISSUE_HU.items()}
+    hu = {k: float(rng.uniform(*(tissue_hu or {}).get(k, low_high))) for k, low_high in TISSUE_HU.items()}
 
     # --- organs, painted in priority order into a tissue map (later overwrites earlier) ---
     body_c = _jitter(rng, (0.0, 0.05), 0.3)
@@ -369,7 +380,7 @@ def make_phantom(shape: Tuple[int, int, int] = (24, 64, 64), seed: SeedLike = 0,
         instances[kind] = []
         for _ in range(counts[kind]):
             centre = g.point(_pick_voxel(rng, organ, avoid=taken, interior=organ_inner))
-            r = float(rng.uniform(*spec.radius))
+            r = float(rng.uniform(*radius_range[kind]))
             radii = np.array([0.6 * r, r, r]) * _jitter(rng, (1.0, 1.0, 1.0), 0.2)
             lesion = g.ellipsoid(centre, radii) & organ
             taken |= lesion

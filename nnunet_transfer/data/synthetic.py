@@ -1,7 +1,7 @@
 """Seeded synthetic datasets in the exact on-disk layouts of MOTS' seven sources, KiTS19/21/23 and Kvasir-SEG.
 
-Real data cannot be downloaded in this project's test environment, so converters and end-to-end tests run on
-small synthetic cases that look like the real releases *on disk*: same folder trees, file names, file formats,
+Converters, end-to-end tests and the demo run without real data on small synthetic cases that look like the real
+releases *on disk*: same folder trees, file names, file formats,
 label values, anisotropic spacing, non-identity directions, the KiTS19 axis-order quirk, MSD ``dataset.json``
 files and JPEG masks with compression artefacts. The images come from :func:`nnunet_transfer.data.phantom.make_phantom`.
 
@@ -23,7 +23,7 @@ import math
 import os
 import string
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
@@ -240,17 +240,37 @@ def _paint(phantom: Phantom, structures: Dict[int, str]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 
 
+#: kidney lesion profiles of the KiTS phantoms: (lesion radius ranges, tissue HU ranges) replacing the phantom's.
+#: ``standard``: the phantom's own (tumours of ~0.15 % of the voxels, tumour HU overlapping the medulla's);
+#: ``large``: tumours about half a kidney and cysts about twice as wide, tumours clearly darker than the medulla and
+#: cysts darker still; masses that a short CPU training can learn (the demo's data)
+KIDNEY_LESION_PROFILES: Dict[str, Tuple[Dict[str, Tuple[float, float]], Dict[str, Tuple[float, float]]]] = {
+    "standard": ({}, {}),
+    "large": ({"kidney_tumor": (0.12, 0.16), "kidney_cyst": (0.07, 0.09)},
+              {"kidney_tumor": (30.0, 45.0), "kidney_cyst": (-25.0, -10.0)}),
+}
+
+
+def _kidney_lesions(profile: str) -> Tuple[Dict[str, Tuple[float, float]], Dict[str, Tuple[float, float]]]:
+    if profile not in KIDNEY_LESION_PROFILES:
+        raise ValueError(f"kidney lesion profile must be one of {sorted(KIDNEY_LESION_PROFILES)}, got {profile!r}")
+    return KIDNEY_LESION_PROFILES[profile]
+
+
 def kits_case_has_cyst(case_id: int) -> bool:
     """Synthetic KiTS cases with odd ids and all ids >= 210 contain one kidney cyst."""
     return case_id % 2 == 1 or case_id >= 210
 
 
-def kits_phantom(case_id: int, seed: int, shape: Tuple[int, int, int]) -> Phantom:
-    """The phantom of synthetic KiTS case ``case_id``: at least one tumour, a cyst per :func:`kits_case_has_cyst`."""
+def kits_phantom(case_id: int, seed: int, shape: Tuple[int, int, int], lesions: str = "standard") -> Phantom:
+    """The phantom of synthetic KiTS case ``case_id``: at least one tumour, a cyst per :func:`kits_case_has_cyst`;
+    ``lesions`` names a :data:`KIDNEY_LESION_PROFILES` entry (the anatomy of a case is the same in every profile)."""
+    radius, hu = _kidney_lesions(lesions)
     return make_phantom(shape, _case_rng(seed, _SEED_KITS, case_id),
                         lesion_counts={"kidney_tumor": 1 + int(_case_rng(seed, _SEED_KITS, case_id, 1).random() < 0.2),
                                        "kidney_cyst": int(kits_case_has_cyst(case_id))},
-                        fov=SOURCE_FIELD_OF_VIEW["KiTS19"], flips=SOURCE_FLIPS["KiTS19"])
+                        fov=SOURCE_FIELD_OF_VIEW["KiTS19"], flips=SOURCE_FLIPS["KiTS19"], lesion_radius=radius,
+                        tissue_hu=hu)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -258,9 +278,10 @@ def kits_phantom(case_id: int, seed: int, shape: Tuple[int, int, int]) -> Phanto
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _mots_phantom(task: MOTSTask, case: int, seed: int, shape: Tuple[int, int, int]) -> Phantom:
+def _mots_phantom(task: MOTSTask, case: int, seed: int, shape: Tuple[int, int, int],
+                  kidney_lesions: str = "standard") -> Phantom:
     if task.source == "KiTS19":
-        return kits_phantom(case, seed, shape)
+        return kits_phantom(case, seed, shape, kidney_lesions)
     counts = _source_lesion_counts(task.source, _case_rng(seed, _SEED_MOTS, task.index, case, 1))
     return make_phantom(shape, _case_rng(seed, _SEED_MOTS, task.index, case), lesion_counts=counts,
                         fov=SOURCE_FIELD_OF_VIEW[task.source], flips=SOURCE_FLIPS[task.source])
@@ -273,8 +294,8 @@ def _source_lesion_counts(source: str, rng: np.random.Generator) -> Optional[Dic
     return {k: max(v, int(rng.choice(len(DEFAULT_LESION_PROBS), p=DEFAULT_LESION_PROBS))) for k, v in minimum.items()}
 
 
-def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0,
-               shape: Optional[Tuple[int, int, int]] = None) -> dict:
+def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0, shape: Optional[Tuple[int, int, int]] = None,
+               source_cases: Optional[Dict[str, int]] = None, kidney_lesions: str = "standard") -> dict:
     """Write ``cases`` synthetic CT cases of each of the seven MOTS sources in their real on-disk layouts.
 
     Layout under ``out_dir`` (labels per :data:`SOURCE_STRUCTURES`, semantics per ``mots_tasks.TASKS``)::
@@ -293,12 +314,21 @@ def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0,
         cases: cases per source.
         seed: same seed, same bytes.
         shape: ``(z, y, x)`` voxels per case, default :data:`DEFAULT_SHAPE`.
+        source_cases: cases of particular sources instead of ``cases`` (``{"KiTS19": 12}``; in the real MOTS the
+            kidney source is the largest, 210 scans).
+        kidney_lesions: :data:`KIDNEY_LESION_PROFILES` entry of the KiTS19 folder's scans (use the same for the
+            KiTS21 target of a transfer experiment).
 
     Returns:
         ``{"kind", "out_dir", "seed", "shape", "sources": {source: {"dir", "cases", "images", "labels",
         "test_images"}}, "files"}``; paths are absolute strings, ``files`` are relative to ``out_dir``.
     """
     cases = _check_count("cases", cases)
+    unknown = sorted(set(source_cases or {}) - set(SOURCE_STRUCTURES))
+    if unknown:
+        raise ValueError(f"unknown MOTS sources {unknown}; the sources are {sorted(SOURCE_STRUCTURES)}")
+    per_source = {s: _check_count(f"cases of {s}", (source_cases or {}).get(s, cases)) for s in SOURCE_STRUCTURES}
+    _kidney_lesions(kidney_lesions)
     shape = _shape(shape)
     check_fits_in_memory(shape, BYTES_PER_VOXEL)
     out = _Output(out_dir, "mots", seed)
@@ -308,9 +338,10 @@ def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0,
         entry: Dict[str, list] = {"cases": [], "images": [], "labels": [], "test_images": []}
         msd = MSD_SOURCES.get(task.source)
         training = []
-        for i in range(cases):
+        n_cases = per_source[task.source]
+        for i in range(n_cases):
             case_no = i + 1 if msd else i
-            ph = _mots_phantom(task, case_no, seed, shape)
+            ph = _mots_phantom(task, case_no, seed, shape, kidney_lesions)
             seg = _paint(ph, structures)
             if task.source == "LiTS":
                 case_id = str(i)
@@ -329,8 +360,8 @@ def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0,
             entry["labels"].append(str(out.image(seg_rel, seg, ph.geometry, slice_first)))
         if msd:
             name, pattern, labels = msd
-            test_id = pattern.format(cases + 1)
-            ph = _mots_phantom(task, cases + 1, seed, shape)
+            test_id = pattern.format(n_cases + 1)
+            ph = _mots_phantom(task, n_cases + 1, seed, shape)
             entry["test_images"].append(str(out.image(f"{task.source}/imagesTs/{test_id}.nii.gz", ph.image,
                                                       ph.geometry)))
             out.json(f"{task.source}/dataset.json", {
@@ -342,15 +373,15 @@ def synth_mots(out_dir: PathLike, cases: int = 2, seed: int = 0,
                 "tensorImageSize": "3D",
                 "modality": {"0": "CT"},
                 "labels": labels,
-                "numTraining": cases,
+                "numTraining": n_cases,
                 "numTest": 1,
                 "training": training,
                 "test": [f"./imagesTs/{test_id}.nii.gz"],
             })
         entry["dir"] = str(out.root / task.source)
         sources[task.source] = entry
-        print(f"synth_mots: {task.source}: {cases} cases -> {out.root / task.source}", flush=True)
-    out.finish(cases=cases, shape=list(shape))
+        print(f"synth_mots: {task.source}: {n_cases} cases -> {out.root / task.source}", flush=True)
+    out.finish(cases=cases, shape=list(shape), source_cases=per_source, kidney_lesions=kidney_lesions)
     return {"kind": "mots", "out_dir": str(out.root), "seed": seed, "shape": shape, "sources": sources,
             "files": sorted(out.files)}
 
@@ -405,7 +436,7 @@ def _kits_compose(kidneys: Sequence[np.ndarray], cysts: Sequence[np.ndarray], tu
 
 
 def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Optional[Tuple[int, int, int]] = None,
-                 layout: str = "kits21", groups: Optional[int] = None) -> dict:
+                 layout: str = "kits21", groups: Optional[int] = None, lesions: str = "standard") -> dict:
     """Write synthetic KiTS cases in the layout of a KiTS21 (default), KiTS19 or KiTS23 git clone.
 
     ``kits21`` (labels 0 background, 1 kidney, 2 tumor, 3 cyst), as a clone of ``neheller/kits21`` after its
@@ -427,7 +458,8 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
     All layouts store the KiTS axis order (first image axis = cranio-caudal, the coarse spacing) with a
     direction matrix that keeps the physical geometry right. Case ids come from :func:`kits_case_ids`
     (0, 210, 1, 211, ... for kits21/kits23); a case id gives the same scan as MOTS' ``KiTS19`` folder for
-    the same seed and shape. Cysts: see :func:`kits_case_has_cyst`.
+    the same seed and shape. Cysts: see :func:`kits_case_has_cyst`; ``lesions``: a :data:`KIDNEY_LESION_PROFILES`
+    entry.
 
     Returns:
         ``{"kind", "layout", "out_dir", "seed", "shape", "cases", "kits19_overlap", "new_cases", "images",
@@ -438,6 +470,7 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
     cases = _check_count("cases", cases, 1, 2 * 90 if layout != "kits19" else KITS21_FIRST_NEW_CASE)
     if groups is not None:
         groups = _check_count("groups", groups, 1)
+    _kidney_lesions(lesions)
     shape = _shape(shape)
     check_fits_in_memory(shape, BYTES_PER_VOXEL)
     out = _Output(out_dir, layout, seed)
@@ -445,7 +478,7 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
     ids = kits_case_ids(cases, layout)
     images, labels = [], []
     for cid in ids:
-        ph = kits_phantom(cid, seed, shape)
+        ph = kits_phantom(cid, seed, shape, lesions)
         case = f"{top}/case_{cid:05d}"
         images.append(str(out.image(f"{case}/imaging.nii.gz", ph.image, ph.geometry, slice_first=True)))
         inst = {"kidney": ph.instances["kidney"], "cyst": ph.instances["kidney_cyst"],
@@ -473,7 +506,7 @@ def synth_kits21(out_dir: PathLike, cases: int = 3, seed: int = 0, shape: Option
             out.image(f"{case}/aggregated_{agg}_seg.nii.gz", seg, ph.geometry, slice_first=True)
         if groups is not None:
             _write_kits21_samples(out, case, groups)
-    out.finish(layout=layout, cases=cases, shape=list(shape), groups=groups)
+    out.finish(layout=layout, cases=cases, shape=list(shape), groups=groups, lesions=lesions)
     print(f"synth_kits21: {cases} {layout} cases ({', '.join(f'case_{c:05d}' for c in ids)}) -> {out.root / top}",
           flush=True)
     return {"kind": layout, "layout": layout, "out_dir": str(out.root), "seed": seed, "shape": shape,
@@ -593,6 +626,3 @@ def synth_kvasir(out_dir: PathLike, cases: int = 8, seed: int = 0, size: Tuple[i
     return {"kind": "kvasir", "out_dir": str(out.root), "seed": seed, "size": size, "ids": ids,
             "images": images, "masks": masks, "files": sorted(out.files)}
 
-
-#: generator name -> function, for the CLI
-GENERATORS: Dict[str, Callable[..., dict]] = {"mots": synth_mots, "kits21": synth_kits21, "kvasir": synth_kvasir}

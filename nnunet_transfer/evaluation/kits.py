@@ -159,19 +159,6 @@ def _evaluate_case(case_id: str, pred_path: Path, references: Sequence[Reference
     return _mean_metrics(per_reference), warnings
 
 
-def evaluate_case_files(pred_path: str | Path, ref_paths: Sequence[str | Path]) -> dict[str, dict[str, float]]:
-    """KiTS21 metrics of one prediction file, averaged (plain mean) over one or more reference files.
-
-    As in the official ``compute_metrics_for_case``, the spacing is the prediction's (in the array's axis order)
-    and only the array sizes must agree; other geometry differences are printed as warnings.
-    """
-    pred_path = Path(pred_path)
-    metrics, warnings = _evaluate_case(pred_path.name, pred_path, [Path(p) for p in ref_paths])
-    for w in warnings:
-        print(f"WARNING: {w}", flush=True)
-    return metrics
-
-
 def _mean_metrics(results: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     return {hec: {m: float(np.mean([r[hec][m] for r in results])) for m in METRICS} for hec in HECS}
 

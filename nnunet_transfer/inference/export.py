@@ -59,6 +59,7 @@ from nnunet_transfer.inference.install_leftovers import (aside_name, clean_insta
                                                          install_staging_prefix, partial_zip,
                                                          recover_replaced_models)
 from nnunet_transfer.inference.model_zip import MANIFEST_NAME, ChecksumMismatchError, extract_checked_zip, member_digests
+from nnunet_transfer.inference.postprocessing import POSTPROCESSING_JSON, apply_model_postprocessing
 from nnunet_transfer.pretrained.safe_load import (UnreadableCheckpointError, UnsafeCheckpointError,
                                                   read_checkpoint_file)
 from nnunet_transfer.utils.atomic import swap_into_place
@@ -267,7 +268,8 @@ def _readme(manifest: dict, dataset_json: dict) -> str:
         "Input images: one file per case and channel, named CASE_XXXX" + ending + " where XXXX is the channel:",
         *[f"  {int(k):04d}: {v}" for k, v in sorted(channels.items(), key=lambda kv: int(kv[0]))],
         "",
-        "Predict with nnunet-transfer (installs into a temporary nnUNet_results, verifies the checksums):",
+        "Predict with nnunet-transfer (verifies the checksums, installs into $nnUNet_results when it is set, else",
+        "into a temporary folder removed afterwards, and applies the model's postprocessing when it has one):",
         f"  pip install nnunetv2=={manifest['nnunetv2_version']} nnunet-transfer=={manifest['plugin_version']}",
         "  nnunet-transfer predict-export MODEL.zip -i INPUT_FOLDER -o OUTPUT_FOLDER -device cuda",
         "  (in Python: nnunet_transfer.inference.export.install_and_predict('MODEL.zip', 'INPUT_FOLDER', 'OUTPUT_FOLDER', "
@@ -594,15 +596,8 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             results = Path(os.environ[RESULTS_VARIABLE]).resolve()
         else:
             results = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnunet_results_")))
-        installed = install_model(zip_path, results, force=force, trusted=trusted, max_member_bytes=max_member_bytes)
-        if installed != manifest:
-            raise NnUNetTransferError(f"{zip_path} changed while it was being installed", file=zip_path,
-                                      fix="run the command again on a zip nothing else writes to")
         stack.enter_context(_nnunet_environment(results))
-
-        model_dir = Path(get_output_folder(manifest["dataset"], manifest["trainer"], manifest["plans"],
-                                           configuration))
-        try:
+        try:  # before anything is installed: a model nobody here can run is not left behind
             find_trainer(manifest["trainer"])
         except LookupError as exc:
             hint = ("install nnunet-transfer " + str(manifest["plugin_version"])
@@ -610,7 +605,13 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
                     f"its code (module {manifest['trainer_module']}) was not shipped in the zip: put it in a folder "
                     f"listed in nnUNet_extTrainer")
             raise TrainerNotFoundError(f"cannot predict with {zip_path}: trainer {manifest['trainer']!r} is not "
-                                       f"available; {hint}") from exc
+                                       f"available; {hint} (nothing was installed)") from exc
+        installed = install_model(zip_path, results, force=force, trusted=trusted, max_member_bytes=max_member_bytes)
+        if installed != manifest:
+            raise NnUNetTransferError(f"{zip_path} changed while it was being installed", file=zip_path,
+                                      fix="run the command again on a zip nothing else writes to")
+        model_dir = Path(get_output_folder(manifest["dataset"], manifest["trainer"], manifest["plans"],
+                                           configuration))
 
         predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
                                     perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
@@ -626,4 +627,7 @@ def install_and_predict(zip_path: PathLike, input_dir: PathLike, output_dir: Pat
             predictor.predict_from_files(cases, str(output_dir), save_probabilities=False, overwrite=True,
                                          num_processes_preprocessing=num_processes,
                                          num_processes_segmentation_export=num_processes)
+        steps = apply_model_postprocessing(model_dir, use_folds, output_dir, num_processes)
+        if steps:
+            print(f"applied the model's postprocessing ({steps} step(s), from {POSTPROCESSING_JSON})")
     return output_dir

@@ -47,12 +47,12 @@ from nnunet_transfer.architectures.localization_unet import localization_paper_c
 from nnunet_transfer.architectures.med3d_unet import apply_med3d_plans_entry, med3d_plans_entry
 from nnunet_transfer.architectures.networks import NETWORKS, architecture_names, network_configuration
 from nnunet_transfer.discovery import nnunet_folder, optional_nnunet_folder
-from nnunet_transfer.errors import InvalidValueError, MissingEntryError
+from nnunet_transfer.errors import InvalidValueError, MissingEntryError, NnUNetTransferError
 from nnunet_transfer.pretrained.formats.base import SourceWeights
 from nnunet_transfer.pretrained.registry import get_checkpoint
 from nnunet_transfer.pretrained.source import read_source_weights
 from nnunet_transfer.transfer.medicalnet import MEDICALNET_EXCLUDE, medicalnet_prefix_map
-from nnunet_transfer.transfer.record import PretrainedRecord, write_json_atomic, write_record
+from nnunet_transfer.transfer.record import RECORD_KEY, PretrainedRecord, write_json_atomic, write_record
 from nnunet_transfer.transfer.verify import verify_checkpoint
 from nnunet_transfer.transfer.weights import DEFAULT_EXCLUDE, TransferReport, transfer_weights
 
@@ -88,6 +88,15 @@ def parse_arch(arch: str, decoder: Optional[str]) -> Optional[int]:
         raise InvalidValueError(f"arch {LOCALIZATION_PAPER!r} is the paper's whole U-Net; it takes no decoder")
     depth = spec.fixed_kwargs.get("depth")
     return None if depth is None else int(depth)
+
+
+def default_arch(decoder: Optional[str]) -> str:
+    """The encoder when none is named: the MLEAM decoder goes on the plans' own (plain) encoder; a U-Net decoder
+    needs an encoder to be named (without one the plans are nnU-Net's own)."""
+    if decoder == "mleam":
+        return "plain"
+    raise NnUNetTransferError("plan-arch needs an encoder (-a/--arch) unless the decoder is mleam",
+                              fix=f"give -a with one of: {', '.join(architecture_names())}")
 
 
 def default_plans_name(source_plans: str, arch: str, decoder: Optional[str]) -> str:
@@ -255,15 +264,16 @@ def public_weights_record(network, weights: Path, arch: str, source: SourceWeigh
                             description=f"{source.family} backbone ({weights.name}) in {arch}")
 
 
-def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights: Optional[str] = None,
-              source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres", plans_name: Optional[str] = None,
-              preprocess: bool = True, num_processes: int = 2) -> Path:
+def plan_arch(dataset_id: int, arch: Optional[str] = None, decoder: Optional[str] = None,
+              weights: Optional[str] = None, source_plans: str = "nnUNetPlans", configuration: str = "3d_fullres",
+              plans_name: Optional[str] = None, preprocess: bool = True, num_processes: int = 2,
+              keep_record: bool = False) -> Path:
     """Write ``<nnUNet_preprocessed>/<dataset>/<plans_name>.json`` whose ``configuration`` builds ``arch``/``decoder``.
 
     Args:
         dataset_id: nnU-Net dataset id; its ``source_plans`` must exist (``nnUNetv2_plan_and_preprocess -d ID``).
         arch: ``med3d-resnet{10,18,34,50,101,152,200}`` or ``plain`` (the plans' PlainConvUNet encoder; needs
-            ``decoder="mleam"``).
+            ``decoder="mleam"``); None: :func:`default_arch` (``plain`` for the MLEAM decoder).
         decoder: None (the architecture's own decoder) or ``"mleam"``.
         weights: MedicalNet checkpoint for ``med3d-*``; an nnU-Net checkpoint of the plain U-Net for ``plain``.
             Written as the configuration's pretrained-weights record after checking that every encoder tensor
@@ -272,12 +282,15 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
         plans_name: new plans identifier (default :func:`default_plans_name`); never the source's.
         preprocess: preprocess with nnU-Net when the data of the (kept) ``data_identifier`` is not there yet.
         num_processes: processes for that preprocessing.
+        keep_record: carry the source configuration's pretrained-weights record into the new plans (it was made
+            for the source architecture: by default it is dropped, and both are said). ``weights`` replaces it.
 
     The new plans hold only ``configuration`` (inheritance resolved). Returns the plans file.
     """
     from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    arch = arch or default_arch(decoder)
     depth = parse_arch(arch, decoder)
     plans_name = plans_name or default_plans_name(source_plans, arch, decoder)
     if plans_name == source_plans:
@@ -300,6 +313,16 @@ def plan_arch(dataset_id: int, arch: str, decoder: Optional[str] = None, weights
     resolved = PlansManager(copy.deepcopy(plans)).get_configuration(configuration).configuration
     for key in ("inherits_from", "next_stage", "previous_stage"):  # the new plans hold this one configuration
         resolved.pop(key, None)
+    old_record = resolved.pop(RECORD_KEY, None)
+    if old_record is not None and weights is None:
+        checkpoint = old_record.get("checkpoint") if isinstance(old_record, dict) else old_record
+        if keep_record:
+            resolved[RECORD_KEY] = old_record
+            print(f"[plan-arch] carried {source_plans}'s pretrained-weights record ({checkpoint}) into the new "
+                  "plans; it was made for the source architecture: check it with transfer-check")
+        else:
+            print(f"[plan-arch] {source_plans}'s pretrained-weights record ({checkpoint}) is not carried over: it was "
+                  "made for the source architecture (give --weights, or --keep-record to carry it)")
     notes: List[str] = []
     if arch in NETWORKS:
         new_cfg, notes = network_configuration(resolved, arch, configuration)

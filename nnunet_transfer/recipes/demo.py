@@ -2,25 +2,29 @@
 
 1. synthetic MOTS sources (LiTS, KiTS19, MSD layouts) -> ``convert mots`` -> ``nnUNetv2_plan_and_preprocess``
    -> the demo plans (nnU-Net's plans with fewer features per stage, see :func:`write_demo_plans`)
-2. one DoDNet-style pretraining, ``nnUNetv2_train -tr MOTSPretrainTrainer`` (a short, seeded variant)
-3. synthetic KiTS21 (official layout, other scans than the MOTS sources) -> ``convert kits21`` -> ``align-plans``
+2. synthetic KiTS21 (official layout, other scans than the MOTS sources) -> ``convert kits21`` -> ``align-plans``
    -> a ``splits_final.json`` that keeps the held-out test cases out of every training
-4. KiTS21 HEC fine-tuning through ``nnUNetv2_train``, from scratch and from the MOTS weights
-   (``-pretrained_weights``), with the same budget and the same seeds on both sides; one fold of the splits per
-   number of labelled target cases (``--target-cases 2 4 8`` gives the few-label curve)
-5. nnU-Net's predictor on the held-out cases -> ``evaluate kits21`` (Dice and Surface Dice per HEC)
-6. mean +- sd over seeds, paired differences, ``demo_results.json`` and plots
+3. one DoDNet-style pretraining, ``nnUNetv2_train -tr MOTSPretrainTrainer`` (a short, seeded variant; cached with
+   its sha256 for later runs), next to it the KiTS21 HEC fine-tunings from scratch, then those from the MOTS weights
+   (``-pretrained_weights``): same budget, plans and seeds on both sides, ``jobs`` trainings at a time; one fold of
+   the splits per number of labelled target cases (``--target-cases 2 4 8`` gives the few-label curve)
+4. nnU-Net's predictor on the held-out cases -> ``evaluate kits21`` (Dice and Surface Dice per HEC)
+5. mean +- sd over seeds, paired differences, ``demo_results.json`` and plots
 
 A seed fixes everything random in a fine-tuning (:mod:`nnunet_transfer.utils.seeding`), so a seed reproduces its
-numbers. The trainer variants are written into the workspace, the way nnU-Net users make variants.
+numbers. The trainer variants are written into the workspace, the way nnU-Net users make variants. The statistics,
+tables and plots are in :mod:`.demo_report`; this module (some 450 lines) is the pipeline, one function that reads
+top to bottom as the steps above, and its configuration, splits, time estimate and pretraining cache.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
-import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from nnunet_transfer.discovery import (EXT_TRAINER_VARIABLE, NNUNET_PATH_VARIABLES, environment_variables,
                                        set_nnunet_folders)
+from nnunet_transfer.recipes.demo_report import (  # noqa: F401  (mean_sd, verdict, NOT_LEARNED_DICE: re-exported)
+    MODELS, NOT_LEARNED_DICE, _plot_curves, _plot_few_label_curve, _validation_curve, comparison_table, mean_sd,
+    per_seed_lines, summarise, verdict)
+from nnunet_transfer.utils.hashing import sha256_of_file
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
 from nnunet_transfer.errors import InvalidValueError
 
@@ -37,11 +45,15 @@ DEMO_PLANS = "nnUNetDemoPlans"
 ALIGNED_PLANS = f"{DEMO_PLANS}_from{MOTS_ID}"
 MOTS_TRAINER = "MOTSPretrainTrainer_demo"
 RESULTS_FILE = "demo_results.json"
-MODELS = ("scratch", "pretrained")
-#: below this held-out kidney_and_mass Dice a fine-tuning counts as "has not found the kidneys"
-NOT_LEARNED_DICE = 0.1
+#: written next to the MOTS checkpoint: what it was trained with and its sha256 (the cache of the pretraining)
+PRETRAINING_RECORD = "demo_pretraining.json"
+#: raise when the pretraining changes in a way the key does not capture, so old caches are not reused
+PRETRAINING_CACHE_VERSION = 2
 #: fixed overhead of one ``nnUNetv2_train`` on CPU (imports, trainer lookup, data set-up), for the time estimate
-_TRAINING_OVERHEAD_S = 25.0
+_TRAINING_OVERHEAD_S = 12.0
+#: a demo training step (augmentation, loss, validation included) against :func:`estimate_step_seconds`' synthetic
+#: step, measured on an idle 2-core machine (0.118 s against 0.21 s)
+_STEP_FACTOR = 0.6
 
 
 @dataclass
@@ -49,17 +61,24 @@ class DemoConfig:
     workspace: Optional[Path] = None
     #: synthetic cases per MOTS source
     mots_cases: int = 4
+    #: synthetic cases of MOTS' kidney source (KiTS19: the largest MOTS source, 210 of its scans)
+    kidney_cases: int = 12
+    #: kidney tumours and cysts of the KiTS19 source and the KiTS21 target (``synthetic.KIDNEY_LESION_PROFILES``)
+    kidney_lesions: str = "large"
     #: labelled KiTS21 cases a fine-tuning trains on; several values give the few-label curve
     target_cases: Tuple[int, ...] = (6,)
     #: KiTS21 cases for nnU-Net's validation (the pseudo-Dice curves); never trained on, never scored
     val_cases: int = 2
     #: held-out KiTS21 cases that are scored; in no training
     test_cases: int = 6
-    seeds: Tuple[int, ...] = (0, 1, 2)
-    pretrain_epochs: int = 8
+    seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
+    pretrain_epochs: int = 16
     pretrain_iterations: int = 75
     epochs: int = 8
-    iterations: int = 50
+    iterations: int = 40
+    #: trainings run side by side (one CPU thread each on a 2-core machine): the pretraining next to the scratch
+    #: fine-tunings, then the pretrained ones
+    jobs: int = 2
     #: seed of the synthetic data (MOTS uses it, KiTS21 this + 1: different scans)
     data_seed: int = 0
     shape: Tuple[int, int, int] = (16, 48, 48)
@@ -75,6 +94,21 @@ class DemoConfig:
             raise InvalidValueError("--seeds needs at least one seed")
         if self.test_cases < 1 or self.val_cases < 1:
             raise InvalidValueError("--test-cases and --val-cases must be at least 1")
+        if self.jobs < 1:
+            raise InvalidValueError("--jobs must be at least 1")
+
+    @property
+    def threads_per_job(self) -> int:
+        """CPU threads of each fine-tuning (the cores shared among the side-by-side jobs)."""
+        return max(1, (os.cpu_count() or 1) // self.jobs)
+
+    def pretraining_key(self) -> dict:
+        """Everything the MOTS pretraining depends on: a cached checkpoint is reused only when this matches."""
+        return {"mots_cases": self.mots_cases, "kidney_cases": self.kidney_cases,
+                "kidney_lesions": self.kidney_lesions, "data_seed": self.data_seed, "shape": list(self.shape),
+                "base_features": self.base_features, "max_features": self.max_features,
+                "pretrain_epochs": self.pretrain_epochs, "pretrain_iterations": self.pretrain_iterations,
+                "seed": self.seeds[0], "version": PRETRAINING_CACHE_VERSION}
 
     @property
     def kits_cases(self) -> int:
@@ -167,123 +201,6 @@ def held_out_folders(raw_dataset: Path, cases: Sequence[str], root: Path,
     return images, references
 
 
-# ---------------------------------------------------------------------------------------------------- statistics
-
-
-def mean_sd(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    values = [float(v) for v in values]
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarise(runs: Dict[str, List[dict]], metric: str = "dice") -> Dict[str, dict]:
-    """Per structure (HEC): mean +- sd of both models over seeds and of the paired (same seed) differences.
-
-    ``runs[model]`` is a list of ``{"seed", "mean": {structure: {metric: value}}}`` (``evaluate kits21``'s ``mean``).
-    """
-    by_seed = {m: {r["seed"]: r for r in runs[m]} for m in MODELS}
-    seeds = sorted(set(by_seed["scratch"]) & set(by_seed["pretrained"]))
-    out = {}
-    for hec in runs["scratch"][0]["mean"]:
-        values = {m: [by_seed[m][s]["mean"][hec][metric] for s in seeds] for m in MODELS}
-        diffs = [p - s for p, s in zip(values["pretrained"], values["scratch"])]
-        out[hec] = {m: mean_sd(values[m]) for m in MODELS}
-        out[hec]["difference"] = mean_sd(diffs)
-        out[hec]["seeds"] = len(seeds)
-    return out
-
-
-def verdict(difference: Tuple[float, float], seeds: int) -> str:
-    """Words for a paired difference: a gain is called clear only when it is large against its spread."""
-    mean, sd = difference
-    if seeds < 2:
-        return "one seed: no spread to judge against"
-    if sd == 0.0:
-        return "gain" if mean > 0 else "no gain"
-    t = mean / (sd / seeds ** 0.5)
-    if mean > 0 and t >= 3 and mean >= 2 * sd:
-        return "clear gain (larger than the spread)"
-    if mean > 0:
-        return "gain small against the spread between seeds"
-    return "no gain"
-
-
-def comparison_table(summary: Dict[str, dict], metric_name: str = "Dice") -> str:
-    """One row per HEC: scratch, pretrained (mean +- sd over seeds), paired difference and its verdict."""
-    head = f"{'structure':<17}{'scratch ' + metric_name:>18}{'pretrained ' + metric_name:>21}{'paired diff':>18}   verdict"
-    rows = [head]
-    for hec, s in summary.items():
-        cells = "".join(f"{s[m][0]:>12.3f} +- {s[m][1]:.3f}" for m in MODELS)
-        d = s["difference"]
-        rows.append(f"{hec:<17}{cells}{d[0]:>+11.3f} +- {d[1]:.3f}   {verdict(d, s['seeds'])}")
-    return "\n".join(rows)
-
-
-# ---------------------------------------------------------------------------------------------------- plots
-
-
-def _validation_curve(fold_folder: Path, region: int = 0) -> List[float]:
-    """nnU-Net's per-epoch validation pseudo Dice of one region (0: kidney_and_mass), from the checkpoint's log.
-
-    (nnU-Net's EMA of the mean over all regions lags by several epochs and mixes in the tumour, which short runs
-    do not learn; the raw per-region value shows when a model starts to find the kidneys.)
-    """
-    from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
-
-    checkpoint = read_checkpoint_file(fold_folder / "checkpoint_final.pth")
-    return [float(v[region]) for v in checkpoint["logging"]["dice_per_class_or_region"]]
-
-
-def _plot_curves(curves: Dict[str, List[List[float]]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (label, runs), colour in zip(curves.items(), ("tab:blue", "tab:orange")):
-        n = min(len(r) for r in runs)
-        values = np.array([r[:n] for r in runs])
-        x = np.arange(1, n + 1)
-        for i, run in enumerate(values):  # every seed, so the spread (and its shape) is visible
-            ax.plot(x, run, color=colour, linewidth=1, alpha=0.45, label=f"{label}, each seed" if i == 0 else None)
-        ax.plot(x, values.mean(0), color=colour, marker="o", linewidth=2.5, label=f"{label}, mean of {len(runs)}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation pseudo Dice, kidney_and_mass")
-    ax.set_title(title)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _plot_few_label_curve(curve: Dict[int, Dict[str, dict]], path: Path, hec: str = "kidney_and_mass") -> None:
-    import matplotlib
-
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ns = sorted(curve)
-    for model in MODELS:
-        means = [curve[n][hec][model][0] for n in ns]
-        sds = [curve[n][hec][model][1] for n in ns]
-        ax.errorbar(ns, means, yerr=sds, marker="o", capsize=4, linewidth=2, label=model)
-    ax.set_xlabel("labelled KiTS21 cases in the fine-tuning")
-    ax.set_ylabel(f"{hec} Dice on the held-out cases (mean +- sd)")
-    ax.set_xticks(ns)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("MOTS -> KiTS21: Dice against labelled target cases")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------------------------- prediction
 
 
@@ -335,13 +252,36 @@ def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
     return min(times[1:])
 
 
-def estimate_minutes(config: DemoConfig, step_seconds: float) -> float:
-    """Expected demo time: every training's steps (x1.6 for data augmentation and validation) plus overheads."""
-    per_step = 1.6 * step_seconds
-    pretrain = config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
+def estimate_minutes(config: DemoConfig, step_seconds: float, cached_pretraining: bool = False) -> float:
+    """Expected demo time: the trainings' steps plus overheads, ``jobs`` trainings at a time (the pretraining one of
+    them; side by side each step is ~1.2x slower than alone), the pretrained side after the pretraining."""
+    per_step = _STEP_FACTOR * step_seconds * (1.2 if config.jobs > 1 else 1.0)
+    pretrain = 0.0 if cached_pretraining else \
+        config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
     finetune = config.epochs * config.iterations * per_step + _TRAINING_OVERHEAD_S
+    per_side = len(config.target_cases) * len(config.seeds)
+    trainings = max((pretrain + 2 * per_side * finetune) / config.jobs,
+                    pretrain + math.ceil(per_side / config.jobs) * finetune)
     fixed = 90.0  # synthesis, conversion, planning, preprocessing, prediction, evaluation
-    return (pretrain + (config.trainings - 1) * finetune + fixed) / 60.0
+    return (trainings + fixed) / 60.0
+
+
+def pretraining_cached(checkpoint: Path, key: dict) -> Optional[str]:
+    """The sha256 of a MOTS checkpoint an earlier demo run trained with the same settings (None: train anew).
+
+    The record next to the checkpoint holds the settings and the checkpoint's sha256; the file must still have
+    those bytes.
+    """
+    record = checkpoint.parent / PRETRAINING_RECORD
+    if not (checkpoint.is_file() and record.is_file()):
+        return None
+    try:
+        saved = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return None
+    if saved.get("key") != key or sha256_of_file(checkpoint) != saved.get("sha256"):
+        return None
+    return saved["sha256"]
 
 
 # ---------------------------------------------------------------------------------------------------- the demo
@@ -354,18 +294,29 @@ def run_demo(config: DemoConfig) -> dict:
 
     root = Path(config.workspace) if config.workspace else (default_workspace() or Path.cwd() / "nnunet_workspace")
     ws = NnUNetWorkspace(root)
+    # OpenMP threads that wait for work sleep instead of spinning: a training on all cores then does not slow to a
+    # crawl when anything else runs on the machine (spinning threads steal the cores they wait for)
+    ws.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.time()
+    mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres", DEMO_PLANS) / "fold_0" / \
+        "checkpoint_final.pth"
+    key = config.pretraining_key()
+    cached = pretraining_cached(mots_checkpoint, key) \
+        if (ws.preprocessed / MOTS_NAME / f"{DEMO_PLANS}.json").is_file() else None
     step_s = estimate_step_seconds(config)
     print(f"[demo] workspace: {ws.root} (nnU-Net folders inside; commands logged to {ws.log_file})")
-    print(f"[demo] {config.trainings} trainings: 1 MOTS pretraining, then scratch and pretrained x "
-          f"{len(config.seeds)} seeds x {len(config.target_cases)} target size(s) {list(config.target_cases)}; "
-          f"expected run time about {estimate_minutes(config, step_s):.0f} min on this machine "
-          f"(a training step of the demo network takes {step_s:.2f} s here)", flush=True)
-    progress = _Progress(3 + (config.trainings - 1) + 1)  # data, pretraining, target data, fine-tunings, results
-    finetune = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2, final_validation=False)
+    print(f"[demo] {config.trainings} trainings: 1 MOTS pretraining{' (cached)' if cached else ''}, scratch and "
+          f"pretrained x {len(config.seeds)} seeds x {len(config.target_cases)} target size(s) "
+          f"{list(config.target_cases)}, {config.jobs} at a time; expected run time about "
+          f"{estimate_minutes(config, step_s, bool(cached)):.0f} min on this machine (a training step of the demo "
+          f"network takes {step_s:.2f} s here)", flush=True)
+    progress = _Progress(5)  # MOTS data, target data, trainings, prediction, results
+    threads = config.threads_per_job if config.jobs > 1 else None
+    finetune = dict(epochs=config.epochs, iterations=config.iterations, val_iterations=2, final_validation=False,
+                    threads=threads)
     variants = [trainer_variant_source(MOTS_TRAINER, "MOTSPretrainTrainer", epochs=config.pretrain_epochs,
                                        iterations=config.pretrain_iterations, val_iterations=2,
-                                       final_validation=False, seed=config.seeds[0])]
+                                       final_validation=False, seed=config.seeds[0], threads=threads)]
     for seed in config.seeds:
         for model in MODELS:
             variants.append(trainer_variant_source(trainer_name(model, seed), "KiTS21HECTrainer", seed=seed,
@@ -378,30 +329,30 @@ def run_demo(config: DemoConfig) -> dict:
         stage_times[stage] = stage_times.get(stage, 0.0) + time.time() - t0
 
     t0 = time.time()
-    progress(f"synthetic MOTS sources ({config.mots_cases} cases x 7 sources), conversion, planning")
-    ws.cli("synth", "mots", ws.root / "sources" / "MOTS", "--cases", config.mots_cases, "--seed", config.data_seed,
-           "--shape", *shape)
-    ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS", "--force")
-    ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
-    plans = write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features)
+    if cached:
+        progress(f"synthetic MOTS sources, planning and pretraining: reusing {ws.preprocessed / MOTS_NAME} and "
+                 f"{mots_checkpoint} (sha256 {cached[:16]}..., trained by an earlier run with the same settings; "
+                 "delete the checkpoint to train it again)")
+    else:
+        progress(f"synthetic MOTS sources ({config.mots_cases} cases x 6 sources, {config.kidney_cases} KiTS19 "
+                 f"cases), conversion, planning")
+        ws.cli("synth", "mots", ws.root / "sources" / "MOTS", "--cases", config.mots_cases, "--source-cases",
+               f"KiTS19={config.kidney_cases}", "--kidney-lesions", config.kidney_lesions, "--seed",
+               config.data_seed, "--shape", *shape)
+        ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS", "--force")
+        ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
+        write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features)
+    plans = ws.preprocessed / MOTS_NAME / f"{DEMO_PLANS}.json"
     arch = json.loads(plans.read_text())["configurations"]["3d_fullres"]
     print(f"    demo plans {plans.name}: patch {arch['patch_size']}, batch {arch['batch_size']}, features per stage "
           f"{arch['architecture']['arch_kwargs']['features_per_stage']}", flush=True)
     timed("data and planning", t0)
 
     t0 = time.time()
-    progress(f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -p {DEMO_PLANS} "
-             f"({config.pretrain_epochs} epochs x {config.pretrain_iterations} iterations)")
-    ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, plans=DEMO_PLANS, echo=_training_progress)
-    mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres", DEMO_PLANS) / "fold_0" / \
-        "checkpoint_final.pth"
-    timed("MOTS pretraining", t0)
-
-    t0 = time.time()
     progress(f"synthetic KiTS21 ({config.kits_cases} cases: {max(config.target_cases)} for training, "
              f"{config.val_cases} validation, {config.test_cases} held out), conversion, align-plans, splits")
     ws.cli("synth", "kits21", ws.root / "sources" / "kits21", "--cases", config.kits_cases, "--seed",
-           config.data_seed + 1, "--shape", *shape)
+           config.data_seed + 1, "--kidney-lesions", config.kidney_lesions, "--shape", *shape)
     ws.cli("convert", "kits21", ws.root / "sources" / "kits21", "-d", KITS_ID, "--name", "DemoKiTS21", "--force")
     ws.cli("align-plans", "-s", MOTS_ID, "-t", KITS_ID, "-sp", DEMO_PLANS, "-tp", ALIGNED_PLANS)
     case_ids = [f"case_{c:05d}" for c in kits_case_ids(config.kits_cases)]
@@ -409,26 +360,65 @@ def run_demo(config: DemoConfig) -> dict:
     (ws.preprocessed / KITS_NAME / "splits_final.json").write_text(json.dumps(splits, indent=2))
     eval_root = ws.root / "demo_eval"
     images, references = held_out_folders(ws.raw / KITS_NAME, test, eval_root)
-    print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", trainer_name("pretrained", 0), "-p",
-                 ALIGNED_PLANS).rstrip())
     timed("KiTS21 data, align-plans", t0)
 
-    runs: Dict[int, Dict[str, List[dict]]] = {}
-    curves: Dict[int, Dict[str, List[List[float]]]] = {}
+    runs: Dict[int, Dict[str, List[dict]]] = {n: {m: [] for m in MODELS} for n in config.target_cases}
+    curves: Dict[int, Dict[str, List[List[float]]]] = {n: {m: [] for m in MODELS} for n in config.target_cases}
+    train_seconds: Dict[str, float] = {}
+    echo = _training_progress if config.jobs == 1 else None
+
+    def pretrain() -> str:
+        t = time.time()
+        mots_checkpoint.parent.joinpath(PRETRAINING_RECORD).unlink(missing_ok=True)
+        ws.train(MOTS_ID, "3d_fullres", "0", MOTS_TRAINER, plans=DEMO_PLANS, echo=echo)
+        digest = sha256_of_file(mots_checkpoint)
+        (mots_checkpoint.parent / PRETRAINING_RECORD).write_text(json.dumps({"key": key, "sha256": digest},
+                                                                            indent=1))
+        train_seconds["pretraining"] = round(time.time() - t, 1)
+        print(f"    MOTS pretraining done in {time.time() - t:.0f} s: {mots_checkpoint} sha256 {digest}", flush=True)
+        print(ws.cli("transfer-check", mots_checkpoint, "-d", KITS_ID, "-tr", trainer_name("pretrained", 0), "-p",
+                     ALIGNED_PLANS).rstrip(), flush=True)
+        return digest
+
+    def fine_tune(fold: int, model: str, seed: int) -> None:
+        if model == "pretrained":
+            pretraining.result()  # the pretrained side starts once the checkpoint is there
+        trainer = trainer_name(model, seed)
+        extra = ("-pretrained_weights", str(mots_checkpoint)) if model == "pretrained" else ()
+        t = time.time()
+        ws.train(KITS_ID, "3d_fullres", str(fold), trainer, *extra, plans=ALIGNED_PLANS, echo=echo)
+        train_seconds[f"{model}_seed{seed}_n{fold}"] = round(time.time() - t, 1)
+        print(f"    {model}, seed {seed}, fold {fold}: trained in {time.time() - t:.0f} s", flush=True)
+
+    t0 = time.time()
+    progress(("MOTS pretraining (cached), " if cached else
+              f"MOTS pretraining: nnUNetv2_train {MOTS_ID} 3d_fullres 0 -tr {MOTS_TRAINER} -p {DEMO_PLANS} "
+              f"({config.pretrain_epochs} epochs x {config.pretrain_iterations} iterations), while ")
+             + f"fine-tuning from scratch, then from the MOTS weights, seeds {list(config.seeds)}, "
+             f"{list(config.target_cases)} labelled case(s): nnUNetv2_train {KITS_ID} 3d_fullres FOLD -tr "
+             f"KiTS21HECTrainer_demo{{Scratch,Pretrained}}_seed{{N}} -p {ALIGNED_PLANS} ({config.epochs} epochs x "
+             f"{config.iterations} iterations each), {config.jobs} training(s) at a time")
+    # one queue: the pretraining first, the scratch side next (it needs no checkpoint), the pretrained side last
+    jobs = [(fold, model, seed) for model in MODELS for fold in range(len(config.target_cases))
+            for seed in config.seeds]
+    pool = ThreadPoolExecutor(max_workers=config.jobs)
+    try:
+        pretraining = pool.submit(lambda: cached) if cached else pool.submit(pretrain)
+        for done in [pretraining] + [pool.submit(fine_tune, *job) for job in jobs]:
+            done.result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # what has not started does not start; the running finish
+        raise
+    pool.shutdown()
+    cached = pretraining.result()
+    timed("pretraining and fine-tuning", t0)
+
+    t0 = time.time()
+    progress("prediction of the held-out cases and evaluation")
     for fold, n_cases in enumerate(config.target_cases):
-        runs[n_cases] = {m: [] for m in MODELS}
-        curves[n_cases] = {m: [] for m in MODELS}
         for seed in config.seeds:
             for model in MODELS:
                 trainer = trainer_name(model, seed)
-                extra = ("-pretrained_weights", str(mots_checkpoint)) if model == "pretrained" else ()
-                t0 = time.time()
-                progress(f"fine-tuning {model}, seed {seed}, {n_cases} labelled cases: nnUNetv2_train {KITS_ID} "
-                         f"3d_fullres {fold} -tr {trainer} ({config.epochs} epochs x {config.iterations} iterations)")
-                ws.train(KITS_ID, "3d_fullres", str(fold), trainer, *extra, plans=ALIGNED_PLANS,
-                         echo=_training_progress)
-                timed("fine-tuning", t0)
-                t0 = time.time()
                 model_folder = ws.model_folder(KITS_NAME, trainer, "3d_fullres", ALIGNED_PLANS)
                 out = eval_root / f"n{n_cases}" / f"{model}_seed{seed}"
                 with ws.log_file.open("a") as log, redirect_stdout(log):  # nnU-Net's predictor talks a lot
@@ -437,8 +427,9 @@ def run_demo(config: DemoConfig) -> dict:
                     result = evaluate_kits21(out, references, output_json=out / "kits_metrics.json")
                 runs[n_cases][model].append({"seed": seed, "mean": result["mean"], "cases": len(result["per_case"])})
                 curves[n_cases][model].append(_validation_curve(model_folder / f"fold_{fold}"))
-                print(f"    held-out kidney_and_mass Dice {result['mean']['kidney_and_mass']['dice']:.3f}", flush=True)
-                timed("prediction and evaluation", t0)
+                print(f"    {model:<10} seed {seed}: held-out Dice " + ", ".join(
+                    f"{hec} {result['mean'][hec]['dice']:.3f}" for hec in result["mean"]), flush=True)
+    timed("prediction and evaluation", t0)
 
     progress("results")
     main_n = max(config.target_cases)
@@ -458,6 +449,8 @@ def run_demo(config: DemoConfig) -> dict:
         "few_label_curve": {str(n): {"runs": runs[n], "summary": summary[n]} for n in config.target_cases},
         "validation_curves": {str(n): curves[n] for n in config.target_cases},
         "stage_seconds": {k: round(v, 1) for k, v in stage_times.items()}, "total_seconds": round(total_s, 1),
+        "training_seconds": train_seconds, "pretrained_checkpoint": {"path": str(mots_checkpoint),
+                                                                       "sha256": cached},
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(config).items()
                    if k != "workspace"},
     }
@@ -470,11 +463,7 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"\nKiTS21 HEC on {len(test)} held-out synthetic cases, fine-tuned on {main_n} labelled cases, "
           f"{len(config.seeds)} seeds per side (mean +- sd over seeds; paired diff = pretrained - scratch, same seed)")
     print(table)
-    for model in MODELS:
-        values = [r["mean"]["kidney_and_mass"]["dice"] for r in runs[main_n][model]]
-        stuck = sum(v < NOT_LEARNED_DICE for v in values)
-        print(f"  {model:<10} kidney_and_mass per seed: {' / '.join(f'{v:.3f}' for v in values)}"
-              f"   ({stuck} of {len(values)} seeds below {NOT_LEARNED_DICE}: not found the kidneys)")
+    print(per_seed_lines(runs[main_n]))
     print("\nSurface Dice\n" + comparison_table(summary_sd[main_n], "SD"))
     if len(config.target_cases) > 1:
         print("\nkidney_and_mass Dice against labelled target cases")
@@ -485,6 +474,7 @@ def run_demo(config: DemoConfig) -> dict:
         print(f"few-label curve: {few_label_plot}")
     print("\ntime per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in stage_times.items())
           + f"; total {total_s / 60:.1f} min")
+    print("time per training: " + ", ".join(f"{k} {v:.0f} s" for k, v in train_seconds.items()))
     print(f"validation curves: {plot}\nresults: {results_file}\n"
           "(synthetic phantoms on CPU: this shows the transfer mechanism at work, not the gain on real KiTS21 data)")
     return {"workspace": ws.root, "results": results, "curves": curves, "plot": plot, "table": table,

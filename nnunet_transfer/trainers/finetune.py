@@ -187,6 +187,8 @@ class FineTuneTrainer(GuardedTrainer):
         #: DDP: gradient hooks that zero the parameters frozen in the current stage, and those parameters
         self._zeroing_hooks: Dict[str, RemovableHandle] = {}
         self._stage_frozen_parameters: List[nn.Parameter] = []
+        #: the run's own checkpoint nnU-Net's --c resumed from (the weights come from it), or None
+        self._resumed_from: Optional[str] = None
 
     # ------------------------------------------------------------------ pretrained weights
     @property
@@ -212,7 +214,9 @@ class FineTuneTrainer(GuardedTrainer):
         if resuming_without_checkpoint:
             check_transfer_record(Path(self.output_folder))
         if self.logger.resume and self.report_path.is_file():
-            if not resuming_without_checkpoint:
+            resumed = [name for name in RESUME_CHECKPOINTS if (Path(self.output_folder) / name).is_file()]
+            if resumed:
+                self._resumed_from = resumed[0]
                 return TransferReport.load(self.report_path)  # resuming: the checkpoint holds the weights
             reloaded = self._reload_after_interrupted_start(network)
             if reloaded is not None:
@@ -267,7 +271,11 @@ class FineTuneTrainer(GuardedTrainer):
         if self.local_rank == 0:
             if self.transfer_report is not None:
                 self.transfer_report.save(self.output_folder, REPORT_STEM)
-                self.print_to_log_file("Pretrained weights:\n" + str(self.transfer_report), add_timestamp=False)
+                heading = "Pretrained weights:"
+                if self._resumed_from is not None:
+                    heading = (f"Resumed with --c: the weights now come from {self._resumed_from} (the run's own "
+                               "checkpoint). What the pretrained weights gave at the run's start:")
+                self.print_to_log_file(heading + "\n" + str(self.transfer_report), add_timestamp=False)
             self._save_source()
 
     def _save_source(self) -> None:

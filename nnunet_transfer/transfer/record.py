@@ -99,16 +99,18 @@ def plans_file_of(dataset: int, plans: str = "nnUNetPlans") -> Path:
 
 
 def write_record(plans_file: Union[str, Path], configuration: str, record: Optional[PretrainedRecord],
-                 source: Optional[SourceWeights] = None) -> None:
-    """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file. ``source``: the record's
-    checkpoint when the caller has read it already (else it is read here, to fail now rather than at training)."""
+                 source: Optional[SourceWeights] = None) -> bool:
+    """Set (or with None remove) the record of ``configuration`` in an nnU-Net plans file; False when there was no
+    record to remove (the file is then left untouched). ``source``: the record's checkpoint when the caller has read
+    it already (else it is read here, to fail now rather than at training)."""
     plans_file = Path(plans_file)
     plans = json.loads(plans_file.read_text())
     if configuration not in plans.get("configurations", {}):
         raise MissingEntryError(f"{plans_file} has no configuration {configuration!r} "
                                 f"(has: {sorted(plans.get('configurations', {}))})")
     if record is None:
-        plans["configurations"][configuration].pop(RECORD_KEY, None)
+        if plans["configurations"][configuration].pop(RECORD_KEY, None) is None:
+            return False
     else:
         checkpoint = Path(record.checkpoint)
         if not checkpoint.exists():  # a file, or an nnU-Net results folder / model zip
@@ -121,3 +123,4 @@ def write_record(plans_file: Union[str, Path], configuration: str, record: Optio
         record = PretrainedRecord(**{**asdict(record), "checkpoint": str(checkpoint.resolve())})
         plans["configurations"][configuration][RECORD_KEY] = asdict(record)
     write_json_atomic(plans_file, plans)
+    return True

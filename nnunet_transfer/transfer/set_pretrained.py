@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.pretrained.source import read_source_weights
@@ -72,11 +72,12 @@ def match_recorded_normalisation(plans_file: Path, configuration: str) -> tuple[
                          f"{configuration}"])
 
 
-def remove_pretrained(plans_file: Path, configuration: str, pretrain_info: bool = True) -> Optional[str]:
-    """Remove the record of ``configuration`` (and the plans' ``pretrain_info`` block); a message when a block was
-    removed."""
-    write_record(plans_file, configuration, None)
+def remove_pretrained(plans_file: Path, configuration: str,
+                      pretrain_info: bool = True) -> Tuple[bool, Optional[str]]:
+    """Remove the record of ``configuration`` (and the plans' ``pretrain_info`` block): whether there was a record,
+    and a message when a block was removed."""
+    had_record = write_record(plans_file, configuration, None)
     if pretrain_info and "pretrain_info" in json.loads(Path(plans_file).read_text()):
         write_pretrain_info(plans_file, None)
-        return f"removed the pretrain_info block of {plans_file}"
-    return None
+        return had_record, f"removed the pretrain_info block of {plans_file}"
+    return had_record, None

@@ -94,7 +94,7 @@ def test_predict_tasks_writes_each_task_map_and_evaluate_mots_scores_them(mots_p
         shutil.copy(ws.raw / MOTS_NAME / "imagesTr" / f"{case}_0000.nii.gz", images)
     out = tmp_path / "per_task"
     ws.cli("predict-tasks", "-i", images, "-o", out, "-d", MOTS_ID, "-tr", TINY_MOTS, "-f", "0", "-device", "cpu",
-           "--disable-tta", "--tasks", "liver", "kidney", "hepatic_vessel")
+           "--disable_tta", "--tasks", "liver", "kidney", "hepatic_vessel")
     for task in ("liver", "kidney", "hepatic_vessel"):
         assert sorted(p.name for p in (out / task).iterdir()) == [f"{c}.nii.gz" for c in sorted(cases)]
         allowed = {0, *mots_tasks.TASK_BY_NAME[task].label_map.values()}
