@@ -117,7 +117,8 @@ def extract_checked_zip(zf: zipfile.ZipFile, zip_path: Path, staging: Path, mani
         suffixes = _suffixes(name)
         if suffixes & PICKLE_SUFFIXES:
             warnings.warn(f"{zip_path}: {name} is a pickle that nnU-Net would load with a full unpickle; "
-                          "it is not installed", stacklevel=3)
+                          "it is not installed (predict-export applies a model's postprocessing from the "
+                          "postprocessing.json next to it)", stacklevel=3)
             seen.add(name)
             continue
         checkpoint = is_checkpoint_name(name)
