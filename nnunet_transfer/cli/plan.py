@@ -26,8 +26,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
     plans_file = plan_experiment(args.d, args.pl, gpu_memory_target_gb=args.gpu_memory_target,
                                  plans_name=args.overwrite_plans_name, preprocess=args.preprocess,
-                                 configurations=tuple(args.c), num_processes=args.np)
+                                 configurations=tuple(args.c), num_processes=args.np, spacing=args.spacing,
+                                 patch_size=args.patch_size)
     print(f"plans written to {plans_file}")
+    if args.spacing or args.patch_size:
+        import json
+
+        from nnunet_transfer.planning.fixed_patch import pooling_summary
+
+        plan = json.loads(plans_file.read_text())["configurations"]["3d_fullres"]
+        print("3d_fullres: " + ", ".join(f"{k} {v}" for k, v in pooling_summary(plan).items()))
     return 0
 
 
@@ -84,6 +92,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="GPU memory the plans are sized for, in GB (nnU-Net's default: 8)")
     p.add_argument("-overwrite_plans_name", default=None,
                    help="name of the plans written (default: the planner's, e.g. nnUNetResUNetASPPPlans)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                   help="3d_fullres target spacing in mm (nnU-Net's overwrite_target_spacing), e.g. 0.78125 0.78125 "
+                        "0.78125")
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                   help="3d_fullres patch size; pooling topology and batch size follow nnU-Net's rules for it")
     p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
     p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan)
