@@ -17,7 +17,7 @@ from nnunet_transfer import __version__
 
 
 #: one module per capability, each adding its subcommands with ``register``
-COMMAND_MODULES = ("environment", "data", "plan", "transfer", "evaluate", "predict", "recipes")
+COMMAND_MODULES = ("environment", "data", "plan", "transfer", "evaluate", "predict", "recipes", "leakage")
 
 
 def build_parser() -> argparse.ArgumentParser:

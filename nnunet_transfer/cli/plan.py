@@ -14,6 +14,13 @@ def _cmd_align_plans(args: argparse.Namespace) -> int:
                              configurations=args.c, preprocess=not args.no_preprocess,
                              pretrained_checkpoint=args.pretrained, num_processes=args.np)
     print(f"aligned plans written to {plans_file}")
+    if args.avoid_leakage or args.mots_split:
+        from nnunet_transfer.transfer.leakage import avoid_leakage, describe, mots_kidney_splits
+
+        splits = mots_kidney_splits(args.mots_split) if args.mots_split else None
+        overlap, splits_file = avoid_leakage(args.s, args.t, splits=splits)
+        print(describe(overlap, str(splits_file)))
+        print(f"splits without leakage written to {splits_file}")
     print(f"train with: nnUNetv2_train {args.t} {args.c[0]} FOLD -tr <trainer> -p {plans_file.stem} "
           + ("" if args.pretrained else "-pretrained_weights <pretraining checkpoint_final.pth>"))
     return 0
@@ -82,6 +89,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-preprocess", action="store_true", help="write the plans only (preprocess later with "
                                                                 "nnUNetv2_preprocess)")
     p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's preprocessing")
+    p.add_argument("--avoid-leakage", action="store_true",
+                   help="compare the images of both datasets and write the target's splits_final.json with every "
+                        "case shared with the source in training only (see leakage-check)")
+    p.add_argument("--mots-split", metavar="LIST",
+                   help="DoDNet's MOTS_train.txt or MOTS_test.txt: use MOTS's own kidney split (one fold) as the "
+                        "target's split, as the KiTS21 transfer paper does (implies --avoid-leakage)")
     p.set_defaults(func=_cmd_align_plans)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
