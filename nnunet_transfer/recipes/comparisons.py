@@ -77,7 +77,7 @@ def compare_arms(ws: NnUNetWorkspace, dataset: int, name: str, configuration: st
     def trainer(arm: str, seed: int) -> str:
         return f"{arms[arm][0]}_{tag}{arm.replace('-', '').capitalize()}_seed{seed}"
 
-    ws.write_trainers(f"recipe_{tag}_fold{fold}", [_variant(trainer(arm, seed), base, p, seed, body)
+    ws.write_trainers(f"recipe_{tag}", [_variant(trainer(arm, seed), base, p, seed, body)
                                                    for seed in seeds for arm, (base, _, body) in arms.items()])
     runs: Dict[str, List[dict]] = {arm: [] for arm in arms}
     for seed in seeds:
@@ -91,6 +91,23 @@ def compare_arms(ws: NnUNetWorkspace, dataset: int, name: str, configuration: st
             print(f"    {arm}, seed {seed}: " + ", ".join(f"{s} {m['dice']:.3f}" for s, m in result.items()),
                   flush=True)
     return runs
+
+
+def write_splits_without_leakage(ws: NnUNetWorkspace, source: int, target: int, splits: List[dict],
+                                 test: Sequence[str]) -> None:
+    """The target's splits_final.json from ``splits`` with every case whose image the source dataset holds moved to
+    training (image content compared, :mod:`nnunet_transfer.transfer.leakage`), and the leakage record the
+    fine-tuning trainers read. A held-out ``test`` case the source holds is an error (it would be scored)."""
+    from nnunet_transfer.discovery import NNUNET_PATH_VARIABLES, environment_variables
+    from nnunet_transfer.transfer.leakage import avoid_leakage
+
+    with environment_variables({k: ws.env[k] for k in NNUNET_PATH_VARIABLES}):
+        overlap, path = avoid_leakage(source, target, splits=splits)
+    print(f"    leakage check {source} -> {target}: {len(overlap.pairs)} shared case(s); splits: {path}", flush=True)
+    scored = sorted(set(overlap.pairs) & set(test))
+    if scored:
+        raise RuntimeError(f"held-out case(s) {scored} of dataset {target} are among the pretraining images of "
+                           f"dataset {source}: their scores would overstate the transfer")
 
 
 def _kits_score(references: Path) -> Callable[[Path], dict]:
@@ -161,7 +178,7 @@ def med3d(ws: NnUNetWorkspace, seeds: Sequence[int], p: Mapping) -> Runs:
     ws.cli("plan-arch", "-d", MED3D_KITS_ID, "-a", arch, "--weights", encoder, "-p", pretrained_plans,
            "--no-preprocess")
     splits, test = demo_splits(_kits_ids(total), [p["labelled"]], 1, p["test_cases"])
-    (ws.preprocessed / MED3D_KITS_NAME / "splits_final.json").write_text(json.dumps(splits, indent=2))
+    write_splits_without_leakage(ws, MED3D_MOTS_ID, MED3D_KITS_ID, splits, test)
     images, references = held_out_folders(ws.raw / MED3D_KITS_NAME, test, ws.root / "test")
     arms = {"scratch": ("Med3DFinetuneTrainer", scratch_plans, ""),
             "med3d": ("Med3DFinetuneTrainer", pretrained_plans, "")}
@@ -241,7 +258,7 @@ def attention_polyp(ws: NnUNetWorkspace, seeds: Sequence[int], p: Mapping) -> Ru
     pre = ws.preprocessed / KVASIR_NAME
     ids = sorted(f.name[:-len(".png")] for f in (ws.raw / KVASIR_NAME / "labelsTr").glob("*.png"))
     splits, test = demo_splits(ids, [p["labelled"]], 1, p["test_cases"])
-    (pre / "splits_final.json").write_text(json.dumps(splits, indent=2))
+    write_splits_without_leakage(ws, SRC2D_ID, KVASIR_ID, splits, test)
     plans_copy(pre, "nnUNetPlans", "nnUNetPlans_grey")
     ws.cli("set-pretrained", source, "-d", KVASIR_ID, "-c", "2d", "-p", "nnUNetPlans_grey")
     images, references = held_out_folders(ws.raw / KVASIR_NAME, test, ws.root / "test", file_ending=".png")

@@ -209,11 +209,13 @@ def write_splits(preprocessed_dataset: Path, splits: Splits) -> Path:
 
 
 def check_leakage(source: int | str, target: int | str, configuration: Optional[str] = None,
-                  plans: str = "nnUNetPlans", record: bool = True) -> Tuple[Overlap, Splits, str]:
+                  plans: str = "nnUNetPlans", record: bool = True,
+                  splits: Optional[Splits] = None) -> Tuple[Overlap, Splits, str]:
     """Compare every training image of ``source`` with the target's images; the overlap with the folds that
-    validate on each overlapping case, the folds and their origin. Writes the record unless ``record=False``."""
+    validate on each overlapping case, the folds and their origin (``splits`` when given, else the target's, see
+    :func:`target_splits`). Writes the record unless ``record=False``."""
     src, tgt = dataset_folders(source), dataset_folders(target)
-    splits, origin = target_splits(tgt, configuration, plans)
+    splits, origin = (splits, "the given split") if splits is not None else target_splits(tgt, configuration, plans)
     target_cases = _case_images(tgt.raw)
     validation = {c for fold in splits for c in fold["val"]}
     unknown = sorted(validation - set(target_cases))
@@ -230,14 +232,14 @@ def avoid_leakage(source: int | str, target: int | str, splits: Optional[Splits]
                   configuration: Optional[str] = None, plans: str = "nnUNetPlans") -> Tuple[Overlap, Path]:
     """Write the target's splits_final.json with every case shared with the source only ever in training (of
     ``splits`` when given, else of the target's current folds), and the record. Returns the overlap and the file."""
-    overlap, current, _ = check_leakage(source, target, configuration, plans, record=False)
     tgt = dataset_folders(target)
     if splits is not None:
         have = set(_case_images(tgt.raw))
         unknown = sorted({c for fold in splits for role in ("train", "val") for c in fold[role]} - have)
         if unknown:
             raise ValueError(f"the split names case(s) that {tgt.raw} does not hold: {unknown[:10]}")
-    clean = leakage_free_splits(splits if splits is not None else current, overlap.pairs)
+    overlap, current, _ = check_leakage(source, target, configuration, plans, record=False, splits=splits)
+    clean = leakage_free_splits(current, overlap.pairs)
     path = write_splits(tgt.preprocessed, clean)
     overlap.validated_in = validated_in(clean, overlap.pairs)
     write_record(tgt.preprocessed, overlap)
