@@ -213,8 +213,7 @@ MLEAM_PROSTATE = Recipe(
     notes=("Demo: generated KiTS21-layout volumes stand in for PROMISE12 (kidney and masses = the foreground), "
            "nnU-Net's encoder in place of the ResNet-101 and no encoder pretraining: both arms start alike, the "
            "comparison is the edge supervision alone.",
-           "MLEAMTrainer_paperNoEdge is MLEAMTrainer_paper with edge_loss_weights = (0, 0, 0) (a three-line "
-           "subclass in your nnUNet_extTrainer folder if your version lacks it)."),
+           "MLEAMTrainer_paperNoEdge is MLEAMTrainer_paper with edge_loss_weights = (0, 0, 0)."),
 )
 
 MED3D = Recipe(

@@ -10,7 +10,7 @@ from nnunet_transfer.trainers.localization import LocalizationPretrainTrainer
 from nnunet_transfer.trainers.med3d import (Med3DFinetuneTrainer, Med3DFinetuneTrainer_frozenEncoder,
                                             Med3DFinetuneTrainer_MedicalNet, Med3DFinetuneTrainer_MedicalNetSGD)
 from nnunet_transfer.trainers.med3d_pretrain import Med3DPretrainTrainer
-from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper
+from nnunet_transfer.trainers.mleam import MLEAMTrainer, MLEAMTrainer_paper, MLEAMTrainer_paperNoEdge
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import (MOTSPretrainTrainer, MOTSPretrainTrainerBalanced,
                                                    MOTSPretrainTrainerDoDNetPooling)
@@ -27,6 +27,7 @@ __all__ = [
     "LocalizationPretrainTrainer",
     "MLEAMTrainer",
     "MLEAMTrainer_paper",
+    "MLEAMTrainer_paperNoEdge",
     "Med3DFinetuneTrainer",
     "Med3DFinetuneTrainer_MedicalNet",
     "Med3DFinetuneTrainer_MedicalNetSGD",

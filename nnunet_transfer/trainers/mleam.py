@@ -32,7 +32,7 @@ from nnunet_transfer.trainers.lr_schedulers import StepDecayLRScheduler
 from nnunet_transfer.trainers.med3d import network_deep_supervision_scales
 from nnunet_transfer.utils.modules import unwrap_network
 
-__all__ = ["MLEAMTrainer", "MLEAMTrainer_paper"]
+__all__ = ["MLEAMTrainer", "MLEAMTrainer_paper", "MLEAMTrainer_paperNoEdge"]
 
 
 class MLEAMTrainer(FineTuneTrainer):
@@ -105,3 +105,10 @@ class MLEAMTrainer_paper(MLEAMTrainer):
     """The paper's optimiser: Adam (0.9, 0.999) from 1e-3, divided by 10 every 2000 iterations."""
 
     paper_schedule = True
+
+
+class MLEAMTrainer_paperNoEdge(MLEAMTrainer_paper):
+    """The paper's setting without edge supervision (edge-loss weights 0): the ablation arm of the mleam-prostate
+    recipe, everything else equal."""
+
+    edge_loss_weights = (0.0, 0.0, 0.0)
