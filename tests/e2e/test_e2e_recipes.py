@@ -1,9 +1,10 @@
 """End to end: every recipe of the catalogue at ``--scale tiny`` (a smoke run of every step through the real
 ``nnunet-transfer``/``nnUNetv2_*`` commands), in one workspace shared by the module.
 
-Also holds what ``test_e2e_med3d_pretrain`` checked (the med3d recipe runs that pipeline): Med3D pretraining writes
-a MedicalNet-format encoder file that MedicalNet's loader takes completely and that ``plan-arch --weights`` records,
-and the fine-tuning starts from it.
+Also holds what ``test_e2e_med3d_pretrain`` and the localiser test of ``test_e2e_kits_transfer`` checked (the med3d
+and localization recipes run those pipelines): Med3D pretraining writes a MedicalNet-format encoder file that
+MedicalNet's loader takes completely and that ``plan-arch --weights`` records, and the fine-tuning starts from it;
+the localiser's encoder transfers into the frozen-encoder segmentation and stays bit-identical there.
 """
 
 from __future__ import annotations
@@ -91,3 +92,25 @@ def test_tiny_attention_arms_differ_only_in_gates_and_weights(tiny_runs):
     plain = TransferReport.load(folds["AttentionUNetTrainer_attPretrainednogates_seed0"] / "transfer_report.json")
     assert not [k for k in plain.reinitialised if ".seg_layers." not in k]  # the same U-Net: everything loads
     assert plain.loaded and set(plain.loaded) == set(gated.loaded)
+
+
+def test_tiny_localiser_encoder_transfers_frozen_into_the_segmentation(tiny_runs):
+    """Paper localization-pretraining: centre regression first, then the decoder on top of the frozen encoder."""
+    from nnunet_transfer.pretrained.safe_load import read_checkpoint_file
+    from nnunet_transfer.transfer.weights import TransferReport
+
+    workspace, _ = tiny_runs["localization"]
+    results = workspace / "nnUNet_results"
+    loc_fold = next(results.glob("Dataset995_*/LocalizationPretrainTrainer_recipe__nnUNetDemoPlans__3d_fullres/fold_0"))
+    assert (loc_fold / "localization_validation.json").is_file()
+    fold = next(results.glob("Dataset995_*/FrozenEncoderTrainer_locLocalisationpretrained_seed0__nnUNetDemoPlans_loc__"
+                             "3d_fullres/fold_1"))
+    report = TransferReport.load(fold / "transfer_report.json")
+    assert report.unexpected and all(k.startswith("regressor.") for k in report.unexpected)
+    assert all(k.startswith("decoder.") and not k.startswith("decoder.encoder.") for k in report.missing)
+    source = read_checkpoint_file(loc_fold / "checkpoint_final.pth")["network_weights"]
+    tuned = read_checkpoint_file(fold / "checkpoint_final.pth")["network_weights"]
+    encoder = [k for k in tuned if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(tuned[k], source[k]) for k in encoder)
+    scratch = next(results.glob("Dataset995_*/FrozenEncoderTrainer_locScratch_seed0__nnUNetDemoPlans__3d_fullres/fold_1"))
+    assert not (scratch / "transfer_report.json").exists()
