@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("recipe", help="the five papers as recipes: list them, show a paper's exact command sequence, "
                                       "run it (tiny smoke test, CPU demo on generated data, or the paper's setting)")
-    p.add_argument("action", choices=["list", "show", "run"])
+    p.add_argument("action", choices=["list", "show", "run"], help="list the recipes, show one, or run one")
     p.add_argument("name", nargs="?", help="recipe name (see `recipe list`)")
     p.add_argument("--workspace", help="run: folder for nnU-Net's data, the logs and recipe_results.json/.md")
     p.add_argument("--scale", choices=["tiny", "demo", "paper"], default="demo",
