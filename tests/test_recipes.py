@@ -106,3 +106,16 @@ def test_fill_puts_workspace_and_sources_into_commands():
     command = "x {RESULTS}/a {SRC:kits21}/b {W}/c"
     assert catalog.fill(command) == "x $nnUNet_results/a /path/to/kits21/b $RECIPE_WORKSPACE/c"
     assert catalog.fill(command, "/w", {"kits21": "/k"}) == "x /w/nnUNet_results/a /k/b /w/c"
+
+
+def test_dice_and_iou_of_binary_masks():
+    import numpy as np
+
+    from nnunet_transfer.recipes.comparisons import dice_iou
+
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2], b[1:3] = True, True  # 8 and 8 pixels, 4 shared
+    assert dice_iou(a, b) == pytest.approx((0.5, 1 / 3))
+    assert dice_iou(a, a) == (1.0, 1.0) and dice_iou(b & False, a & False) == (1.0, 1.0)
+    assert dice_iou(a, ~a) == (0.0, 0.0)
