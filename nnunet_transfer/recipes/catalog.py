@@ -367,7 +367,7 @@ ATTENTION_POLYP = Recipe(
                       ("pretrained-no-gates", "AttentionUNetTrainer_brainUNetNoGates", "nnUNetPlans_brain")))),
     evaluations=tuple(Evaluation(arm, f"{{W}}/eval/{arm}.json", "nnunet")
                       for arm in ("scratch-gates", "pretrained-gates", "scratch-no-gates", "pretrained-no-gates")),
-    scales={"tiny": {"source_images": 4, "labelled": 2, "test_cases": 2, "pretrain_epochs": 1,
+    scales={"tiny": {"source_images": 6, "labelled": 2, "test_cases": 2, "pretrain_epochs": 1,
                      "pretrain_iterations": 2, "epochs": 1, "iterations": 2, "image_size": (32, 32), "data_seed": 31},
             "demo": {"source_images": 20, "labelled": 2, "test_cases": 8, "pretrain_epochs": 4,
                      "pretrain_iterations": 25, "epochs": 3, "iterations": 10, "image_size": (64, 64),

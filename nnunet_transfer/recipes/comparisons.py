@@ -240,6 +240,8 @@ def attention_polyp(ws: NnUNetWorkspace, seeds: Sequence[int], p: Mapping) -> Ru
     from PIL import Image
 
     size = [str(s) for s in p["image_size"]]
+    if p["source_images"] < 5:
+        raise ValueError("the source U-Net trains on fold 0 of nnU-Net's default 5 folds: give >= 5 source images")
     ws.cli("synth", "kvasir", ws.root / "grey_src_rgb", "--cases", p["source_images"], "--seed", p["data_seed"],
            "--shape", *size)
     _grey_modality(ws.root / "grey_src_rgb", ws.root / "grey_src")
