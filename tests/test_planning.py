@@ -164,6 +164,61 @@ def test_paper_planner_keeps_four_downsampling_stages(nnunet_dirs):
     assert all(p % np.prod([s[i] for s in kw["strides"]]) == 0 for i, p in enumerate(cfg["patch_size"]))
 
 
+def _nnunet_topology(spacing, patch):
+    """nnU-Net's own rule for the pooling topology of a patch at a spacing."""
+    from nnunetv2.experiment_planning.experiment_planners.network_topology import get_pool_and_conv_props
+
+    _, strides, kernels, planned_patch, _ = get_pool_and_conv_props(list(spacing), list(patch), 4, 999999)
+    return [list(s) for s in strides], [list(k) for k in kernels], [int(p) for p in planned_patch]
+
+
+def test_plan_with_paper_spacing_and_patch_holds_them_exactly(nnunet_dirs):
+    """kits21-dodnet: ResUNetASPPPaperPlanner at 0.78125 mm and 128^3 (the paper's preprocessing)."""
+    folder = make_raw_dataset(nnunet_dirs["nnUNet_raw"], 906, "KiTSFixed", n_cases=2, shape=(8, 8, 8),
+                              num_training=300)
+    write_fingerprint(nnunet_dirs["nnUNet_preprocessed"], folder, [(380 + 20 * i, 512, 512) for i in range(3)],
+                      [(3.0, 0.8, 0.8)] * 3)  # the dataset's own median spacing is not the paper's
+    spacing, patch = (0.78125,) * 3, (128, 128, 128)
+    plans = json.loads(plan_experiment(906, "ResUNetASPPPaperPlanner", spacing=spacing, patch_size=patch).read_text())
+    cfg = plans["configurations"]["3d_fullres"]
+    assert cfg["spacing"] == list(spacing) and cfg["patch_size"] == list(patch)
+    kw = cfg["architecture"]["arch_kwargs"]
+    strides, kernels, _ = _nnunet_topology(spacing, patch)
+    assert kw["n_stages"] == 5 and kw["strides"] == strides[:5] and kw["kernel_sizes"] == kernels[:5]
+    assert cfg["batch_size"] >= 2
+    assert cfg["median_image_size_in_voxels"] != list(patch)  # the real median shape stays in the plans
+
+
+def test_plan_fixed_patch_follows_nnunet_rules_for_topology_and_batch(nnunet_dirs, capsys):
+    """MLEAM's 96 x 96 x 32 patch at 0.625 x 0.625 x 1.5 mm with nnU-Net's own planner; a patch too large for the
+    memory target is kept with nnU-Net's minimum batch size; a patch nnU-Net's pooling rule cannot keep is refused."""
+    from nnunet_transfer.planning.fixed_patch import FixedPatchError
+
+    folder = make_raw_dataset(nnunet_dirs["nnUNet_raw"], 907, "ProstateFixed", n_cases=2, shape=(8, 8, 8),
+                              num_training=50)
+    write_fingerprint(nnunet_dirs["nnUNet_preprocessed"], folder, [(30 + i, 320, 320) for i in range(3)],
+                      [(3.6, 0.6, 0.6)] * 3)
+    spacing, patch = (1.5, 0.625, 0.625), (32, 96, 96)
+    plans = json.loads(plan_experiment(907, "ExperimentPlanner", spacing=spacing, patch_size=patch,
+                                       plans_name="MLEAMPaper").read_text())
+    cfg = plans["configurations"]["3d_fullres"]
+    assert cfg["spacing"] == list(spacing) and cfg["patch_size"] == list(patch)
+    strides, kernels, planned = _nnunet_topology(spacing, patch)
+    assert planned == list(patch)
+    kw = cfg["architecture"]["arch_kwargs"]
+    assert kw["strides"] == strides and kw["kernel_sizes"] == kernels and kw["n_stages"] == len(strides)
+    assert cfg["batch_size"] > 2  # a small patch: nnU-Net's rule fills the memory target with a larger batch
+
+    big = json.loads(plan_experiment(907, "ExperimentPlanner", spacing=spacing, patch_size=(64, 256, 256),
+                                     gpu_memory_target_gb=2, plans_name="TooBig").read_text())
+    assert big["configurations"]["3d_fullres"]["patch_size"] == [64, 256, 256]
+    assert big["configurations"]["3d_fullres"]["batch_size"] == 2
+    assert "needs about" in capsys.readouterr().out
+
+    with pytest.raises(FixedPatchError, match="cannot keep the patch"):
+        plan_experiment(907, "ExperimentPlanner", spacing=spacing, patch_size=(30, 90, 90), plans_name="Odd")
+
+
 def test_static_estimate_equals_network_count():
     kw = {"n_stages": 4, "features_per_stage": [4, 8, 16, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
           "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],

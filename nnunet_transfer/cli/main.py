@@ -20,7 +20,7 @@ from nnunet_transfer import __version__
 
 
 #: one module per capability, each adding its subcommands with ``register``
-COMMAND_MODULES = ("environment", "data", "plan", "transfer", "evaluate", "predict", "recipes", "zoo")
+COMMAND_MODULES = ("environment", "data", "plan", "transfer", "evaluate", "predict", "recipes", "zoo", "leakage")
 
 #: where bugs are reported (the last line after a traceback)
 BUG_REPORT_LINE = ("nnunet-transfer: this is a bug, not a problem with your input; please report it with the "

@@ -19,6 +19,13 @@ def _cmd_align_plans(args: argparse.Namespace) -> int:
                              pretrained_checkpoint=args.pretrained, num_processes=args.np,
                              trusted=args.trust_architecture)
     print(f"aligned plans written to {plans_file}")
+    if args.avoid_leakage or args.mots_split:
+        from nnunet_transfer.transfer.leakage import avoid_leakage, describe, mots_kidney_splits
+
+        splits = mots_kidney_splits(args.mots_split) if args.mots_split else None
+        overlap, splits_file = avoid_leakage(args.s, args.t, splits=splits)
+        print(describe(overlap, str(splits_file)))
+        print(f"splits without leakage written to {splits_file}")
     print(f"train with: nnUNetv2_train {args.t} {args.c[0]} FOLD -tr <trainer> -p {plans_file.stem} "
           + ("" if args.pretrained else "-pretrained_weights <pretraining checkpoint_final.pth>"))
     return 0
@@ -31,8 +38,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         raise InvalidValueError(f"unknown planner {args.pl!r}; available: {', '.join(sorted(PLANNERS))}")
     plans_file = plan_experiment(args.d, args.pl, gpu_memory_target_gb=args.gpu_memory_target,
                                  plans_name=args.overwrite_plans_name, preprocess=args.preprocess,
-                                 configurations=tuple(args.c), num_processes=args.np)
+                                 configurations=tuple(args.c), num_processes=args.np, spacing=args.spacing,
+                                 patch_size=args.patch_size)
     print(f"plans written to {plans_file}")
+    if args.spacing or args.patch_size:
+        import json
+
+        from nnunet_transfer.planning.fixed_patch import pooling_summary
+
+        plan = json.loads(plans_file.read_text())["configurations"]["3d_fullres"]
+        print("3d_fullres: " + ", ".join(f"{k} {v}" for k, v in pooling_summary(plan).items()))
     return 0
 
 
@@ -84,6 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                                 "nnUNetv2_preprocess)")
     p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     add_trust_architecture(p)
+    p.add_argument("--avoid-leakage", action="store_true",
+                   help="compare the images of both datasets and write the target's splits_final.json with every "
+                        "case shared with the source in training only (see leakage-check)")
+    p.add_argument("--mots-split", metavar="LIST",
+                   help="DoDNet's MOTS_train.txt or MOTS_test.txt: use MOTS's own kidney split (one fold) as the "
+                        "target's split, as the KiTS21 transfer paper does (implies --avoid-leakage)")
     p.set_defaults(func=_cmd_align_plans)
 
     p = sub.add_parser("plan", help="run one of our experiment planners through nnU-Net's planning API")
@@ -94,6 +115,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="GPU memory the plans are sized for, in GB (nnU-Net's default: 8)")
     p.add_argument("-overwrite_plans_name", default=None,
                    help="name of the plans written (default: the planner's, e.g. nnUNetResUNetASPPPlans)")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                   help="3d_fullres target spacing in mm (nnU-Net's overwrite_target_spacing), e.g. 0.78125 0.78125 "
+                        "0.78125")
+    p.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"), default=None,
+                   help="3d_fullres patch size; pooling topology and batch size follow nnU-Net's rules for it")
     p.add_argument("--preprocess", action="store_true", help="also run nnU-Net's preprocessing with these plans")
     p.add_argument("-np", type=positive_int, default=2, help="processes for nnU-Net's preprocessing")
     p.set_defaults(func=_cmd_plan)

@@ -1,4 +1,4 @@
-"""``nnunet-transfer`` commands. The paper recipes and the demo (the kits21-dodnet comparison on embedded synthetic
+"""``nnunet-transfer`` commands. The paper recipes (``recipe list|show|run``) and the demo (the kits21-dodnet comparison on embedded synthetic
 data)."""
 
 from __future__ import annotations
@@ -20,6 +20,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                         data_seed=args.data_seed, shape=tuple(args.shape), base_features=args.base_features,
                         max_features=args.max_features)
     run_demo(config)
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from nnunet_transfer.recipes.catalog import RECIPES, describe, get_recipe
+
+    if args.action == "list":
+        for recipe in RECIPES.values():
+            arms = " vs ".join(recipe.arm_names)
+            print(f"{recipe.name:<16} {recipe.paper}\n{'':<16} compares {arms}; data: "
+                  f"{', '.join(s.name for s in recipe.sources)}")
+        return 0
+    if not args.name:
+        raise ValueError(f"recipe {args.action} needs a recipe name: {', '.join(RECIPES)}")
+    if args.action == "show":
+        print(describe(get_recipe(args.name)))
+        return 0
+    from nnunet_transfer.recipes.runner import run_recipe
+
+    if not args.workspace:
+        raise ValueError("recipe run needs --workspace W (a folder for nnU-Net's data and the results)")
+    run_recipe(args.name, Path(args.workspace), args.scale, sources=args.source or (), seeds=args.seeds)
     return 0
 
 
@@ -58,3 +80,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-features", type=positive_int, default=d.max_features,
                    help="demo plans: feature cap (nnU-Net: 320)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("recipe", help="the five papers as recipes: list them, show a paper's exact command sequence, "
+                                      "run it (tiny smoke test, CPU demo on generated data, or the paper's setting)")
+    p.add_argument("action", choices=["list", "show", "run"], help="list the recipes, show one, or run one")
+    p.add_argument("name", nargs="?", help="recipe name (see `recipe list`)")
+    p.add_argument("--workspace", help="run: folder for nnU-Net's data, the logs and recipe_results.json/.md")
+    p.add_argument("--scale", choices=["tiny", "demo", "paper"], default="demo",
+                   help="run: tiny (smoke test of every step), demo (the comparison on generated data, CPU) or "
+                        "paper (the published setting on the real data, GPU)")
+    p.add_argument("--source", action="append", metavar="NAME=DIR|ROOT",
+                   help="run --scale paper: a source dataset's folder (repeat), or one folder holding them by name")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="run: seeds (default: the recipe's)")
+    p.set_defaults(func=_cmd_recipe)

@@ -324,6 +324,22 @@ def _parse_entry(entry: str) -> Tuple[Optional[int], Optional[CaseKey]]:
     return task_index, key
 
 
+def task_split(split_file: PathLike, task: str) -> Tuple[List[CaseKey], List[CaseKey]]:
+    """(train, test) case keys of one MOTS task in a split file (DoDNet's list files or JSON), e.g. the KiTS19 case
+    numbers of MOTS's kidney split (168 train / 42 test in DoDNet's lists). Without a train list: ([], test)."""
+    spec = read_split_file(split_file)
+    index = next((t.index for t in TASKS if t.name == task), None)
+    if index is None:
+        raise ConversionError(f"unknown MOTS task {task!r}; tasks: {[t.name for t in TASKS]}")
+
+    def keys(entries: Optional[Sequence[str]]) -> List[CaseKey]:
+        found = [_parse_entry(e.strip().replace("\\", "/")) for e in entries or ()]
+        return sorted({key for i, key in found if i == index and key is not None},
+                      key=lambda k: (isinstance(k, str), k if isinstance(k, str) else int(k)))
+
+    return keys(spec.train), keys(spec.test)
+
+
 def assign_split(spec: Optional[SplitSpec], cases: Sequence[MotsCase], source: Path,
                  task_indices: Sequence[int]) -> Tuple[Dict[str, str], List[str]]:
     """case_id -> "train" | "test" | "excluded", and the problems of the split (unmatched entries, overlaps)."""

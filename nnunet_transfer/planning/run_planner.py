@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Dict, Sequence, Type, Union
+from typing import Dict, Optional, Sequence, Type, Union
 
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (
@@ -67,7 +67,8 @@ def resolve_planner(planner: Union[str, Type[ExperimentPlanner]]) -> Type[Experi
 def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]],
                     gpu_memory_target_gb: Union[float, None] = None, plans_name: Union[str, None] = None,
                     preprocess: bool = False, configurations: Sequence[str] = ("3d_fullres",),
-                    num_processes: int = 2, *, extract_fingerprint: bool = False) -> Path:
+                    num_processes: int = 2, *, extract_fingerprint: bool = False,
+                    spacing: Optional[Sequence[float]] = None, patch_size: Optional[Sequence[int]] = None) -> Path:
     """Plan dataset ``dataset_id`` with ``planner`` (class or name) and return the written plans file.
 
     The dataset fingerprint (``nnUNetv2_extract_fingerprint``) must exist; with ``extract_fingerprint=True`` it is
@@ -75,6 +76,9 @@ def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]
     planner's defaults (8 GB and e.g. ``nnUNetResUNetASPPPlans``). With ``preprocess=True`` the given
     ``configurations`` are preprocessed with ``num_processes`` workers, as ``nnUNetv2_preprocess`` would.
     Existing plans of the same name keep their extra (user-added) configurations, as in nnU-Net.
+    ``spacing`` (Z Y X, mm) is nnU-Net's ``overwrite_target_spacing`` of 3d_fullres; ``patch_size`` (Z Y X) fixes its
+    patch, topology and batch size then following nnU-Net's rules for that patch
+    (:mod:`nnunet_transfer.planning.fixed_patch`).
     """
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset,
@@ -84,6 +88,12 @@ def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]
     from nnunet_transfer.dataset_lookup import dataset_name as resolve_dataset_name
 
     planner_cls = resolve_planner(planner)
+    if spacing is not None and (len(spacing) != 3 or min(float(v) for v in spacing) <= 0):
+        raise ValueError(f"--spacing needs three positive numbers Z Y X (mm), got {list(spacing)}")
+    if patch_size is not None:
+        from nnunet_transfer.planning.fixed_patch import fixed_patch_planner
+
+        planner_cls = fixed_patch_planner(planner_cls, patch_size)
     nnunet_folder("nnUNet_raw")  # planning reads the raw dataset: fail early with the fix
     preprocessed = nnunet_folder("nnUNet_preprocessed")
     dataset_name = resolve_dataset_name(dataset_id)
@@ -98,8 +108,9 @@ def plan_experiment(dataset_id: int, planner: Union[str, Type[ExperimentPlanner]
         extract_fingerprint_dataset(dataset_id, num_processes=num_processes, check_dataset_integrity=True,
                                     clean=False, verbose=False, show_progress_bar=False)
 
-    _, plans_identifier = plan_experiment_dataset(dataset_id, planner_cls, gpu_memory_target_gb,
-                                                  overwrite_plans_name=plans_name)
+    _, plans_identifier = plan_experiment_dataset(
+        dataset_id, planner_cls, gpu_memory_target_gb, overwrite_plans_name=plans_name,
+        overwrite_target_spacing=None if spacing is None else [float(v) for v in spacing])
     plans_file = preprocessed / dataset_name / f"{plans_identifier}.json"
     if not plans_file.is_file():
         raise RuntimeError(f"Planner {planner_cls.__name__} finished but did not write {plans_file}.")

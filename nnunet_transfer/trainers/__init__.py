@@ -11,7 +11,8 @@ from nnunet_transfer.trainers.med3d import (Med3DFinetuneTrainer, Med3DFinetuneT
                                             Med3DFinetuneTrainer_MedicalNet, Med3DFinetuneTrainer_MedicalNetSGD,
                                             Med3DFinetuneTrainer_paperAdam, Med3DFinetuneTrainer_paperAdamScratch)
 from nnunet_transfer.trainers.med3d_pretrain import Med3DPretrainTrainer
-from nnunet_transfer.trainers.mleam import MLEAMPretrainTrainer, MLEAMTrainer, MLEAMTrainer_paper
+from nnunet_transfer.trainers.mleam import (MLEAMPretrainTrainer, MLEAMTrainer, MLEAMTrainer_paper,
+                                            MLEAMTrainer_paperNoEdge)
 from nnunet_transfer.trainers.kits import KiTS21HECTrainer, KiTS21HECTrainer_100epochs
 from nnunet_transfer.trainers.mots_pretrain import (MOTSPretrainTrainer, MOTSPretrainTrainerBalanced,
                                                    MOTSPretrainTrainerDoDNetPooling)
@@ -32,6 +33,7 @@ __all__ = [
     "MLEAMPretrainTrainer",
     "MLEAMTrainer",
     "MLEAMTrainer_paper",
+    "MLEAMTrainer_paperNoEdge",
     "Med3DFinetuneTrainer",
     "Med3DFinetuneTrainer_MedicalNet",
     "Med3DFinetuneTrainer_MedicalNetSGD",

@@ -277,6 +277,16 @@ class FineTuneTrainer(GuardedTrainer):
                                "checkpoint). What the pretrained weights gave at the run's start:")
                 self.print_to_log_file(heading + "\n" + str(self.transfer_report), add_timestamp=False)
             self._save_source()
+            self._warn_leakage()
+
+    def _warn_leakage(self) -> None:
+        """Warn when this fold validates on cases the pretraining data holds (the record written by
+        ``leakage-check``, ``align-plans --avoid-leakage`` and the recipes; no image is read here)."""
+        from nnunet_transfer.transfer.leakage import leakage_warning
+
+        warning = leakage_warning(Path(self.preprocessed_dataset_folder_base), self.fold)
+        if warning is not None:
+            self.print_to_log_file(warning)
 
     def _save_source(self) -> None:
         """Write :data:`SOURCE_FILE`: where this run's weights came from (read by

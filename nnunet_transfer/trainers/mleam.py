@@ -60,7 +60,7 @@ from nnunet_transfer.trainers.med3d import network_deep_supervision_scales
 from nnunet_transfer.utils.modules import unwrap_network
 from nnunet_transfer.errors import WrongKindError
 
-__all__ = ["MLEAMTrainer", "MLEAMTrainer_paper", "MLEAMPretrainTrainer"]
+__all__ = ["MLEAMTrainer", "MLEAMTrainer_paper", "MLEAMTrainer_paperNoEdge", "MLEAMPretrainTrainer"]
 
 
 def insert_after_spatial_transform(transforms: ComposeTransforms, transform: BasicTransform) -> None:
@@ -202,3 +202,10 @@ class MLEAMPretrainTrainer(FineTuneTrainer):
         optimizer, _ = super().configure_optimizers()
         return optimizer, InverseTimeDecayLRScheduler(optimizer, self.initial_lr, self.pretrain_lr_decay,
                                                       self.lr_warmup_epochs)
+
+
+class MLEAMTrainer_paperNoEdge(MLEAMTrainer_paper):
+    """The paper's setting without edge supervision (edge-loss weights 0): the ablation arm of the mleam-prostate
+    recipe, everything else equal."""
+
+    edge_loss_weights = (0.0, 0.0, 0.0)

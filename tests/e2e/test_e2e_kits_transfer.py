@@ -89,31 +89,3 @@ def test_frozen_encoder_stays_bit_identical_through_the_plans_record(kits, mots_
     decoder = [k for k in tuned if k.startswith("decoder.stages") and k.endswith("weight")]
     assert any(not torch.equal(tuned[k], pretrained[k]) for k in decoder)
 
-
-def test_localiser_encoder_transfers_into_a_frozen_encoder_segmentation_run(kits):
-    """Paper localization-pretraining: centre regression first, then the decoder on top of the frozen encoder."""
-    ws = kits
-    ws.write_trainers("tiny_localisation", [
-        trainer_variant_source("LocalizationPretrainTrainer_tiny", "LocalizationPretrainTrainer"),
-        trainer_variant_source("FrozenEncoderTrainer_tiny", "FrozenEncoderTrainer"),
-    ])
-    log = ws.train(KITS_ID, "3d_fullres", "0", "LocalizationPretrainTrainer_tiny", plans=PLANS)
-    assert "centre error" in log.lower() or "mm" in log
-    loc_fold = ws.model_folder(KITS_NAME, "LocalizationPretrainTrainer_tiny", "3d_fullres", PLANS) / "fold_0"
-    assert (loc_fold / "localization_validation.json").is_file()
-    localiser = loc_fold / "checkpoint_final.pth"
-
-    # a copy of the aligned plans (same preprocessed data) that starts from the localiser
-    plans = json.loads((ws.preprocessed / KITS_NAME / f"{PLANS}.json").read_text())
-    plans["plans_name"] = "nnUNetPlans_loc"  # nnU-Net names the output folder after this field
-    (ws.preprocessed / KITS_NAME / "nnUNetPlans_loc.json").write_text(json.dumps(plans))
-    ws.cli("set-pretrained", localiser, "-d", KITS_ID, "-p", "nnUNetPlans_loc")
-    ws.train(KITS_ID, "3d_fullres", "0", "FrozenEncoderTrainer_tiny", plans="nnUNetPlans_loc")
-    fold = ws.model_folder(KITS_NAME, "FrozenEncoderTrainer_tiny", "3d_fullres", "nnUNetPlans_loc") / "fold_0"
-    report = TransferReport.load(fold / "transfer_report.json")
-    assert all(k.startswith("regressor.") for k in report.unexpected)
-    assert all(k.startswith("decoder.") and not k.startswith("decoder.encoder.") for k in report.missing)
-    source = read_checkpoint_file(localiser)["network_weights"]
-    tuned = read_checkpoint_file(fold / "checkpoint_final.pth")["network_weights"]
-    for k in (k for k in tuned if k.startswith("encoder.")):
-        assert torch.equal(tuned[k], source[k]), k
