@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_transfer.cli.main import main
-from nnunet_transfer.transfer.leakage import (RECORD_FILE, avoid_leakage, default_splits, leakage_warning,
+from nnunet_transfer.data.leakage import (RECORD_FILE, avoid_leakage, default_splits, leakage_warning,
                                               mots_kidney_splits)
 
 

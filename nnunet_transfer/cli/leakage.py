@@ -7,7 +7,7 @@ import argparse
 
 
 def _cmd_leakage_check(args: argparse.Namespace) -> int:
-    from nnunet_transfer.transfer.leakage import check_leakage, describe
+    from nnunet_transfer.data.leakage import check_leakage, describe
 
     overlap, _, origin = check_leakage(args.s, args.t, configuration=args.c, plans=args.p)
     print(describe(overlap, origin))

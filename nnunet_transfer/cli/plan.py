@@ -20,7 +20,7 @@ def _cmd_align_plans(args: argparse.Namespace) -> int:
                              trusted=args.trust_architecture)
     print(f"aligned plans written to {plans_file}")
     if args.avoid_leakage or args.mots_split:
-        from nnunet_transfer.transfer.leakage import avoid_leakage, describe, mots_kidney_splits
+        from nnunet_transfer.data.leakage import avoid_leakage, describe, mots_kidney_splits
 
         splits = mots_kidney_splits(args.mots_split) if args.mots_split else None
         overlap, splits_file = avoid_leakage(args.s, args.t, splits=splits)

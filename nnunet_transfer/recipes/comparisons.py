@@ -96,10 +96,10 @@ def compare_arms(ws: NnUNetWorkspace, dataset: int, name: str, configuration: st
 def write_splits_without_leakage(ws: NnUNetWorkspace, source: int, target: int, splits: List[dict],
                                  test: Sequence[str]) -> None:
     """The target's splits_final.json from ``splits`` with every case whose image the source dataset holds moved to
-    training (image content compared, :mod:`nnunet_transfer.transfer.leakage`), and the leakage record the
+    training (image content compared, :mod:`nnunet_transfer.data.leakage`), and the leakage record the
     fine-tuning trainers read. A held-out ``test`` case the source holds is an error (it would be scored)."""
     from nnunet_transfer.discovery import NNUNET_PATH_VARIABLES, environment_variables
-    from nnunet_transfer.transfer.leakage import avoid_leakage
+    from nnunet_transfer.data.leakage import avoid_leakage
 
     with environment_variables({k: ws.env[k] for k in NNUNET_PATH_VARIABLES}):
         overlap, path = avoid_leakage(source, target, splits=splits)

@@ -282,7 +282,7 @@ class FineTuneTrainer(GuardedTrainer):
     def _warn_leakage(self) -> None:
         """Warn when this fold validates on cases the pretraining data holds (the record written by
         ``leakage-check``, ``align-plans --avoid-leakage`` and the recipes; no image is read here)."""
-        from nnunet_transfer.transfer.leakage import leakage_warning
+        from nnunet_transfer.data.leakage import leakage_warning
 
         warning = leakage_warning(Path(self.preprocessed_dataset_folder_base), self.fold)
         if warning is not None:
