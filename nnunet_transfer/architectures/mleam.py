@@ -52,6 +52,9 @@ Output and edge contract (what an nnU-Net trainer relies on)
   ``(segmentation output, edge logits)`` explicitly.
 * Segmentation 1x1 convs live in ``decoder.seg_layers`` (skipped by nnU-Net's pretrained-weight loading); the edge
   heads do not depend on the number of classes and live in ``decoder.edge_attention``.
+
+Size: about 408 lines, as one network whose parts (encoder adapter, residual refinement blocks, pyramid attention,
+edge attention, decoder) exist only for each other.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ so MOTS-pretrained weights load into the KiTS network with nnU-Net's ``-pretrain
 ``encoder.aspp.*``, ``decoder.transpconvs.<s>.*``, ``decoder.stages.<s>.<b>.*``, ``decoder.seg_layers.<s>.*``.
 A network with a different head (e.g. DoDNet's dynamic head) can reuse ``encoder`` and
 :meth:`ResUNetASPPDecoder.decode`, which returns the decoder features without the segmentation layers.
+
+Size: about 483 lines, as the paper's one network (residual blocks, ASPP, decoder) with its plans arguments.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ Guarantees every converter gets from here:
   time stamps) or copied byte for byte, dataset.json has a fixed key order: the same sources give the same
   files, so re-running replaces a dataset with an identical one.
 * **Sources are read only.** Nothing here opens a source file for writing.
+
+Size: about 567 lines, as the one writer of nnU-Net raw datasets that every converter shares: staging, checks,
+locking and publishing belong together so that nothing is half-written.
 """
 
 from __future__ import annotations

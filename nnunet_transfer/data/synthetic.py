@@ -14,6 +14,9 @@ pretrained on MOTS has seen them).
 Every generator writes a marker file (:data:`MARKER_NAME`) listing what it wrote. It refuses to write into a
 non-empty directory unless that marker says the directory came from the same generator, in which case the
 previously written files are removed and the data is written again.
+
+Size: about 628 lines, as the writers of every official layout we imitate share the phantom calls and the marker
+file, and are kept side by side so that the layouts can be compared.
 """
 
 from __future__ import annotations

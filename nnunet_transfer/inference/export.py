@@ -28,6 +28,9 @@ mixed-up files, not against a malicious zip (the manifest travels in the same zi
 
 nnU-Net reads its path variables lazily (``nnunetv2.paths`` holds ``_EnvPath`` objects that look at ``os.environ``
 on every use), so setting ``os.environ`` for the duration of a call is enough and no nnU-Net module is patched.
+
+Size: about 633 lines, as export and install are two halves of one format (the zip and its manifest); the zip's
+reading itself is in inference/model_zip.py.
 """
 
 from __future__ import annotations
