@@ -269,9 +269,10 @@ def find_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Ten
     )
 
 
-def strip_key_prefixes(state_dict: Mapping[str, torch.Tensor],
-                       prefixes: Iterable[str] = WRAPPER_PREFIXES) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes (``module.``, ``_orig_mod.``) from the start of every key, repeatedly."""
+def strip_key_prefixes(state_dict: Mapping[str, torch.Tensor], prefixes: Iterable[str] = WRAPPER_PREFIXES,
+                       source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Remove any of ``prefixes`` (by default the wrappers ``module.``, ``_orig_mod.``) from the start of every key,
+    repeatedly (``module.backbone.x`` -> ``x``); refuses a file in which two keys become one (it is ambiguous)."""
     prefixes = tuple(prefixes)
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
@@ -284,9 +285,9 @@ def strip_key_prefixes(state_dict: Mapping[str, torch.Tensor],
                     new_key = new_key[len(p):]
                     changed = True
         if new_key in out:
-            raise CheckpointFormatError(
-                f"keys {key!r} and another key both become {new_key!r} after removing prefixes {prefixes}"
-            )
+            raise CheckpointFormatError(f"{source}: keys {key!r} and another key both become {new_key!r} once "
+                                        f"{prefixes} are removed", file=source,
+                                        fix="the file mixes prefixed and plain names; save one state dict")
         out[new_key] = value
     return out
 

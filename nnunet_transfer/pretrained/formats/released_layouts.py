@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import torch
 
-from nnunet_transfer.pretrained.safe_load import CheckpointFormatError
+from nnunet_transfer.pretrained.safe_load import CheckpointFormatError, strip_key_prefixes
 
 __all__ = ["unwrap_state_dict", "strip_prefixes", "split_filtered", "first_key_with", "never_raises"]
 
@@ -47,26 +47,9 @@ def unwrap_state_dict(obj: Any, containers: Sequence[str] = CONTAINERS,
 
 def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Iterable[str],
                    source: str = "checkpoint") -> Dict[str, torch.Tensor]:
-    """Remove any of ``prefixes`` from the start of every key, repeatedly (``module.backbone.x`` -> ``x``).
-
-    Raises :class:`CheckpointFormatError` when two keys become one (the file would be ambiguous).
-    """
-    prefixes = tuple(prefixes)
-    out: Dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = key
-        changed = True
-        while changed:
-            changed = False
-            for prefix in prefixes:
-                if new.startswith(prefix):
-                    new, changed = new[len(prefix):], True
-        if new in out:
-            raise CheckpointFormatError(f"{source}: keys {key!r} and another key both become {new!r} once "
-                                        f"{prefixes} are removed", file=source,
-                                        fix="the file mixes prefixed and plain names; save one state dict")
-        out[new] = value
-    return out
+    """Remove any of ``prefixes`` from the start of every key, repeatedly (``module.backbone.x`` -> ``x``); see
+    :func:`~nnunet_transfer.pretrained.safe_load.strip_key_prefixes`."""
+    return strip_key_prefixes(state, prefixes, source)
 
 
 def split_filtered(state: Mapping[str, torch.Tensor], drop: Callable[[str], bool]
