@@ -53,6 +53,7 @@ def test_tiny_recipe_runs_every_arm_and_writes_the_papers_table(tiny_runs, name)
 
 def test_tiny_med3d_pretraining_writes_a_medicalnet_file_the_finetuning_starts_from(tiny_runs):
     from nnunet_transfer.architectures.med3d import Med3DResNet
+    from nnunet_transfer.transfer.medicalnet import load_medicalnet
     from nnunet_transfer.transfer.weights import TransferReport, read_state_dict
 
     workspace, _ = tiny_runs["med3d"]
@@ -61,7 +62,7 @@ def test_tiny_med3d_pretraining_writes_a_medicalnet_file_the_finetuning_starts_f
     encoder_file = fold / "med3d_resnet10_encoder_medicalnet.pth"
     saved = torch.load(encoder_file, weights_only=True)
     assert set(saved) == {"state_dict"} and all(k.startswith("module.") for k in saved["state_dict"])
-    report = Med3DResNet(depth=10).load_medicalnet(encoder_file)
+    report = load_medicalnet(Med3DResNet(depth=10), encoder_file)
     assert report.complete and not report.missing and not report.unexpected and not report.shape_mismatched
     trained = read_state_dict(fold / "checkpoint_final.pth")
     torch.testing.assert_close(saved["state_dict"]["module.conv1.weight"], trained["encoder.conv1.weight"])
