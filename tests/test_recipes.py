@@ -1,5 +1,5 @@
 """The recipe catalogue and runner: list/show, the paper-scale source check, the results table, and a failing step
-(no results written). The tiny runs of all five recipes are end-to-end tests (tests/e2e/test_e2e_recipes.py)."""
+(no results written). The tiny runs of all five recipes are end-to-end tests (tests/e2e/test_e2e_recipe_*.py, one file per recipe)."""
 
 from __future__ import annotations
 
