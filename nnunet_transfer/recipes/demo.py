@@ -57,6 +57,9 @@ _TRAINING_OVERHEAD_S = 12.0
 #: a demo training step (augmentation, loss, validation included) against :func:`estimate_step_seconds`' synthetic
 #: step, measured on an idle 2-core machine (0.118 s against 0.21 s)
 _STEP_FACTOR = 0.6
+#: a step of one-thread trainings run side by side (``jobs`` > 1) against one two-thread training alone, measured
+#: with the defaults on an idle 2-core machine (0.43 s per fine-tuning step, 0.50 s per pretraining step)
+_SIDE_BY_SIDE_FACTOR = 4.0
 
 
 @dataclass
@@ -257,8 +260,9 @@ def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
 
 def estimate_minutes(config: DemoConfig, step_seconds: float, cached_pretraining: bool = False) -> float:
     """Expected demo time: the trainings' steps plus overheads, ``jobs`` trainings at a time (the pretraining one of
-    them; side by side each step is ~1.2x slower than alone), the pretrained side after the pretraining."""
-    per_step = _STEP_FACTOR * step_seconds * (1.2 if config.jobs > 1 else 1.0)
+    them; side by side each one-thread step is ~4x slower than a two-thread step alone), the pretrained side after
+    the pretraining."""
+    per_step = _STEP_FACTOR * step_seconds * (_SIDE_BY_SIDE_FACTOR if config.jobs > 1 else 1.0)
     pretrain = 0.0 if cached_pretraining else \
         config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
     finetune = config.epochs * config.iterations * per_step + _TRAINING_OVERHEAD_S
