@@ -13,6 +13,7 @@ import pytest
 
 from nnunet_transfer.workspace import NnUNetWorkspace, trainer_variant_source
 from support.mots_run import MOTS_ID, MOTS_NAME, MOTS_SHAPE, TINY_MOTS
+from support.tiny_recipes import run_tiny
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,9 @@ def mots_pretrained(mots_workspace) -> dict:
     return {"workspace": ws, "log": log, "folder": folder,
             "checkpoint": folder / "fold_0" / "checkpoint_final.pth",
             "dataset_json": json.loads((ws.raw / MOTS_NAME / "dataset.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(request, tmp_path_factory) -> tuple:
+    """(workspace, results) of the test file's ``RECIPE`` run at ``--scale tiny`` (once per file)."""
+    return run_tiny(request.module.RECIPE, tmp_path_factory.mktemp("recipe_tiny"))

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from support.tiny_recipes import check_tiny_run, run_tiny
+from support.tiny_recipes import test_tiny_recipe_runs_every_arm_and_writes_the_papers_table  # noqa: F401
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple:
-    return run_tiny("attention-polyp", tmp_path_factory.mktemp("recipe_tiny"))
-
-
-def test_tiny_recipe_runs_every_arm_and_writes_the_papers_table(tiny_run):
-    check_tiny_run("attention-polyp", *tiny_run)
+RECIPE = "attention-polyp"
 
 
 def test_tiny_attention_arms_differ_only_in_gates_and_weights(tiny_run):

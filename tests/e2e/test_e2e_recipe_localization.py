@@ -9,18 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from support.tiny_recipes import check_tiny_run, run_tiny
+from support.tiny_recipes import test_tiny_recipe_runs_every_arm_and_writes_the_papers_table  # noqa: F401
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple:
-    return run_tiny("localization", tmp_path_factory.mktemp("recipe_tiny"))
-
-
-def test_tiny_recipe_runs_every_arm_and_writes_the_papers_table(tiny_run):
-    check_tiny_run("localization", *tiny_run)
+RECIPE = "localization"
 
 
 def test_tiny_localiser_encoder_transfers_frozen_into_the_segmentation(tiny_run):

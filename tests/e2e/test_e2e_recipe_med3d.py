@@ -12,18 +12,10 @@ import json
 import pytest
 import torch
 
-from support.tiny_recipes import check_tiny_run, run_tiny
+from support.tiny_recipes import test_tiny_recipe_runs_every_arm_and_writes_the_papers_table  # noqa: F401
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple:
-    return run_tiny("med3d", tmp_path_factory.mktemp("recipe_tiny"))
-
-
-def test_tiny_recipe_runs_every_arm_and_writes_the_papers_table(tiny_run):
-    check_tiny_run("med3d", *tiny_run)
+RECIPE = "med3d"
 
 
 def test_tiny_med3d_pretraining_writes_a_medicalnet_file_the_finetuning_starts_from(tiny_run):

@@ -6,15 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from support.tiny_recipes import check_tiny_run, run_tiny
+from support.tiny_recipes import test_tiny_recipe_runs_every_arm_and_writes_the_papers_table  # noqa: F401
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple:
-    return run_tiny("mleam-prostate", tmp_path_factory.mktemp("recipe_tiny"))
-
-
-def test_tiny_recipe_runs_every_arm_and_writes_the_papers_table(tiny_run):
-    check_tiny_run("mleam-prostate", *tiny_run)
+RECIPE = "mleam-prostate"

@@ -1,5 +1,6 @@
-"""The checks every recipe's ``--scale tiny`` run must pass (``tests/e2e/test_e2e_recipe_*.py``, one file per recipe
-so that the test workers share the runs out)."""
+"""The checks every recipe's ``--scale tiny`` run must pass. Each ``tests/e2e/test_e2e_recipe_*.py`` (one file per
+recipe, so that the test workers share the runs out) names its recipe in ``RECIPE``; the ``tiny_run`` fixture of
+``tests/e2e/conftest.py`` runs it once per file, and the file imports the shared test below."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ def run_tiny(name: str, root: Path) -> tuple:
     return root / name, run_recipe(name, root / name, "tiny")
 
 
-def check_tiny_run(name: str, workspace: Path, results: dict) -> None:
+def test_tiny_recipe_runs_every_arm_and_writes_the_papers_table(request, tiny_run) -> None:
     """Every arm ran with seed 0 and scored in [0, 1]; the paper's table and the command log are complete."""
+    name, (workspace, results) = request.module.RECIPE, tiny_run
     recipe = RECIPES[name]
     assert json.loads((workspace / RESULTS_JSON).read_text()) == json.loads(json.dumps(results))
     assert results["scale"] == "tiny" and results["seeds"] == [0]
