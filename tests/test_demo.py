@@ -11,6 +11,7 @@ import torch
 from nnunet_transfer.recipes.demo import (DemoConfig, comparison_table, demo_features, demo_splits, mean_sd, summarise,
                                   verdict, write_demo_plans)
 from nnunet_transfer.utils.seeding import seed_everything
+from nnunet_transfer.errors import InvalidValueError
 from nnunet_transfer.workspace import trainer_variant_source
 
 
@@ -48,6 +49,19 @@ def test_demo_plans_narrow_only_the_network(tmp_path):
     assert cfg["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 64, 64] == demo_features(5)
     assert cfg["data_identifier"] == "nnUNetPlans_3d_fullres" and cfg["patch_size"] == [16, 48, 48]
     assert json.loads((tmp_path / "nnUNetPlans.json").read_text()) == plans  # nnU-Net's plans stay as they were
+
+
+def test_demo_plans_take_a_patch_that_fits_the_network_and_refuse_one_that_does_not(tmp_path):
+    plans = {"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {
+        "patch_size": [20, 48, 48], "architecture": {"arch_kwargs": {
+            "features_per_stage": [32, 64, 128, 256], "n_stages": 4,
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]}}}}}
+    (tmp_path / "nnUNetPlans.json").write_text(json.dumps(plans))
+    out = json.loads(write_demo_plans(tmp_path, 8, 64, patch_size=(16, 32, 32)).read_text())
+    assert out["configurations"]["3d_fullres"]["patch_size"] == [16, 32, 32]
+    with pytest.raises(InvalidValueError, match=r"multiple of its total stride \[4, 8, 8\]"):
+        write_demo_plans(tmp_path, 8, 64, patch_size=(16, 36, 32))
+    assert DemoConfig().pretraining_key()["patch_size"] == list(DemoConfig().patch_size)
 
 
 def _runs(scratch, pretrained):
@@ -118,14 +132,14 @@ def test_side_by_side_fine_tunings_share_the_cores_and_the_time_estimate_counts_
     assert DemoConfig(jobs=2).threads_per_job == 1 and DemoConfig(jobs=1).threads_per_job == 2
     with pytest.raises(ValueError, match="jobs"):
         DemoConfig(jobs=0)
-    # the defaults took 19.8 min on an idle 2-core machine whose estimated step was 0.18 s (docs/demo.md)
-    two = demo.estimate_minutes(DemoConfig(), 0.18)
-    assert 17.0 <= two <= 22.0
-    cached = demo.estimate_minutes(DemoConfig(jobs=2), 0.18, cached_pretraining=True)
-    assert cached < two - 3  # the pretraining is the longest single training
+    # the defaults took MEASURED_MIN min on an idle 2-core machine whose estimated step was 0.11 s (docs/demo.md)
+    two = demo.estimate_minutes(DemoConfig(), 0.11)
+    assert 10.5 <= two <= 13.0
+    cached = demo.estimate_minutes(DemoConfig(jobs=2), 0.11, cached_pretraining=True)
+    assert cached < two - 1.5  # the pretrained side waits for the pretraining
     # one training at a time counts every training in one row
-    one = demo.estimate_minutes(DemoConfig(jobs=1, seeds=(0,)), 0.18)
-    assert one < demo.estimate_minutes(DemoConfig(jobs=1, seeds=(0, 1)), 0.18)
+    one = demo.estimate_minutes(DemoConfig(jobs=1), 0.11)
+    assert one > two and one < demo.estimate_minutes(DemoConfig(jobs=1, seeds=(0, 1, 2, 3, 4, 5)), 0.11)
     src = trainer_variant_source("Z", "KiTS21HECTrainer", seed=1, threads=1)
     assert src.index("torch.set_num_threads(1)") < src.index("super().__init__")
 

@@ -396,6 +396,20 @@ def test_large_kidney_lesions_keep_the_anatomy_and_stand_out():
         kits_phantom(0, 4, (16, 48, 48), "huge")
 
 
+def test_bright_kidney_tumours_are_brighter_than_any_soft_tissue_and_cysts_darker():
+    from nnunet_transfer.data.synthetic import kits_phantom
+
+    for case in (0, 1, 210):
+        standard, bright = kits_phantom(case, 4, (16, 48, 48)), kits_phantom(case, 4, (16, 48, 48), "bright")
+        assert np.array_equal(standard.masks["kidneys"], bright.masks["kidneys"])
+        tumour = bright.image[bright.masks["kidney_tumor"]].mean()
+        kidney = bright.image[bright.masks["kidneys"] & ~bright.masks["kidney_tumor"] & ~bright.masks["kidney_cyst"]]
+        assert tumour > kidney.mean() + 60  # a hyper-enhancing mass: brighter than the cortex around it
+        cyst = bright.masks["kidney_cyst"] & ~bright.masks["kidney_tumor"]  # tumours are painted over cysts
+        if cyst.any():
+            assert bright.image[cyst].mean() < kidney.mean() - 100
+
+
 def test_mots_sources_can_have_their_own_case_counts(tmp_path):
     summary = synth_mots(tmp_path / "m", cases=1, seed=5, shape=(8, 24, 24), source_cases={"KiTS19": 3},
                          kidney_lesions="large")

@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
     p.add_argument("--source-cases", nargs="+", metavar="SOURCE=N",
                    help="mots only: cases of particular sources instead of --cases (e.g. KiTS19=12)")
-    p.add_argument("--kidney-lesions", choices=["standard", "large"], default="standard",
+    p.add_argument("--kidney-lesions", choices=["standard", "large", "bright"], default="standard",
                    help="mots (KiTS19 folder), kits21: kidney tumours and cysts as drawn by default, or larger and "
                         "of higher contrast (what a short CPU training can learn; the demo's data)")
     p.add_argument("--groups", type=positive_int, default=None,

@@ -17,7 +17,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                         target_cases=tuple(args.target_cases), val_cases=args.val_cases, test_cases=args.test_cases,
                         seeds=tuple(args.seeds), pretrain_epochs=args.pretrain_epochs,
                         pretrain_iterations=args.pretrain_iterations, epochs=args.epochs, iterations=args.iterations,
-                        data_seed=args.data_seed, shape=tuple(args.shape), base_features=args.base_features,
+                        data_seed=args.data_seed, shape=tuple(args.shape), patch_size=tuple(args.patch_size),
+                        base_features=args.base_features,
                         max_features=args.max_features)
     run_demo(config)
     return 0
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mots-cases", type=positive_int, default=d.mots_cases, help="synthetic cases per MOTS source")
     p.add_argument("--kidney-cases", type=positive_int, default=d.kidney_cases,
                    help="synthetic cases of MOTS' kidney source (KiTS19)")
-    p.add_argument("--kidney-lesions", choices=["standard", "large"], default=d.kidney_lesions,
+    p.add_argument("--kidney-lesions", choices=["standard", "large", "bright"], default=d.kidney_lesions,
                    help="kidney tumours and cysts of the KiTS19 source and the KiTS21 target (see synth)")
     p.add_argument("--jobs", type=positive_int, default=d.jobs,
                    help="trainings run side by side, sharing the CPU cores (1: one after the other)")
@@ -74,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="fine-tuning epochs")
     p.add_argument("--iterations", type=positive_int, default=d.iterations, help="fine-tuning iterations per epoch")
     p.add_argument("--shape", type=positive_int, nargs=3, default=list(d.shape), help="synthetic volume shape z y x")
+    p.add_argument("--patch-size", type=positive_int, nargs=3, default=list(d.patch_size),
+                   help="patch of the demo plans z y x (a multiple of the network's total stride per axis)")
     p.add_argument("--data-seed", type=seed, default=d.data_seed, help="seed of the synthetic data")
     p.add_argument("--base-features", type=positive_int, default=d.base_features,
                    help="demo plans: features of the first stage (nnU-Net: 32)")

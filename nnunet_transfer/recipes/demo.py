@@ -51,15 +51,18 @@ RESULTS_FILE = "demo_results.json"
 #: written next to the MOTS checkpoint: what it was trained with and its sha256 (the cache of the pretraining)
 PRETRAINING_RECORD = "demo_pretraining.json"
 #: raise when the pretraining changes in a way the key does not capture, so old caches are not reused
-PRETRAINING_CACHE_VERSION = 2
+PRETRAINING_CACHE_VERSION = 3
 #: fixed overhead of one ``nnUNetv2_train`` on CPU (imports, trainer lookup, data set-up), for the time estimate
 _TRAINING_OVERHEAD_S = 12.0
-#: a demo training step (augmentation, loss, validation included) against :func:`estimate_step_seconds`' synthetic
-#: step, measured on an idle 2-core machine (0.118 s against 0.21 s)
-_STEP_FACTOR = 0.6
-#: a step of one-thread trainings run side by side (``jobs`` > 1) against one two-thread training alone, measured
-#: with the defaults on an idle 2-core machine (0.43 s per fine-tuning step, 0.50 s per pretraining step)
-_SIDE_BY_SIDE_FACTOR = 4.0
+#: a fine-tuning step of the demo (augmentation, loss, validation included; two one-thread trainings side by side)
+#: against :func:`estimate_step_seconds`' synthetic step, and a MOTS pretraining step (dynamic head, partial-label
+#: loss) likewise; measured with the defaults on an idle 2-core machine (0.21 s and 0.34 s against 0.11 s)
+_FINETUNE_STEP_FACTOR = 1.9
+_PRETRAIN_STEP_FACTOR = 3.0
+#: a step of a training alone (``jobs`` 1, two threads) against one of two side by side
+_ALONE_FACTOR = 0.75
+#: synthesis, conversion, planning, preprocessing, prediction and evaluation, measured with the defaults
+_FIXED_STAGES_S = 120.0
 
 
 @dataclass
@@ -68,9 +71,9 @@ class DemoConfig:
     #: synthetic cases per MOTS source
     mots_cases: int = 4
     #: synthetic cases of MOTS' kidney source (KiTS19: the largest MOTS source, 210 of its scans)
-    kidney_cases: int = 12
+    kidney_cases: int = 16
     #: kidney tumours and cysts of the KiTS19 source and the KiTS21 target (``synthetic.KIDNEY_LESION_PROFILES``)
-    kidney_lesions: str = "large"
+    kidney_lesions: str = "bright"
     #: labelled KiTS21 cases a fine-tuning trains on; several values give the few-label curve
     target_cases: Tuple[int, ...] = (6,)
     #: KiTS21 cases for nnU-Net's validation (the pseudo-Dice curves); never trained on, never scored
@@ -78,8 +81,8 @@ class DemoConfig:
     #: held-out KiTS21 cases that are scored; in no training
     test_cases: int = 6
     seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
-    pretrain_epochs: int = 16
-    pretrain_iterations: int = 75
+    pretrain_epochs: int = 12
+    pretrain_iterations: int = 85
     epochs: int = 8
     iterations: int = 40
     #: trainings run side by side (one CPU thread each on a 2-core machine): the pretraining next to the scratch
@@ -88,6 +91,10 @@ class DemoConfig:
     #: seed of the synthetic data (MOTS uses it, KiTS21 this + 1: different scans)
     data_seed: int = 0
     shape: Tuple[int, int, int] = (16, 48, 48)
+    #: patch of the demo plans (nnU-Net's would hold the whole volume): a third of every batch is then centred on
+    #: a kidney, tumour or cyst voxel (nnU-Net's foreground oversampling), so masses weigh more, and a step costs a
+    #: third of the whole-volume one
+    patch_size: Tuple[int, int, int] = (16, 32, 32)
     #: features of the first stage of the demo plans, doubled per stage up to ``max_features``
     base_features: int = 8
     max_features: int = 64
@@ -112,7 +119,8 @@ class DemoConfig:
         """Everything the MOTS pretraining depends on: a cached checkpoint is reused only when this matches."""
         return {"mots_cases": self.mots_cases, "kidney_cases": self.kidney_cases,
                 "kidney_lesions": self.kidney_lesions, "data_seed": self.data_seed, "shape": list(self.shape),
-                "base_features": self.base_features, "max_features": self.max_features,
+                "patch_size": list(self.patch_size), "base_features": self.base_features,
+                "max_features": self.max_features,
                 "pretrain_epochs": self.pretrain_epochs, "pretrain_iterations": self.pretrain_iterations,
                 "seed": self.seeds[0], "version": PRETRAINING_CACHE_VERSION}
 
@@ -160,16 +168,26 @@ def demo_features(n_stages: int, base: int = 8, cap: int = 64) -> List[int]:
 
 
 def write_demo_plans(preprocessed_dataset: Path, base: int, cap: int, source: str = "nnUNetPlans",
-                     target: str = DEMO_PLANS, configuration: str = "3d_fullres") -> Path:
+                     target: str = DEMO_PLANS, configuration: str = "3d_fullres",
+                     patch_size: Optional[Sequence[int]] = None) -> Path:
     """A copy of nnU-Net's plans whose network has fewer features per stage (an ordinary plans field).
 
-    Everything else (spacing, patch, topology, batch size, normalisation, preprocessed data) stays nnU-Net's, so the
+    Everything else (spacing, topology, batch size, normalisation, preprocessed data) stays nnU-Net's, so the
     preprocessed data is shared; only the U-Net is narrower, which is what lets a CPU train it in minutes.
+    ``patch_size`` (z y x) replaces the patch, which must then be a multiple of the network's total stride per axis.
     """
     plans = json.loads((preprocessed_dataset / f"{source}.json").read_text())
     plans["plans_name"] = target  # nnU-Net names the model folder after this field
-    arch = plans["configurations"][configuration]["architecture"]["arch_kwargs"]
+    config = plans["configurations"][configuration]
+    arch = config["architecture"]["arch_kwargs"]
     arch["features_per_stage"] = demo_features(len(arch["features_per_stage"]), base, cap)
+    if patch_size is not None:
+        total_stride = [math.prod(s[axis] for s in arch["strides"]) for axis in range(len(patch_size))]
+        if len(patch_size) != len(config["patch_size"]) or any(p % t for p, t in zip(patch_size, total_stride)):
+            raise InvalidValueError(f"demo patch {list(patch_size)} does not fit the network of "
+                                    f"{preprocessed_dataset / (source + '.json')}: each axis must be a multiple of "
+                                    f"its total stride {total_stride}")
+        config["patch_size"] = [int(p) for p in patch_size]
     path = preprocessed_dataset / f"{target}.json"
     path.write_text(json.dumps(plans, indent=2))
     return path
@@ -239,7 +257,7 @@ def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
     import torch
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    z, y, x = config.shape
+    z, y, x = config.patch_size
     n = 5
     net = PlainConvUNet(1, n, demo_features(n, config.base_features, config.max_features), torch.nn.Conv3d,
                         [[1, 3, 3]] + [[3, 3, 3]] * (n - 1), [[1, 1, 1], [1, 2, 2]] + [[2, 2, 2]] * (n - 2),
@@ -259,18 +277,28 @@ def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
 
 
 def estimate_minutes(config: DemoConfig, step_seconds: float, cached_pretraining: bool = False) -> float:
-    """Expected demo time: the trainings' steps plus overheads, ``jobs`` trainings at a time (the pretraining one of
-    them; side by side each one-thread step is ~4x slower than a two-thread step alone), the pretrained side after
-    the pretraining."""
-    per_step = _STEP_FACTOR * step_seconds * (_SIDE_BY_SIDE_FACTOR if config.jobs > 1 else 1.0)
-    pretrain = 0.0 if cached_pretraining else \
-        config.pretrain_epochs * config.pretrain_iterations * per_step + _TRAINING_OVERHEAD_S
-    finetune = config.epochs * config.iterations * per_step + _TRAINING_OVERHEAD_S
+    """Expected demo time: the trainings' steps plus overheads, queued as the demo queues them (the pretraining
+    first, then the scratch side, then the pretrained side, which cannot start before the pretraining ends) on
+    ``jobs`` lanes, plus the fixed stages."""
+    scale = 1.0 if config.jobs > 1 else _ALONE_FACTOR
+    pretrain = 0.0 if cached_pretraining else config.pretrain_epochs * config.pretrain_iterations * \
+        _PRETRAIN_STEP_FACTOR * step_seconds * scale + _TRAINING_OVERHEAD_S
+    finetune = config.epochs * config.iterations * _FINETUNE_STEP_FACTOR * step_seconds * scale + \
+        _TRAINING_OVERHEAD_S
+    lanes = [0.0] * config.jobs
+
+    def queue(duration: float, not_before: float = 0.0) -> float:
+        lane = lanes.index(min(lanes))
+        lanes[lane] = max(lanes[lane], not_before) + duration
+        return lanes[lane]
+
+    pretrained_from = queue(pretrain)
     per_side = len(config.target_cases) * len(config.seeds)
-    trainings = max((pretrain + 2 * per_side * finetune) / config.jobs,
-                    pretrain + math.ceil(per_side / config.jobs) * finetune)
-    fixed = 90.0  # synthesis, conversion, planning, preprocessing, prediction, evaluation
-    return (trainings + fixed) / 60.0
+    for _ in range(per_side):
+        queue(finetune)
+    for _ in range(per_side):
+        queue(finetune, pretrained_from)
+    return (max(lanes) + _FIXED_STAGES_S) / 60.0
 
 
 def pretraining_cached(checkpoint: Path, key: dict) -> Optional[str]:
@@ -348,7 +376,8 @@ def run_demo(config: DemoConfig) -> dict:
                config.data_seed, "--shape", *shape)
         ws.cli("convert", "mots", ws.root / "sources" / "MOTS", "-d", MOTS_ID, "--name", "DemoMOTS", "--force")
         ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", MOTS_ID, "-c", "3d_fullres", "-np", "2")
-        write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features)
+        write_demo_plans(ws.preprocessed / MOTS_NAME, config.base_features, config.max_features,
+                         patch_size=config.patch_size)
     plans = ws.preprocessed / MOTS_NAME / f"{DEMO_PLANS}.json"
     arch = json.loads(plans.read_text())["configurations"]["3d_fullres"]
     print(f"    demo plans {plans.name}: patch {arch['patch_size']}, batch {arch['batch_size']}, features per stage "
