@@ -99,8 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source-cases", nargs="+", metavar="SOURCE=N",
                    help="mots only: cases of particular sources instead of --cases (e.g. KiTS19=12)")
     p.add_argument("--kidney-lesions", choices=["standard", "large", "bright"], default="standard",
-                   help="mots (KiTS19 folder), kits21: kidney tumours and cysts as drawn by default, or larger and "
-                        "of higher contrast (what a short CPU training can learn; the demo's data)")
+                   help="mots (KiTS19 folder), kits21: kidney tumours and cysts as drawn by default; large and dark "
+                        "(muscle-like HU); or large and hyper-enhancing (bright: what a short CPU training can "
+                        "learn; the demo's data)")
     p.add_argument("--groups", type=positive_int, default=None,
                    help="kits21 only: also write segmentation_samples/ with this many groups, as the official "
                         "sample_segmentations.py would (a fresh clone has none)")

@@ -247,13 +247,13 @@ def _paint(phantom: Phantom, structures: Dict[int, str]) -> np.ndarray:
 #: ``standard``: the phantom's own (tumours of ~0.15 % of the voxels, tumour HU overlapping the medulla's);
 #: ``large``: tumours about half a kidney and cysts about twice as wide, tumours clearly darker than the medulla and
 #: cysts darker still (their HU is that of muscle and bowel, so only their place inside a kidney tells them apart);
-#: ``bright``: as large, but hyper-enhancing tumours (brighter than the cortex, as clear-cell carcinomas can be in the
+#: ``bright``: slightly larger still, and hyper-enhancing tumours (brighter than the cortex, as clear-cell carcinomas can be in the
 #: arterial phase) and slightly wider cysts: masses that a CPU training of a few hundred steps learns (the demo's data)
 KIDNEY_LESION_PROFILES: Dict[str, Tuple[Dict[str, Tuple[float, float]], Dict[str, Tuple[float, float]]]] = {
     "standard": ({}, {}),
     "large": ({"kidney_tumor": (0.12, 0.16), "kidney_cyst": (0.07, 0.09)},
               {"kidney_tumor": (30.0, 45.0), "kidney_cyst": (-25.0, -10.0)}),
-    "bright": ({"kidney_tumor": (0.12, 0.16), "kidney_cyst": (0.08, 0.10)},
+    "bright": ({"kidney_tumor": (0.14, 0.18), "kidney_cyst": (0.08, 0.10)},
                {"kidney_tumor": (240.0, 280.0), "kidney_cyst": (-30.0, -15.0)}),
 }
 

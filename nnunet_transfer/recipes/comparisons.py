@@ -139,7 +139,8 @@ def mleam_prostate(ws: NnUNetWorkspace, seeds: Sequence[int], p: Mapping) -> Run
     total = p["labelled"] + 1 + p["test_cases"]
     _synth_kits21(ws, KITS_ID, "RecipeKiTS21", total, p["data_seed"], p)
     ws.nnunet("nnUNetv2_plan_and_preprocess", "-d", KITS_ID, "-c", "3d_fullres", "-np", "2")
-    write_demo_plans(ws.preprocessed / KITS_NAME, p["base_features"], p["max_features"])
+    write_demo_plans(ws.preprocessed / KITS_NAME, p["base_features"], p["max_features"],
+                     patch_size=p.get("patch_size"))
     ws.cli("plan-arch", "-d", KITS_ID, "-a", "plain", "--decoder", "mleam", "-sp", DEMO_PLANS, "-p",
            "nnUNetDemoPlans_mleam", "--no-preprocess")
     splits, test = demo_splits(_kits_ids(total), [p["labelled"]], 1, p["test_cases"])

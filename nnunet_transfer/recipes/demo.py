@@ -81,8 +81,8 @@ class DemoConfig:
     #: held-out KiTS21 cases that are scored; in no training
     test_cases: int = 6
     seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
-    pretrain_epochs: int = 12
-    pretrain_iterations: int = 85
+    pretrain_epochs: int = 16
+    pretrain_iterations: int = 75
     epochs: int = 8
     iterations: int = 40
     #: trainings run side by side (one CPU thread each on a 2-core machine): the pretraining next to the scratch
