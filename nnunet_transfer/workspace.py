@@ -91,6 +91,9 @@ class NnUNetWorkspace:
         self.trainer_dir.mkdir(parents=True, exist_ok=True)
         self.env = nnunet_environment(self.root, base=env_base, extra_trainer_dirs=(self.trainer_dir,))
         self.env.setdefault("PYTHONUNBUFFERED", "1")
+        # OpenMP threads that wait for work sleep instead of spinning: a training on all cores then does not slow to
+        # a crawl when anything else runs on the machine (spinning threads steal the cores they wait for)
+        self.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.verbose = verbose
         self.log_file = self.root / "commands.log"
         self._log_lock = threading.Lock()  # commands may run side by side (the demo's paired fine-tunings)

@@ -66,3 +66,19 @@ def test_negative_log_soft_dice_wraps_nnunets_dice_term():
     loss.backward()
     assert torch.isfinite(logits.grad).all()
     assert not FrozenEncoderTrainer.log_dice and FrozenEncoderTrainer_logDice.log_dice
+
+
+def test_region_dice_plot_is_its_own_small_file_and_leaves_nnunets_progress_png_alone(tmp_path):
+    from PIL import Image
+
+    from nnunet_transfer.trainers.progress import REGION_PROGRESS_FILE, plot_region_dice
+
+    nnunet_png = tmp_path / "progress.png"
+    nnunet_png.write_bytes(b"nnU-Net's figure")
+    assert plot_region_dice(str(tmp_path), [], ["liver"]) is None  # nothing logged yet: nothing drawn
+    history = [[0.1, None, 0.0], [0.5, 0.2, float("nan")], [0.8, 0.4, 0.1]]
+    path = plot_region_dice(str(tmp_path), history, ["liver", "liver_tumor"])  # third region: unnamed
+    assert path == str(tmp_path / REGION_PROGRESS_FILE)
+    assert Image.open(path).size == (1000, 500)
+    assert nnunet_png.read_bytes() == b"nnU-Net's figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.png", REGION_PROGRESS_FILE]  # no temp left

@@ -1,5 +1,5 @@
-"""``nnunet-transfer`` commands. The paper recipes (``recipe list|show|run``) and the demo (the kits21-dodnet comparison on embedded synthetic
-data)."""
+"""``nnunet-transfer`` commands. The paper recipes (``recipe list|show|run``) and the demo (the kits21-dodnet
+comparison on embedded synthetic data)."""
 
 from __future__ import annotations
 

@@ -247,8 +247,9 @@ def _paint(phantom: Phantom, structures: Dict[int, str]) -> np.ndarray:
 #: ``standard``: the phantom's own (tumours of ~0.15 % of the voxels, tumour HU overlapping the medulla's);
 #: ``large``: tumours about half a kidney and cysts about twice as wide, tumours clearly darker than the medulla and
 #: cysts darker still (their HU is that of muscle and bowel, so only their place inside a kidney tells them apart);
-#: ``bright``: slightly larger still, and hyper-enhancing tumours (brighter than the cortex, as clear-cell carcinomas can be in the
-#: arterial phase) and slightly wider cysts: masses that a CPU training of a few hundred steps learns (the demo's data)
+#: ``bright``: tumours and cysts a little wider still, the tumours hyper-enhancing (brighter than the cortex, as
+#: clear-cell carcinomas can be in the arterial phase): masses that a CPU training of a few hundred steps learns (the
+#: demo's data)
 KIDNEY_LESION_PROFILES: Dict[str, Tuple[Dict[str, Tuple[float, float]], Dict[str, Tuple[float, float]]]] = {
     "standard": ({}, {}),
     "large": ({"kidney_tumor": (0.12, 0.16), "kidney_cyst": (0.07, 0.09)},

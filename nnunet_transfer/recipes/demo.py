@@ -93,8 +93,8 @@ class DemoConfig:
     shape: Tuple[int, int, int] = (16, 48, 48)
     #: patch of the demo plans (nnU-Net's would hold the whole volume): a third of every batch is then centred on
     #: a kidney, tumour or cyst voxel (nnU-Net's foreground oversampling), so masses weigh more, and a step costs a
-    #: third of the whole-volume one
-    patch_size: Tuple[int, int, int] = (16, 32, 32)
+    #: third of the whole-volume one; None keeps nnU-Net's patch
+    patch_size: Optional[Tuple[int, int, int]] = (16, 32, 32)
     #: features of the first stage of the demo plans, doubled per stage up to ``max_features``
     base_features: int = 8
     max_features: int = 64
@@ -119,8 +119,8 @@ class DemoConfig:
         """Everything the MOTS pretraining depends on: a cached checkpoint is reused only when this matches."""
         return {"mots_cases": self.mots_cases, "kidney_cases": self.kidney_cases,
                 "kidney_lesions": self.kidney_lesions, "data_seed": self.data_seed, "shape": list(self.shape),
-                "patch_size": list(self.patch_size), "base_features": self.base_features,
-                "max_features": self.max_features,
+                "patch_size": list(self.patch_size) if self.patch_size else None,
+                "base_features": self.base_features, "max_features": self.max_features,
                 "pretrain_epochs": self.pretrain_epochs, "pretrain_iterations": self.pretrain_iterations,
                 "seed": self.seeds[0], "version": PRETRAINING_CACHE_VERSION}
 
@@ -257,7 +257,7 @@ def estimate_step_seconds(config: DemoConfig, batch_size: int = 2) -> float:
     import torch
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    z, y, x = config.patch_size
+    z, y, x = config.patch_size or config.shape
     n = 5
     net = PlainConvUNet(1, n, demo_features(n, config.base_features, config.max_features), torch.nn.Conv3d,
                         [[1, 3, 3]] + [[3, 3, 3]] * (n - 1), [[1, 1, 1], [1, 2, 2]] + [[2, 2, 2]] * (n - 2),
@@ -329,9 +329,6 @@ def run_demo(config: DemoConfig) -> dict:
 
     root = Path(config.workspace) if config.workspace else (default_workspace() or Path.cwd() / "nnunet_workspace")
     ws = NnUNetWorkspace(root)
-    # OpenMP threads that wait for work sleep instead of spinning: a training on all cores then does not slow to a
-    # crawl when anything else runs on the machine (spinning threads steal the cores they wait for)
-    ws.env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.time()
     mots_checkpoint = ws.model_folder(MOTS_NAME, MOTS_TRAINER, "3d_fullres", DEMO_PLANS) / "fold_0" / \
         "checkpoint_final.pth"

@@ -8,7 +8,7 @@ on a dataset made by ``nnunet-transfer convert mots``. What differs from ``nnUNe
   own deep-supervision wrapper;
 * each train/validation step conditions network and loss on the batch's tasks, read from the case-to-task map
   the converter stored in dataset.json, then runs nnU-Net's own step;
-* validation Dice is reported per task (log and progress.png); the final validation predicts each case with its
+* validation Dice is reported per task (log and progress_per_region.png); the final validation predicts each case with its
   own task's head only (as DoDNet's evaluation: other tasks' regions cannot overwrite its labels in the written
   label map): the trainer's dataset class is nnU-Net's with a report of each loaded case
   (:mod:`..trainers.task_datasets`), and ``summary_per_task.json`` scores each validation case on its own task.
@@ -35,7 +35,7 @@ from nnunet_transfer.evaluation.partial_label import evaluate_partial_label_fold
 from nnunet_transfer.losses.partial_label import PartialLabelDiceBCELoss
 from nnunet_transfer.losses.wrapping import with_base_loss
 from nnunet_transfer.trainers.guarded import GuardedTrainer
-from nnunet_transfer.trainers.progress import add_region_dice_panel
+from nnunet_transfer.trainers.progress import plot_region_dice
 from nnunet_transfer.trainers.task_datasets import on_case_loaded, task_conditioned_dataset_class
 from nnunet_transfer.utils.modules import unwrap_network
 from nnunet_transfer.errors import MissingEntryError, NotApplicableError
@@ -161,10 +161,10 @@ class MOTSPretrainTrainer(GuardedTrainer):
         self.print_to_log_file("Pseudo dice per task (validation patches):\n" + table, add_timestamp=False)
 
     def on_epoch_end(self) -> None:
-        super().on_epoch_end()  # nnU-Net draws progress.png (rank 0) ...
-        if self.local_rank == 0:  # ... which gains the per-region panel
-            add_region_dice_panel(self.output_folder, self.logger.get_value("dice_per_class_or_region", step=None),
-                                  [ch.name for ch in mots_tasks.OUTPUT_CHANNELS])
+        super().on_epoch_end()  # nnU-Net draws progress.png (rank 0); next to it, one curve per region
+        if self.local_rank == 0:
+            plot_region_dice(self.output_folder, self.logger.get_value("dice_per_class_or_region", step=None),
+                             [ch.name for ch in mots_tasks.OUTPUT_CHANNELS])
 
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()

@@ -33,7 +33,7 @@ LITS_PREFIX, SPLEEN_PREFIX = "liver", "spleen"  # case names convert mots gives 
 #: standard lesions and 4 x 50 fine-tuning iterations: the setting the thresholds above were measured in (the demo's
 #: plans, its synthetic anatomy and its two side-by-side fine-tunings otherwise)
 TEST_CONFIG = dict(seeds=(0,), test_cases=3, epochs=4, iterations=50, pretrain_epochs=8, kidney_cases=4,
-                   kidney_lesions="standard")
+                   kidney_lesions="standard", patch_size=None)
 
 
 @pytest.fixture(scope="module")

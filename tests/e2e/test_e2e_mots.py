@@ -32,7 +32,7 @@ def test_pretraining_runs_and_logs_per_task_dice(mots_pretrained):
         own_labels = {0, *mots_tasks.TASKS[case_to_task[case]].label_map.values()}
         written = sitk.GetArrayFromImage(sitk.ReadImage(str(fold / "validation" / f"{case}.nii.gz")))
         assert set(np.unique(written).tolist()) <= own_labels, case
-    assert (fold / "progress.png").is_file()
+    assert (fold / "progress.png").is_file() and (fold / "progress_per_region.png").is_file()
 
 
 def test_checkpoint_is_nnunet_format_with_backbone_names(mots_pretrained):
