@@ -132,14 +132,14 @@ def test_side_by_side_fine_tunings_share_the_cores_and_the_time_estimate_counts_
     assert DemoConfig(jobs=2).threads_per_job == 1 and DemoConfig(jobs=1).threads_per_job == 2
     with pytest.raises(ValueError, match="jobs"):
         DemoConfig(jobs=0)
-    # the defaults took MEASURED_MIN min on an idle 2-core machine whose estimated step was 0.11 s (docs/demo.md)
-    two = demo.estimate_minutes(DemoConfig(), 0.11)
-    assert 10.5 <= two <= 13.0
-    cached = demo.estimate_minutes(DemoConfig(jobs=2), 0.11, cached_pretraining=True)
-    assert cached < two - 1.5  # the pretrained side waits for the pretraining
+    # the defaults took 11.5 min on an idle 2-core machine whose estimated step was 0.08 s (docs/demo.md)
+    two = demo.estimate_minutes(DemoConfig(), 0.08)
+    assert 10.5 <= two <= 12.5
+    cached = demo.estimate_minutes(DemoConfig(jobs=2), 0.08, cached_pretraining=True)
+    assert cached < two - 1.0  # the pretrained side waits for the pretraining
     # one training at a time counts every training in one row
-    one = demo.estimate_minutes(DemoConfig(jobs=1), 0.11)
-    assert one > two and one < demo.estimate_minutes(DemoConfig(jobs=1, seeds=(0, 1, 2, 3, 4, 5)), 0.11)
+    one = demo.estimate_minutes(DemoConfig(jobs=1), 0.08)
+    assert one > two and one < demo.estimate_minutes(DemoConfig(jobs=1, seeds=(0, 1, 2, 3, 4, 5)), 0.08)
     src = trainer_variant_source("Z", "KiTS21HECTrainer", seed=1, threads=1)
     assert src.index("torch.set_num_threads(1)") < src.index("super().__init__")
 

@@ -144,9 +144,9 @@ KITS21_DODNET = Recipe(
     evaluations=(Evaluation("scratch", "{W}/eval/scratch.json", "kits21"),
                  Evaluation("pretrained", "{W}/eval/pretrained.json", "kits21")),
     # demo: the demo's own defaults (``nnunet-transfer demo``); tiny: the same pipeline at a smoke-test budget
-    scales={"tiny": {"mots_cases": 2, "target_cases": (2,), "val_cases": 1, "test_cases": 2, "pretrain_epochs": 1,
-                     "pretrain_iterations": 2, "epochs": 1, "iterations": 2, "shape": (16, 32, 32),
-                     "base_features": 4, "max_features": 16},
+    scales={"tiny": {"mots_cases": 2, "kidney_cases": 2, "target_cases": (2,), "val_cases": 1, "test_cases": 2,
+                     "pretrain_epochs": 1, "pretrain_iterations": 2, "epochs": 1, "iterations": 2,
+                     "shape": (16, 32, 32), "base_features": 4, "max_features": 16},
             "demo": {}},
     seeds={"tiny": (0,), "demo": ()},  # () = the demo's default seeds
     notes=("The demo scale is `nnunet-transfer demo` (synthetic MOTS and KiTS21, the demo's narrow plans), both "
@@ -210,8 +210,8 @@ MLEAM_PROSTATE = Recipe(
                  Evaluation("edge", "{W}/eval/edge.json", "nnunet")),
     scales={"tiny": {"labelled": 2, "test_cases": 2, "epochs": 1, "iterations": 2, "shape": (16, 32, 32),
                      "base_features": 4, "max_features": 16, "data_seed": 40},
-            "demo": {"labelled": 4, "test_cases": 4, "epochs": 6, "iterations": 25, "shape": (16, 48, 48),
-                     "base_features": 8, "max_features": 64, "data_seed": 40}},
+            "demo": {"labelled": 4, "test_cases": 4, "epochs": 10, "iterations": 30, "shape": (16, 48, 48),
+                     "patch_size": (16, 32, 32), "base_features": 8, "max_features": 64, "data_seed": 40}},
     seeds={"tiny": (0,), "demo": (0, 1, 2)},
     notes=("Demo: generated KiTS21-layout volumes stand in for PROMISE12 (kidney and masses = the foreground), "
            "nnU-Net's encoder in place of the ResNet-101 and no encoder pretraining: both arms start alike, the "

@@ -13,10 +13,10 @@
 
 A seed fixes everything random in a fine-tuning (:mod:`nnunet_transfer.utils.seeding`), so a seed reproduces its
 numbers. The trainer variants are written into the workspace, the way nnU-Net users make variants. The statistics,
-tables and plots are in :mod:`.demo_report`; this module (some 450 lines) is the pipeline, one function that reads
+tables and plots are in :mod:`.demo_report`; this module (some 510 lines) is the pipeline, one function that reads
 top to bottom as the steps above, and its configuration, splits, time estimate and pretraining cache.
 
-Size: about 481 lines, as the demo's one pipeline (data, pretraining with its cache, fine-tuning over seeds,
+Size: about 513 lines, as the demo's one pipeline (data, pretraining with its cache, fine-tuning over seeds,
 scoring), step after step.
 """
 
@@ -54,11 +54,10 @@ PRETRAINING_RECORD = "demo_pretraining.json"
 PRETRAINING_CACHE_VERSION = 3
 #: fixed overhead of one ``nnUNetv2_train`` on CPU (imports, trainer lookup, data set-up), for the time estimate
 _TRAINING_OVERHEAD_S = 12.0
-#: a fine-tuning step of the demo (augmentation, loss, validation included; two one-thread trainings side by side)
-#: against :func:`estimate_step_seconds`' synthetic step, and a MOTS pretraining step (dynamic head, partial-label
-#: loss) likewise; measured with the defaults on an idle 2-core machine (0.21 s and 0.34 s against 0.11 s)
-_FINETUNE_STEP_FACTOR = 1.9
-_PRETRAIN_STEP_FACTOR = 3.0
+#: a training step of the demo, fine-tuning or MOTS pretraining (augmentation, loss, validation and epoch ends
+#: included; two one-thread trainings side by side) against :func:`estimate_step_seconds`' synthetic step, measured
+#: with the defaults on an idle 2-core machine whose synthetic step took 0.08 s (0.21 s and 0.20 s)
+_STEP_FACTOR = 2.6
 #: a step of a training alone (``jobs`` 1, two threads) against one of two side by side
 _ALONE_FACTOR = 0.75
 #: synthesis, conversion, planning, preprocessing, prediction and evaluation, measured with the defaults
@@ -282,8 +281,8 @@ def estimate_minutes(config: DemoConfig, step_seconds: float, cached_pretraining
     ``jobs`` lanes, plus the fixed stages."""
     scale = 1.0 if config.jobs > 1 else _ALONE_FACTOR
     pretrain = 0.0 if cached_pretraining else config.pretrain_epochs * config.pretrain_iterations * \
-        _PRETRAIN_STEP_FACTOR * step_seconds * scale + _TRAINING_OVERHEAD_S
-    finetune = config.epochs * config.iterations * _FINETUNE_STEP_FACTOR * step_seconds * scale + \
+        _STEP_FACTOR * step_seconds * scale + _TRAINING_OVERHEAD_S
+    finetune = config.epochs * config.iterations * _STEP_FACTOR * step_seconds * scale + \
         _TRAINING_OVERHEAD_S
     lanes = [0.0] * config.jobs
 
