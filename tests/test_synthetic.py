@@ -410,6 +410,13 @@ def test_bright_kidney_tumours_are_brighter_than_any_soft_tissue_and_cysts_darke
             assert bright.image[cyst].mean() < kidney.mean() - 100
 
 
+def test_the_cli_offers_every_kidney_lesion_profile():
+    from nnunet_transfer.cli.data import KIDNEY_LESION_CHOICES
+    from nnunet_transfer.data.synthetic import KIDNEY_LESION_PROFILES
+
+    assert sorted(KIDNEY_LESION_CHOICES) == sorted(KIDNEY_LESION_PROFILES)
+
+
 def test_mots_sources_can_have_their_own_case_counts(tmp_path):
     summary = synth_mots(tmp_path / "m", cases=1, seed=5, shape=(8, 24, 24), source_cases={"KiTS19": 3},
                          kidney_lesions="large")

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from nnunet_transfer.cli.arg_types import dataset_id, finite_float, percentile, positive_float, positive_int, seed
 
+#: the names of ``data.synthetic.KIDNEY_LESION_PROFILES``, for ``--kidney-lesions`` (here, so that building the parser
+#: does not import the generators)
+KIDNEY_LESION_CHOICES = ("standard", "large", "bright")
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from nnunet_transfer.data import synthetic
@@ -98,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=["kits21", "kits19", "kits23"], default="kits21", help="kits21 only")
     p.add_argument("--source-cases", nargs="+", metavar="SOURCE=N",
                    help="mots only: cases of particular sources instead of --cases (e.g. KiTS19=12)")
-    p.add_argument("--kidney-lesions", choices=["standard", "large", "bright"], default="standard",
+    p.add_argument("--kidney-lesions", choices=KIDNEY_LESION_CHOICES, default="standard",
                    help="mots (KiTS19 folder), kits21: kidney tumours and cysts as drawn by default; large and dark "
                         "(muscle-like HU); or large and hyper-enhancing (bright: what a short CPU training can "
                         "learn; the demo's data)")

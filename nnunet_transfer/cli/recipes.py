@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from nnunet_transfer.cli.arg_types import positive_int, seed
+from nnunet_transfer.cli.data import KIDNEY_LESION_CHOICES
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mots-cases", type=positive_int, default=d.mots_cases, help="synthetic cases per MOTS source")
     p.add_argument("--kidney-cases", type=positive_int, default=d.kidney_cases,
                    help="synthetic cases of MOTS' kidney source (KiTS19)")
-    p.add_argument("--kidney-lesions", choices=["standard", "large", "bright"], default=d.kidney_lesions,
+    p.add_argument("--kidney-lesions", choices=KIDNEY_LESION_CHOICES, default=d.kidney_lesions,
                    help="kidney tumours and cysts of the KiTS19 source and the KiTS21 target (see synth)")
     p.add_argument("--jobs", type=positive_int, default=d.jobs,
                    help="trainings run side by side, sharing the CPU cores (1: one after the other)")
