@@ -61,6 +61,8 @@ def test_demo_plans_take_a_patch_that_fits_the_network_and_refuse_one_that_does_
     assert out["configurations"]["3d_fullres"]["patch_size"] == [16, 32, 32]
     with pytest.raises(InvalidValueError, match=r"multiple of its total stride \[4, 8, 8\]"):
         write_demo_plans(tmp_path, 8, 64, patch_size=(16, 36, 32))
+    with pytest.raises(InvalidValueError, match=r"multiple of its total stride \[4, 8, 8\]"):
+        write_demo_plans(tmp_path, 8, 64, patch_size=(16, 32, 32, 32))  # a 4th axis: refused, not an IndexError
     assert DemoConfig().pretraining_key()["patch_size"] == list(DemoConfig().patch_size)
 
 
